@@ -1,0 +1,125 @@
+"""xomni core: component interfaces, configuration, plugin discovery, pipelines and CLI.
+
+Importing this package is cheap: nothing here imports torch. Pipelines and generation load
+torch when first used.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._version import CORE_API_VERSION, __version__
+from .atomic import atomic_directory, atomic_file
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    ImageRejectedError,
+    InputError,
+    PluginError,
+    XomniError,
+)
+from .folders import (
+    COMPONENT_FILE,
+    check_state_dict,
+    load_module_weights,
+    load_tensors,
+    read_component_file,
+    save_tensors,
+    write_component_file,
+)
+from .hookspecs import hookimpl
+from .interfaces import (
+    Backbone,
+    BackboneStep,
+    BackboneVocab,
+    Component,
+    Decoder,
+    Reward,
+    Tokenizer,
+)
+from .params import ComponentParams
+from .spec import PluginSpec
+from .types import (
+    COMPONENT_KINDS,
+    ComponentKind,
+    DecodeRequest,
+    GenerationMode,
+    GridSize,
+    ImageGenerationRequest,
+    PreprocessedImage,
+    RewardBatch,
+    RewardDirection,
+    RewardResult,
+    SamplingParams,
+    SemanticLatents,
+    TextGenerationRequest,
+    TokenGrid,
+)
+
+if TYPE_CHECKING:
+    from .pipelines import ImageUnderstandingPipeline, TextToImagePipeline
+
+__all__ = [
+    "COMPONENT_FILE",
+    "COMPONENT_KINDS",
+    "CORE_API_VERSION",
+    "Backbone",
+    "BackboneStep",
+    "BackboneVocab",
+    "CheckpointError",
+    "Component",
+    "ComponentKind",
+    "ComponentParams",
+    "ConfigError",
+    "DecodeRequest",
+    "Decoder",
+    "GenerationMode",
+    "GridSize",
+    "ImageGenerationRequest",
+    "ImageRejectedError",
+    "ImageUnderstandingPipeline",
+    "InputError",
+    "PipelineConfig",
+    "PluginError",
+    "PluginRegistry",
+    "PluginSpec",
+    "PreprocessedImage",
+    "Reward",
+    "RewardBatch",
+    "RewardDirection",
+    "RewardResult",
+    "SamplingParams",
+    "SemanticLatents",
+    "TextGenerationRequest",
+    "TextToImagePipeline",
+    "TokenGrid",
+    "Tokenizer",
+    "XomniError",
+    "__version__",
+    "atomic_directory",
+    "atomic_file",
+    "check_state_dict",
+    "hookimpl",
+    "load_config",
+    "load_module_weights",
+    "load_tensors",
+    "read_component_file",
+    "save_tensors",
+    "write_component_file",
+]
+
+_LAZY = {
+    "PipelineConfig": "xomni_core.config",
+    "load_config": "xomni_core.config",
+    "PluginRegistry": "xomni_core.registry",
+    "TextToImagePipeline": "xomni_core.pipelines",
+    "ImageUnderstandingPipeline": "xomni_core.pipelines",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'xomni_core' has no attribute {name!r}")

@@ -1,0 +1,237 @@
+"""Data that crosses component boundaries.
+
+These objects are frozen and carry their units in their names. Tensors are ``torch.Tensor``;
+torch is only named for type checking so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .errors import InputError
+
+if TYPE_CHECKING:
+    import torch
+    from PIL.Image import Image
+
+ComponentKind = Literal["tokenizer", "backbone", "decoder", "reward"]
+COMPONENT_KINDS: tuple[ComponentKind, ...] = ("tokenizer", "backbone", "decoder", "reward")
+
+#: ``text`` restricts logits to the text vocabulary, ``image`` to the image-token ids.
+GenerationMode = Literal["text", "image"]
+
+RewardDirection = Literal["maximize", "minimize"]
+
+
+@dataclass(frozen=True)
+class GridSize:
+    """A token grid of ``grid_h`` rows by ``grid_w`` columns."""
+
+    grid_h: int
+    grid_w: int
+
+    def __post_init__(self) -> None:
+        if self.grid_h < 1 or self.grid_w < 1:
+            raise InputError(
+                f"token grid must be at least 1 x 1, got {self.grid_h} x {self.grid_w}"
+            )
+
+    @property
+    def num_tokens(self) -> int:
+        return self.grid_h * self.grid_w
+
+    def pixel_size(self, pixels_per_token: int) -> tuple[int, int]:
+        """Return ``(height_px, width_px)`` for a component with ``pixels_per_token`` px a side."""
+        return self.grid_h * pixels_per_token, self.grid_w * pixels_per_token
+
+    @classmethod
+    def from_pixels(cls, height_px: int, width_px: int, pixels_per_token: int) -> GridSize:
+        """Grid for an image size; both sides must be multiples of ``pixels_per_token``."""
+        for name, value in (("height_px", height_px), ("width_px", width_px)):
+            if value <= 0 or value % pixels_per_token:
+                raise InputError(
+                    f"{name}={value} is not a positive multiple of {pixels_per_token} "
+                    f"(each image token covers {pixels_per_token} x {pixels_per_token} px); "
+                    f"try {max(pixels_per_token, round(value / pixels_per_token) * pixels_per_token)}"
+                )
+        return cls(height_px // pixels_per_token, width_px // pixels_per_token)
+
+
+@dataclass(frozen=True)
+class TokenGrid:
+    """Image-token indices, shape ``(batch, grid_h, grid_w)``, values in ``[0, codebook_size)``.
+
+    Indices are codebook positions, not backbone vocabulary ids: a backbone maps them into its
+    own id space.
+    """
+
+    ids: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.ids.dim() != 3:
+            raise InputError(
+                f"TokenGrid.ids must have shape (batch, grid_h, grid_w), got {tuple(self.ids.shape)}"
+            )
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.ids.shape[0])
+
+    @property
+    def grid(self) -> GridSize:
+        return GridSize(int(self.ids.shape[1]), int(self.ids.shape[2]))
+
+    def rows(self) -> list[list[int]]:
+        """Each sample's indices in row-major order."""
+        flat: list[list[int]] = self.ids.reshape(self.batch_size, -1).tolist()
+        return flat
+
+
+@dataclass(frozen=True)
+class SemanticLatents:
+    """Semantic feature grid from a tokenizer's decode, shape ``(batch, channels, grid_h, grid_w)``."""
+
+    values: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.values.dim() != 4:
+            raise InputError(
+                "SemanticLatents.values must have shape (batch, channels, grid_h, grid_w), "
+                f"got {tuple(self.values.shape)}"
+            )
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.values.shape[0])
+
+    @property
+    def channels(self) -> int:
+        return int(self.values.shape[1])
+
+    @property
+    def grid(self) -> GridSize:
+        return GridSize(int(self.values.shape[2]), int(self.values.shape[3]))
+
+
+@dataclass(frozen=True)
+class PreprocessedImage:
+    """An image ready for a tokenizer: normalised ``pixels`` of shape ``(3, height_px, width_px)``."""
+
+    pixels: torch.Tensor
+    grid: GridSize
+    original_size_px: tuple[int, int]  # (height_px, width_px) before resizing
+
+
+class SamplingParams(BaseModel):
+    """Sampling controls for autoregressive generation.
+
+    ``temperature=0`` means greedy decoding. ``cfg_scale`` above 1 enables classifier-free
+    guidance against the backbone's negative prompt.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    temperature: float = Field(1.0, ge=0.0)
+    top_k: int | None = Field(None, ge=1)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    min_p: float = Field(0.0, ge=0.0, lt=1.0)
+    cfg_scale: float = Field(1.0, ge=1.0)
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+GREEDY = SamplingParams(temperature=0.0)
+
+
+class ImageGenerationRequest(BaseModel):
+    """Prompts to turn into exactly ``grid.num_tokens`` image tokens each.
+
+    Sample ``i`` draws from its own random stream seeded with ``seed + i``, so a prompt gives the
+    same tokens alone as inside a batch.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    prompts: tuple[str, ...] = Field(min_length=1)
+    grid: GridSize
+    sampling: SamplingParams = SamplingParams(temperature=1.0, min_p=0.03)
+    seed: int = 0
+    show_progress: bool = False
+
+
+class TextGenerationRequest(BaseModel):
+    """Token-id prompts (text and image segments already laid out) to continue in text mode."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input_ids: tuple[tuple[int, ...], ...] = Field(min_length=1)
+    max_new_tokens: int = Field(256, ge=1)
+    sampling: SamplingParams = GREEDY
+    seed: int = 0
+    show_progress: bool = False
+
+    @model_validator(mode="after")
+    def _non_empty_prompts(self) -> TextGenerationRequest:
+        if any(len(ids) == 0 for ids in self.input_ids):
+            raise ValueError("every prompt needs at least one token")
+        return self
+
+
+@dataclass(frozen=True)
+class DecodeRequest:
+    """Semantic latents (and optional prompts) for a decoder to render.
+
+    ``None`` settings fall back to the decoder's own defaults.
+    """
+
+    latents: SemanticLatents
+    prompts: tuple[str, ...] | None = None
+    num_inference_steps: int | None = None
+    guidance_scale: float | None = None
+    seed: int = 0
+    show_progress: bool = False
+
+    def __post_init__(self) -> None:
+        if self.prompts is not None and len(self.prompts) != self.latents.batch_size:
+            raise InputError(
+                f"DecodeRequest has {len(self.prompts)} prompts for "
+                f"{self.latents.batch_size} latent grids"
+            )
+
+
+@dataclass(frozen=True)
+class RewardBatch:
+    """Images with the prompts that asked for them and free-form per-sample metadata."""
+
+    images: Sequence[Image]
+    prompts: Sequence[str]
+    metadata: Sequence[Mapping[str, Any]] = ()
+
+    def __post_init__(self) -> None:
+        if len(self.images) != len(self.prompts):
+            raise InputError(
+                f"RewardBatch has {len(self.images)} images for {len(self.prompts)} prompts"
+            )
+        if self.metadata and len(self.metadata) != len(self.images):
+            raise InputError(
+                f"RewardBatch has {len(self.metadata)} metadata entries for {len(self.images)} images"
+            )
+
+    def metadata_for(self, index: int) -> Mapping[str, Any]:
+        return self.metadata[index] if self.metadata else {}
+
+
+@dataclass(frozen=True)
+class RewardResult:
+    """One score per sample, with the reward's name and whether higher is better."""
+
+    name: str
+    scores: tuple[float, ...]
+    direction: RewardDirection = "maximize"
+    details: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
