@@ -106,8 +106,7 @@ class Tokenizer(Component[P]):
         if len(grids) != 1:
             sizes = ", ".join(f"{g.grid_h}x{g.grid_w}" for g in sorted(grids, key=str))
             raise InputError(
-                f"images in one batch must share a token grid, got grids {sizes}; "
-                "encode them one at a time"
+                f"images in one batch must share a token grid, got grids {sizes}; encode them one at a time"
             )
         return self.encode(torch.stack([p.pixels for p in prepared]))
 
@@ -158,6 +157,13 @@ class Backbone(Component[P]):
     @abstractmethod
     def vocab(self) -> BackboneVocab:
         """The id layout."""
+
+    @property
+    def device(self) -> torch.device:
+        """Device that input tensors of :meth:`forward_step` should live on."""
+        import torch
+
+        return torch.device("cpu")
 
     @abstractmethod
     def tokenize(self, text: str) -> list[int]:
@@ -253,8 +259,7 @@ class Reward(Component[P]):
         ) -> list[float]:
             columns = {k: v for k, v in kwargs.items() if isinstance(v, list | tuple)}
             metadata = [
-                {k: v[i] for k, v in columns.items() if len(v) == len(prompts)}
-                for i in range(len(prompts))
+                {k: v[i] for k, v in columns.items() if len(v) == len(prompts)} for i in range(len(prompts))
             ]
             result = self.score(RewardBatch(list(completions), list(prompts), metadata))
             return list(result.scores)

@@ -36,9 +36,7 @@ class GridSize:
 
     def __post_init__(self) -> None:
         if self.grid_h < 1 or self.grid_w < 1:
-            raise InputError(
-                f"token grid must be at least 1 x 1, got {self.grid_h} x {self.grid_w}"
-            )
+            raise InputError(f"token grid must be at least 1 x 1, got {self.grid_h} x {self.grid_w}")
 
     @property
     def num_tokens(self) -> int:
@@ -200,8 +198,7 @@ class DecodeRequest:
     def __post_init__(self) -> None:
         if self.prompts is not None and len(self.prompts) != self.latents.batch_size:
             raise InputError(
-                f"DecodeRequest has {len(self.prompts)} prompts for "
-                f"{self.latents.batch_size} latent grids"
+                f"DecodeRequest has {len(self.prompts)} prompts for {self.latents.batch_size} latent grids"
             )
 
 
@@ -215,9 +212,7 @@ class RewardBatch:
 
     def __post_init__(self) -> None:
         if len(self.images) != len(self.prompts):
-            raise InputError(
-                f"RewardBatch has {len(self.images)} images for {len(self.prompts)} prompts"
-            )
+            raise InputError(f"RewardBatch has {len(self.images)} images for {len(self.prompts)} prompts")
         if self.metadata and len(self.metadata) != len(self.images):
             raise InputError(
                 f"RewardBatch has {len(self.metadata)} metadata entries for {len(self.images)} images"

@@ -1,0 +1,1 @@
+"""Export of components to ONNX and TensorRT, and runtimes that run the exported artefacts."""

@@ -1,0 +1,1 @@
+"""Reference X-Omni components, registered through the `xomni.plugins` entry points."""

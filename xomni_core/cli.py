@@ -1,0 +1,319 @@
+"""The ``xomni`` command line.
+
+Listing plugins and validating configs never import torch; ``generate`` and ``chat`` import
+the pipelines only when they run. Errors a user can fix print one paragraph and exit 2;
+``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ._version import CORE_API_VERSION, __version__
+from .errors import XomniError
+
+EXIT_USAGE = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``xomni`` console script."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        code: int = args.handler(args)
+        return code
+    except XomniError as exc:
+        if args.debug:
+            raise
+        _fail(str(exc))
+    except OSError as exc:
+        if args.debug:
+            raise
+        _fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
+    except KeyboardInterrupt:
+        print("xomni: interrupted", file=sys.stderr)
+        return 130
+    return EXIT_USAGE
+
+
+def _fail(message: str) -> None:
+    print(
+        textwrap.fill(f"xomni: error: {message}", width=100, break_long_words=False, break_on_hyphens=False),
+        file=sys.stderr,
+    )
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="xomni",
+        description="Swappable X-Omni components: plugins, configs, generation.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"xomni {__version__} (core API {CORE_API_VERSION})"
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    plugins = commands.add_parser("plugins", help="list and inspect installed plugins")
+    plugin_commands = plugins.add_subparsers(title="plugin commands", metavar="COMMAND")
+    listing = plugin_commands.add_parser("list", help="every installed plugin with its status")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.add_argument("--strict", action="store_true", help="exit 2 if any plugin has a problem")
+    listing.set_defaults(handler=_plugins_list)
+    show = plugin_commands.add_parser("show", help="a plugin's params, origin and hooks")
+    show.add_argument("name", help="plugin name or kind/name")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    show.set_defaults(handler=_plugins_show)
+
+    config = commands.add_parser("config", help="validate configs and print their schema")
+    config_commands = config.add_subparsers(title="config commands", metavar="COMMAND")
+    validate = config_commands.add_parser("validate", help="check a pipeline config file")
+    validate.add_argument("file", help="YAML, TOML or JSON pipeline config")
+    _add_overrides(validate)
+    validate.add_argument("--strict", action="store_true", help="fail if any plugin is broken")
+    validate.set_defaults(handler=_config_validate)
+    schema = config_commands.add_parser("schema", help="JSON Schema of pipeline configs")
+    schema.add_argument("--out", help="write to this file instead of standard output")
+    schema.set_defaults(handler=_config_schema)
+
+    generate = commands.add_parser("generate", help="text to image")
+    generate.add_argument("prompts", nargs="+", metavar="PROMPT", help="one image per prompt")
+    generate.add_argument("--config", required=True, help="pipeline config file")
+    _add_overrides(generate)
+    generate.add_argument("--out", default="outputs", help="folder for PNGs and generation.json")
+    generate.add_argument("--height", type=int, help="image height in px (multiple of 16)")
+    generate.add_argument("--width", type=int, help="image width in px (multiple of 16)")
+    generate.add_argument("--seed", type=int, help="seed (default: runtime.seed)")
+    generate.add_argument("--steps", type=int, help="decoder inference steps")
+    generate.add_argument("--guidance", type=float, help="decoder guidance scale")
+    generate.add_argument("--temperature", type=float, help="0 for greedy")
+    generate.add_argument("--top-k", type=int)
+    generate.add_argument("--top-p", type=float)
+    generate.add_argument("--min-p", type=float)
+    generate.add_argument("--cfg-scale", type=float, help="backbone classifier-free guidance")
+    generate.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    generate.set_defaults(handler=_generate)
+
+    chat = commands.add_parser("chat", help="answer a question about an image")
+    chat.add_argument("question")
+    chat.add_argument("--image", required=True, help="image file")
+    chat.add_argument("--config", required=True, help="pipeline config file")
+    _add_overrides(chat)
+    chat.add_argument("--max-new-tokens", type=int, default=256)
+    chat.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    chat.set_defaults(handler=_chat)
+    return parser
+
+
+def _add_overrides(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="override a config value, e.g. decoder.params.num_inference_steps=20",
+    )
+
+
+def _plugins_list(args: argparse.Namespace) -> int:
+    from .registry import PluginRegistry
+
+    registry = PluginRegistry.discover()
+    rows = [
+        {
+            "kind": r.kind or "?",
+            "name": r.name,
+            "version": r.version or "?",
+            "distribution": r.distribution,
+            "status": r.status,
+            "error": r.error,
+        }
+        for r in sorted(registry.records, key=lambda r: (r.kind or "~", r.name))
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        _print_table(rows, ("kind", "name", "version", "distribution", "status"))
+        for row in rows:
+            if row["error"] and row["status"] != "ok":
+                print(f"  {row['kind']}/{row['name']}: {row['error']}")
+    if args.strict and registry.problems():
+        _fail(f"{len(registry.problems())} plugin(s) have problems (strict mode)")
+        return EXIT_USAGE
+    return 0
+
+
+def _print_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
+    widths = {c: max([len(c), *(len(str(r[c])) for r in rows)]) for c in columns}
+    print("  ".join(c.upper().ljust(widths[c]) for c in columns).rstrip())
+    for row in rows:
+        print("  ".join(str(row[c]).ljust(widths[c]) for c in columns).rstrip())
+
+
+def _plugins_show(args: argparse.Namespace) -> int:
+    from .registry import PluginRegistry
+
+    registry = PluginRegistry.discover()
+    records = registry.find(args.name)
+    if not records:
+        import difflib
+
+        names = sorted({r.name for r in registry.records} | {r.qualified_name for r in registry.records})
+        close = difflib.get_close_matches(args.name, names, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise XomniError(f"no plugin named '{args.name}'.{hint} Installed: {', '.join(names)}.")
+    described = [_describe_record(r) for r in records]
+    if args.json:
+        print(json.dumps(described, indent=2, default=str))
+        return 0
+    for info in described:
+        print(f"{info['kind']}/{info['name']} {info['version']}  [{info['status']}]")
+        if info.get("description"):
+            print(f"  {info['description']}")
+        print(f"  distribution:   {info['distribution']}")
+        print(f"  entry point:    {info['entry_point']}")
+        if info.get("implementation"):
+            print(f"  implementation: {info['implementation']}")
+            print(f"  core API:       {info['api_version']}")
+        print(f"  hooks:          {', '.join(info['hooks']) or 'none'}")
+        if info.get("error"):
+            print(f"  error:          {info['error']}")
+        if info.get("params"):
+            print("  params:")
+            for p in info["params"]:
+                default = "required" if p["required"] else f"default {json.dumps(p['default'])}"
+                print(
+                    f"    {p['name']}: {p['type']} ({default})"
+                    + (f"  {p['description']}" if p["description"] else "")
+                )
+    return 0
+
+
+def _describe_record(record: Any) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "kind": record.kind or "?",
+        "name": record.name,
+        "version": record.version or "?",
+        "status": record.status,
+        "distribution": record.distribution,
+        "entry_point": record.entry_point,
+        "hooks": list(record.hooks),
+        "error": record.error,
+    }
+    spec = record.spec
+    if spec is not None:
+        info.update(
+            implementation=spec.implementation,
+            api_version=spec.api_version,
+            description=spec.description,
+            params=_params_table(spec.params),
+        )
+    return info
+
+
+def _params_table(model: Any) -> list[dict[str, Any]]:
+    from pydantic_core import PydanticUndefined
+
+    table = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        type_name = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
+        default = None if field.default is PydanticUndefined else field.default
+        if field.default_factory is not None:
+            default = field.default_factory()
+        table.append(
+            {
+                "name": name,
+                "type": type_name or str(annotation).replace("typing.", ""),
+                "required": field.is_required(),
+                "default": _jsonable(default),
+                "description": field.description or "",
+            }
+        )
+    return table
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    try:
+        json.dumps(value)
+        return value
+    except TypeError:
+        return repr(value)
+
+
+def _config_validate(args: argparse.Namespace) -> int:
+    from .config import load_config, resolve_config
+    from .registry import PluginRegistry
+
+    config = load_config(args.file, args.overrides)
+    settings = config.plugins.model_copy(update={"strict": True}) if args.strict else config.plugins
+    resolved = resolve_config(config, PluginRegistry.discover(settings))
+    for slot, component in resolved.components.items():
+        source = component.weights or "random init from params"
+        print(
+            f"{slot}: {component.spec.kind} plugin '{component.spec.name}' "
+            f"{component.spec.version} ({source})"
+        )
+    print(f"{args.file}: valid")
+    return 0
+
+
+def _config_schema(args: argparse.Namespace) -> int:
+    from .config import config_json_schema
+    from .registry import PluginRegistry
+
+    text = json.dumps(config_json_schema(PluginRegistry.discover()), indent=2) + "\n"
+    if args.out:
+        from .atomic import atomic_file
+
+        with atomic_file(args.out) as tmp:
+            tmp.write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .generate_command import run_generate
+
+    config = load_config(args.config, args.overrides)
+    return run_generate(config, args)
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from .config import load_config
+    from .pipelines import ImageUnderstandingPipeline
+
+    config = load_config(args.config, args.overrides)
+    image_path = Path(args.image)
+    if not image_path.is_file():
+        raise XomniError(f"--image: file {image_path} does not exist")
+    pipeline = ImageUnderstandingPipeline.from_config(config)
+    with Image.open(image_path) as image:
+        answer = pipeline(
+            image.convert("RGB"),
+            args.question,
+            max_new_tokens=args.max_new_tokens,
+            show_progress=not args.no_progress,
+        )
+    print(answer)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

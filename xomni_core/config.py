@@ -1,0 +1,360 @@
+"""Pipeline configuration: files in YAML, TOML or JSON, dotted overrides, validation.
+
+Validation happens in two steps, neither importing torch: :func:`load_config` checks the
+structure, :func:`resolve_config` finds each named plugin and validates its params against the
+plugin's own model. Every error names the config path, the plugin, the value and what was
+expected.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import tomllib
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+
+from .errors import ConfigError, PluginError
+from .params import ComponentParams
+from .settings import PluginSettings
+from .spec import PluginSpec
+from .types import ComponentKind, SamplingParams
+
+if TYPE_CHECKING:
+    from .registry import PluginRegistry
+
+Dtype = Literal["float32", "float16", "bfloat16"]
+SINGLE_SLOTS: tuple[ComponentKind, ...] = ("tokenizer", "backbone", "decoder")
+
+
+class ComponentConfig(BaseModel):
+    """One component: which plugin, its params, and optionally a folder of pretrained weights.
+
+    Without ``weights`` the component is built from ``params`` with fresh random weights.
+    A relative ``weights`` path is relative to the config file.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    plugin: str = Field(min_length=1, description="plugin name, see `xomni plugins list`")
+    params: dict[str, Any] = Field(default_factory=dict, description="the plugin's parameters")
+    weights: str | None = Field(None, description="local folder written by save_pretrained")
+
+
+class RewardConfig(ComponentConfig):
+    """A reward component and its weight in the combined reward."""
+
+    weight: float = Field(1.0, description="factor of this reward in the weighted sum")
+
+
+class RuntimeSettings(BaseModel):
+    """Where and how the pipeline runs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    device: str = Field("cpu", description="torch device, e.g. cpu, cuda, cuda:1")
+    dtype: Dtype = Field("float32", description="compute dtype of the components")
+    seed: int = Field(0, description="seed for random initialisation and sampling")
+
+
+class GenerationSettings(BaseModel):
+    """Defaults of text-to-image generation; command-line options override them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    height_px: int = Field(256, gt=0, description="image height, a multiple of the token size")
+    width_px: int = Field(256, gt=0, description="image width, a multiple of the token size")
+    sampling: SamplingParams = SamplingParams(temperature=1.0, min_p=0.03)
+    num_inference_steps: int | None = Field(None, ge=1, description="decoder steps (None: its default)")
+    guidance_scale: float | None = Field(None, ge=0.0, description="decoder CFG (None: its default)")
+
+
+class PipelineConfig(BaseModel):
+    """A whole pipeline: the components by slot, rewards, runtime and plugin settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: Literal[1] = 1
+    tokenizer: ComponentConfig | None = None
+    backbone: ComponentConfig | None = None
+    decoder: ComponentConfig | None = None
+    rewards: tuple[RewardConfig, ...] = ()
+    runtime: RuntimeSettings = RuntimeSettings()
+    generation: GenerationSettings = GenerationSettings()
+    plugins: PluginSettings = PluginSettings()
+    _base_dir: Path | None = PrivateAttr(None)
+
+    def with_base_dir(self, base_dir: Path | None) -> PipelineConfig:
+        """A copy whose relative weight paths resolve against ``base_dir``."""
+        copy = self.model_copy()
+        copy._base_dir = base_dir
+        return copy
+
+    def weights_path(self, component: ComponentConfig) -> Path | None:
+        """The component's weights folder, relative paths resolved against the config file."""
+        if component.weights is None:
+            return None
+        path = Path(os.path.expanduser(component.weights))
+        return path if path.is_absolute() or self._base_dir is None else self._base_dir / path
+
+
+@dataclass(frozen=True)
+class ResolvedComponent:
+    """A config slot bound to its plugin descriptor and validated params."""
+
+    slot: str
+    spec: PluginSpec
+    params: ComponentParams
+    weights: Path | None
+
+
+@dataclass(frozen=True)
+class ResolvedConfig:
+    """A config whose every plugin exists and whose every params block is valid."""
+
+    config: PipelineConfig
+    components: dict[str, ResolvedComponent]
+
+    def component(self, slot: str) -> ResolvedComponent:
+        if slot not in self.components:
+            raise ConfigError(f"the pipeline config has no '{slot}' section, which this needs")
+        return self.components[slot]
+
+
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Parse a YAML (.yaml/.yml), TOML (.toml) or JSON (.json) file into a dict."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"config file {file} does not exist")
+    text = file.read_text()
+    suffix = file.suffix.lower()
+    try:
+        if suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text)
+        elif suffix == ".toml":
+            data = tomllib.loads(text)
+        elif suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise ConfigError(f"config file {file}: unknown format '{suffix}'; use .yaml, .toml or .json")
+    except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"config file {file} could not be parsed: {exc}") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {file} must hold a mapping at top level, got {type(data).__name__}")
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``path.to.key=value`` overrides; values are parsed as YAML scalars or lists."""
+    for override in overrides:
+        path, sep, raw = override.partition("=")
+        if not sep or not path.strip():
+            raise ConfigError(f"override {override!r} must look like section.key=value")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {override!r}: value does not parse: {exc}") from exc
+        _set_path(data, path.strip().split("."), value, override)
+    return data
+
+
+def _set_path(data: Any, keys: list[str], value: Any, override: str) -> None:
+    node = data
+    for depth, key in enumerate(keys):
+        last = depth == len(keys) - 1
+        where = ".".join(keys[: depth + 1])
+        if isinstance(node, list):
+            if not key.isdigit() or int(key) >= len(node):
+                raise ConfigError(f"override {override!r}: {where} is not an index of a list of {len(node)}")
+            index = int(key)
+            if last:
+                node[index] = value
+            else:
+                node = node[index]
+        elif isinstance(node, dict):
+            if last:
+                node[key] = value
+            else:
+                node = node.setdefault(key, {})
+        else:
+            raise ConfigError(f"override {override!r}: {'.'.join(keys[:depth])} is not a section")
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    overrides: list[str] | None = None,
+    *,
+    data: dict[str, Any] | None = None,
+) -> PipelineConfig:
+    """Read a config file (or take ``data``), apply overrides and check its structure."""
+    raw = dict(data) if data is not None else {}
+    if path is not None:
+        raw = read_config_file(path)
+    raw = apply_overrides(json.loads(json.dumps(raw, default=str)), overrides or [])
+    base_dir = Path(path).resolve().parent if path is not None else None
+    try:
+        return PipelineConfig.model_validate(raw).with_base_dir(base_dir)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, prefix="", plugin=None, model=PipelineConfig)) from exc
+
+
+def resolve_config(config: PipelineConfig, registry: PluginRegistry) -> ResolvedConfig:
+    """Find each slot's plugin and validate its params; raises :class:`ConfigError`."""
+    components: dict[str, ResolvedComponent] = {}
+    slots: list[tuple[str, ComponentKind, ComponentConfig]] = [
+        (kind, kind, section) for kind in SINGLE_SLOTS if (section := getattr(config, kind)) is not None
+    ]
+    slots += [(f"rewards.{i}", "reward", r) for i, r in enumerate(config.rewards)]
+    for slot, kind, section in slots:
+        try:
+            spec = registry.get(kind, section.plugin)
+        except PluginError as exc:
+            raise ConfigError(f"{slot}.plugin: {exc}") from exc
+        try:
+            params = spec.params.model_validate(section.params)
+        except ValidationError as exc:
+            raise ConfigError(
+                _describe(exc, prefix=f"{slot}.params.", plugin=spec, model=spec.params)
+            ) from exc
+        weights = config.weights_path(section)
+        if weights is not None and not weights.is_dir():
+            raise ConfigError(
+                f"{slot}.weights: folder {weights} does not exist ({kind} plugin '{spec.name}' "
+                "loads pretrained weights from a local folder written by save_pretrained)"
+            )
+        components[slot] = ResolvedComponent(slot, spec, params, weights)
+    return ResolvedConfig(config, components)
+
+
+def _describe(exc: ValidationError, *, prefix: str, plugin: PluginSpec | None, model: type[BaseModel]) -> str:
+    owner = f" of {plugin.kind} plugin '{plugin.name}'" if plugin else ""
+    messages = []
+    for error in exc.errors(include_url=False):
+        loc = [str(part) for part in error["loc"]]
+        path = prefix + ".".join(loc)
+        if error["type"] == "extra_forbidden":
+            known = _field_names(model, loc[:-1])
+            hint = difflib.get_close_matches(loc[-1], known, n=1)
+            text = f"{path}: unknown key{owner}"
+            if hint:
+                text += f"; did you mean '{hint[0]}'?"
+            text += f" Known keys: {', '.join(known)}."
+        else:
+            expected = _expected(model, loc)
+            text = f"{path}: {error['msg']}{owner} (got {error.get('input')!r}"
+            text += f"; expected {expected})" if expected else ")"
+        messages.append(text)
+    count = f"{len(messages)} problems: " if len(messages) > 1 else ""
+    return "invalid config: " + count + " ".join(messages)
+
+
+def _field_names(model: type[BaseModel], loc: list[str]) -> list[str]:
+    target: Any = model
+    for part in loc:
+        field = getattr(target, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        target = field.annotation
+        target = _model_in(target)
+    return list(getattr(target, "model_fields", {}))
+
+
+def _model_in(annotation: Any) -> Any:
+    args = getattr(annotation, "__args__", ())
+    for candidate in (annotation, *args):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return annotation
+
+
+def _expected(model: type[BaseModel], loc: list[str]) -> str:
+    """A short description of a field's type and constraints from the JSON schema."""
+    try:
+        schema = model.model_json_schema()
+    except Exception:
+        return ""
+    defs = schema.get("$defs", {})
+    node: dict[str, Any] = schema
+    for part in loc:
+        node = _deref(node, defs)
+        props = node.get("properties", {})
+        if part not in props:
+            return ""
+        node = props[part]
+    node = _deref(node, defs)
+    return _schema_words(node, defs)
+
+
+def _deref(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    ref = node.get("$ref")
+    if ref:
+        return dict(defs.get(ref.rsplit("/", 1)[-1], {}))
+    return node
+
+
+def _schema_words(node: dict[str, Any], defs: dict[str, Any]) -> str:
+    if "anyOf" in node:
+        return " or ".join(_schema_words(_deref(n, defs), defs) for n in node["anyOf"])
+    if "enum" in node:
+        return "one of " + ", ".join(repr(v) for v in node["enum"])
+    if "const" in node:
+        return repr(node["const"])
+    words = [str(node.get("type", "value"))]
+    for key, sign in (
+        ("minimum", ">="),
+        ("exclusiveMinimum", ">"),
+        ("maximum", "<="),
+        ("exclusiveMaximum", "<"),
+        ("minLength", "length >="),
+        ("minItems", "items >="),
+    ):
+        if key in node:
+            words.append(f"{sign} {node[key]}")
+    return " ".join(words)
+
+
+def config_json_schema(registry: PluginRegistry) -> dict[str, Any]:
+    """JSON Schema of pipeline configs, with each plugin's params schema selected by name."""
+    schema = PipelineConfig.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "xomni pipeline config"
+    defs = schema.setdefault("$defs", {})
+    for kind in (*SINGLE_SLOTS, "reward"):
+        branches = []
+        for name in registry.names(kind):
+            params_model = registry.get(kind, name).params
+            prefix = f"{kind}.{name}."
+            params_schema = params_model.model_json_schema(ref_template=f"#/$defs/{prefix}{{model}}")
+            for def_name, definition in params_schema.pop("$defs", {}).items():
+                defs[prefix + def_name] = definition
+            branches.append(
+                {
+                    "if": {"properties": {"plugin": {"const": name}}},
+                    "then": {"properties": {"params": params_schema}},
+                }
+            )
+        slot_schema: dict[str, Any] = {
+            "$ref": "#/$defs/RewardConfig" if kind == "reward" else "#/$defs/ComponentConfig",
+            "properties": {"plugin": {"enum": registry.names(kind)}} if registry.names(kind) else {},
+        }
+        if branches:
+            slot_schema["allOf"] = branches
+        defs[f"{kind}Slot"] = slot_schema
+    for kind in SINGLE_SLOTS:
+        schema["properties"][kind] = {
+            "anyOf": [{"$ref": f"#/$defs/{kind}Slot"}, {"type": "null"}],
+            "default": None,
+        }
+    schema["properties"]["rewards"] = {
+        "type": "array",
+        "items": {"$ref": "#/$defs/rewardSlot"},
+        "default": [],
+    }
+    return schema

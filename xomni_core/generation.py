@@ -1,0 +1,182 @@
+"""The shared autoregressive loop behind every backbone.
+
+Works on any :class:`~xomni_core.Backbone` through ``forward_step`` alone, so PyTorch and
+exported runtimes generate identically. Prompts are left-padded into one batch; sample ``i``
+draws from its own generator seeded ``seed + i``, so batching never changes a sample's tokens.
+Classifier-free guidance mixes log-probabilities of the prompt and of the negative prompt (the
+image prefix alone) as ``uncond + scale * (cond - uncond)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .errors import InputError
+from .types import (
+    GenerationMode,
+    ImageGenerationRequest,
+    SamplingParams,
+    TextGenerationRequest,
+    TokenGrid,
+)
+
+if TYPE_CHECKING:
+    from .interfaces import Backbone
+
+
+def generate_image_tokens(backbone: Backbone[Any], request: ImageGenerationRequest) -> TokenGrid:
+    """Sample exactly ``grid.num_tokens`` image tokens per prompt, row-major."""
+    vocab = backbone.vocab
+    grid = request.grid
+    prefix = backbone.image_prefix(grid.grid_h, grid.grid_w)
+    prompts = [backbone.tokenize(prompt + prefix) for prompt in request.prompts]
+    _check_context(prompts, grid.num_tokens, vocab.max_positions, what="image tokens")
+    guided = request.sampling.cfg_scale > 1.0
+    rows = prompts + [backbone.tokenize(prefix)] * len(prompts) if guided else prompts
+    tokens = _decode_loop(
+        backbone,
+        rows,
+        num_new_tokens=grid.num_tokens,
+        mode="image",
+        sampling=request.sampling,
+        seed=request.seed,
+        batch_size=len(prompts),
+        stop_id=None,
+        show_progress=request.show_progress,
+        description="image tokens",
+    )
+    indices = tokens - vocab.image_token_offset
+    if bool(((indices < 0) | (indices >= vocab.image_vocab_size)).any()):
+        raise RuntimeError(
+            "backbone produced ids outside the image-token range in image mode; "
+            "its forward_step does not restrict logits as the Backbone contract requires"
+        )
+    return TokenGrid(indices.reshape(len(prompts), grid.grid_h, grid.grid_w).cpu())
+
+
+def generate_text(backbone: Backbone[Any], request: TextGenerationRequest) -> list[list[int]]:
+    """Continue each prompt in text mode; each result stops before the end-of-sequence id."""
+    prompts = [list(ids) for ids in request.input_ids]
+    _check_context(prompts, request.max_new_tokens, backbone.vocab.max_positions, what="new tokens")
+    eos = backbone.vocab.eos_id
+    tokens = _decode_loop(
+        backbone,
+        prompts,
+        num_new_tokens=request.max_new_tokens,
+        mode="text",
+        sampling=request.sampling,
+        seed=request.seed,
+        batch_size=len(prompts),
+        stop_id=eos,
+        show_progress=request.show_progress,
+        description="text tokens",
+    )
+    results = []
+    for row in tokens.tolist():
+        results.append(row[: row.index(eos)] if eos in row else row)
+    return results
+
+
+def _check_context(prompts: Sequence[Sequence[int]], new_tokens: int, limit: int, what: str) -> None:
+    longest = max(len(p) for p in prompts)
+    if longest + new_tokens > limit:
+        raise InputError(
+            f"prompt of {longest} tokens plus {new_tokens} {what} exceeds the backbone's "
+            f"context of {limit} positions; shorten the prompt or ask for fewer tokens"
+        )
+
+
+@torch.inference_mode()
+def _decode_loop(
+    backbone: Backbone[Any],
+    rows: list[list[int]],
+    *,
+    num_new_tokens: int,
+    mode: GenerationMode,
+    sampling: SamplingParams,
+    seed: int,
+    batch_size: int,
+    stop_id: int | None,
+    show_progress: bool,
+    description: str,
+) -> torch.Tensor:
+    """Run prefill then one step per new token; ``rows`` beyond ``batch_size`` are negatives."""
+    device = backbone.device
+    input_ids, attention_mask = _left_pad(rows, backbone.vocab.pad_id, device)
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    generators = [_generator(seed + i, device) for i in range(batch_size)]
+    out = torch.empty(batch_size, num_new_tokens, dtype=torch.long, device=device)
+    finished = torch.zeros(batch_size, dtype=torch.bool, device=device)
+    past = None
+    steps = tqdm(range(num_new_tokens), desc=description, disable=not show_progress, leave=False)
+    for step in steps:
+        result = backbone.forward_step(input_ids, attention_mask, position_ids, past, mode)
+        past = result.past
+        logits = _guided_scores(result.logits[:, -1].float(), batch_size, sampling.cfg_scale)
+        next_ids = _sample(logits, sampling, generators)
+        if stop_id is not None:
+            next_ids = torch.where(finished, torch.full_like(next_ids, stop_id), next_ids)
+            finished |= next_ids == stop_id
+        out[:, step] = next_ids
+        if stop_id is not None and bool(finished.all()):
+            return out[:, : step + 1]
+        step_ids = next_ids.repeat(len(rows) // batch_size)
+        input_ids = step_ids[:, None]
+        position_ids = position_ids[:, -1:] + 1
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(rows), 1)], dim=-1)
+    return out
+
+
+def _left_pad(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    length = max(len(row) for row in rows)
+    ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), length), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, length - len(row) :] = torch.tensor(row, dtype=torch.long)
+        mask[i, length - len(row) :] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _generator(seed: int, device: torch.device) -> torch.Generator:
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    return generator
+
+
+def _guided_scores(logits: torch.Tensor, batch_size: int, cfg_scale: float) -> torch.Tensor:
+    if logits.shape[0] == batch_size:
+        return logits
+    cond = torch.log_softmax(logits[:batch_size], dim=-1)
+    uncond = torch.log_softmax(logits[batch_size:], dim=-1)
+    return uncond + cfg_scale * (cond - uncond)
+
+
+def _sample(
+    logits: torch.Tensor, sampling: SamplingParams, generators: list[torch.Generator]
+) -> torch.Tensor:
+    if sampling.greedy:
+        return logits.argmax(dim=-1)
+    from transformers import LogitsProcessorList
+    from transformers.generation.logits_process import (
+        MinPLogitsWarper,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    warpers = LogitsProcessorList()
+    if sampling.temperature != 1.0:
+        warpers.append(TemperatureLogitsWarper(sampling.temperature))
+    if sampling.top_k is not None:
+        warpers.append(TopKLogitsWarper(sampling.top_k))
+    if sampling.top_p < 1.0:
+        warpers.append(TopPLogitsWarper(sampling.top_p))
+    if sampling.min_p > 0.0:
+        warpers.append(MinPLogitsWarper(sampling.min_p))
+    scores = warpers(None, logits) if warpers else logits  # type: ignore[arg-type]
+    probs = torch.softmax(scores, dim=-1)
+    return torch.stack([torch.multinomial(probs[i], 1, generator=g)[0] for i, g in enumerate(generators)])

@@ -1,0 +1,48 @@
+"""Turning a validated config into live components."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from ..config import PipelineConfig, ResolvedComponent, ResolvedConfig, load_config, resolve_config
+from ..errors import ConfigError
+from ..interfaces import Component
+from ..registry import PluginRegistry
+
+if TYPE_CHECKING:
+    from ..params import ComponentParams
+
+
+def prepare(
+    config: PipelineConfig | str | os.PathLike[str],
+    *,
+    overrides: list[str] | None = None,
+    registry: PluginRegistry | None = None,
+) -> tuple[ResolvedConfig, PluginRegistry]:
+    """Load (if a path), discover plugins with the config's settings, and resolve every slot."""
+    if not isinstance(config, PipelineConfig):
+        config = load_config(config, overrides)
+    elif overrides:
+        raise ConfigError("overrides apply to config files; pass an already overridden PipelineConfig")
+    registry = registry or PluginRegistry.discover(config.plugins)
+    return resolve_config(config, registry), registry
+
+
+def build_component(
+    resolved: ResolvedComponent, config: PipelineConfig, registry: PluginRegistry
+) -> Component[ComponentParams]:
+    """Load pretrained weights or build fresh ones, then move to the runtime device and dtype."""
+    cls = resolved.spec.load()
+    if resolved.weights is not None:
+        component = cls.from_pretrained(resolved.weights)
+    else:
+        component = cls.from_params(resolved.params, seed=config.runtime.seed)
+    component = component.to(device=config.runtime.device, dtype=config.runtime.dtype)
+    registry.hook.xomni_component_built(component=component, slot=resolved.slot, config=config)
+    return component
+
+
+def announce(pipeline: Any, config: PipelineConfig | None, registry: PluginRegistry | None) -> None:
+    if registry is not None:
+        registry.hook.xomni_pipeline_built(pipeline=pipeline, config=config)
