@@ -1,0 +1,1 @@
+"""Reference semantic image tokenizers."""

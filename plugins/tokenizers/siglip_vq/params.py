@@ -1,0 +1,103 @@
+"""Parameters of the SigLIP-VQ tokenizer; a light module (pydantic only, no torch).
+
+The defaults describe the released X-Omni tokenizer: a SigLIP2 giant ViT (patch 16) and a
+16,384-entry codebook of dimension 2048.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from xomni_core import ComponentParams
+
+
+class SigLIPVQParams(ComponentParams):
+    """Shape of the ViT encoder and VQ projector, and the any-resolution preprocessing rules."""
+
+    # --- ViT encoder (timm VisionTransformer layout, no class token, pre-norm blocks) ---
+    vit_width: int = Field(1536, gt=0, description="Hidden size of the ViT (channels per token).")
+    vit_depth: int = Field(40, gt=0, description="Number of transformer blocks.")
+    vit_heads: int = Field(16, gt=0, description="Attention heads per block.")
+    vit_mlp_ratio: float = Field(
+        4.0, gt=0.0, description="MLP hidden size as a multiple of vit_width (truncated to int)."
+    )
+    patch_size_px: int = Field(16, gt=0, description="Side of one square patch, in pixels.")
+    pos_grid_size: int = Field(
+        128,
+        gt=0,
+        description="Side of the stored square position-embedding grid, in patches "
+        "(128 in the release: 2048 px / 16 px).",
+    )
+    layer_norm_eps: float = Field(1e-6, gt=0.0, description="Epsilon of the ViT LayerNorms.")
+    gelu_approximation: Literal["none", "tanh"] = Field(
+        "none",
+        description="GELU variant of the ViT MLPs. The X-Omni ViT code uses exact GELU ('none'); "
+        "timm's SigLIP2 configs use 'tanh'.",
+    )
+
+    # --- VQ projector ---
+    codebook_size: int = Field(16384, gt=1, description="Number of codebook entries (image tokens).")
+    codebook_dim: int = Field(2048, gt=0, description="Dimension of one codebook entry.")
+    z_channels: int = Field(1536, gt=0, description="Channels of the semantic features; equals vit_width.")
+    num_post_conv_blocks: int = Field(
+        2, ge=0, description="Residual blocks applied after post_quant_conv when decoding."
+    )
+    decoder_norm_groups: int = Field(32, gt=0, description="GroupNorm groups in the decode residual blocks.")
+
+    # --- any-resolution preprocessing ---
+    filter_images: bool = Field(True, description="Reject images that are too small or too elongated.")
+    min_short_side_px: int = Field(
+        128, gt=0, description="With filtering on, reject images whose short side is smaller."
+    )
+    max_aspect_ratio: float = Field(
+        3.0, ge=1.0, description="With filtering on, reject images whose long/short ratio is larger."
+    )
+    target_short_side_px: int = Field(
+        384, gt=0, description="Images whose short side is smaller are scaled up to this."
+    )
+    max_long_side_px: int = Field(
+        1152, gt=0, description="Images whose long side is larger are then scaled down to this."
+    )
+    pixel_mean: tuple[float, float, float] = Field(
+        (0.5, 0.5, 0.5), description="Per-channel mean subtracted from [0, 1] RGB values."
+    )
+    pixel_std: tuple[float, float, float] = Field(
+        (0.5, 0.5, 0.5), description="Per-channel divisor applied after the mean."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SigLIPVQParams:
+        problems = []
+        if self.vit_width % self.vit_heads:
+            problems.append(f"vit_width={self.vit_width} must be divisible by vit_heads={self.vit_heads}")
+        if int(self.vit_width * self.vit_mlp_ratio) < 1:
+            problems.append(
+                f"vit_mlp_ratio={self.vit_mlp_ratio} gives an empty MLP for vit_width={self.vit_width}"
+            )
+        if self.z_channels != self.vit_width:
+            problems.append(
+                f"z_channels={self.z_channels} must equal vit_width={self.vit_width} "
+                "(the projector reads the ViT features directly)"
+            )
+        if self.z_channels % self.decoder_norm_groups:
+            problems.append(
+                f"z_channels={self.z_channels} must be divisible by "
+                f"decoder_norm_groups={self.decoder_norm_groups}"
+            )
+        if self.target_short_side_px > self.max_long_side_px:
+            problems.append(
+                f"target_short_side_px={self.target_short_side_px} must not exceed "
+                f"max_long_side_px={self.max_long_side_px}"
+            )
+        if self.max_long_side_px < self.patch_size_px:
+            problems.append(
+                f"max_long_side_px={self.max_long_side_px} must be at least "
+                f"patch_size_px={self.patch_size_px}"
+            )
+        if any(s <= 0.0 for s in self.pixel_std):
+            problems.append(f"pixel_std={self.pixel_std} must be positive in every channel")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self

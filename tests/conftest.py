@@ -1,0 +1,31 @@
+"""Shared fixtures."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from support import write_distribution
+
+
+@pytest.fixture
+def plugin_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Path]]:
+    """Write a distribution into a fresh folder on ``sys.path`` (and PYTHONPATH for children)."""
+    site = tmp_path / "site"
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
+    monkeypatch.delenv("XOMNI_PLUGINS", raising=False)
+    monkeypatch.delenv("XOMNI_DISABLE_PLUGINS", raising=False)
+
+    installed: list[str] = []
+
+    def install(name: str, **kwargs: object) -> Path:
+        installed.extend(kwargs.get("modules", {}))  # type: ignore[arg-type]
+        return write_distribution(site, name, **kwargs)  # type: ignore[arg-type]
+
+    yield install
+    for module in installed:  # each test's distributions are new code under old module names
+        sys.modules.pop(module, None)

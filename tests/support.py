@@ -1,0 +1,45 @@
+"""Helpers shared by tests: real distributions on disk and the CLI in a child process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_distribution(
+    site: Path,
+    name: str,
+    *,
+    entry_points: dict[str, str],
+    modules: dict[str, str],
+    version: str = "0.1.0",
+) -> Path:
+    """Install a minimal distribution into ``site``: modules plus a dist-info with entry points."""
+    site.mkdir(parents=True, exist_ok=True)
+    for module, source in modules.items():
+        path = site / (module.replace(".", "/") + ".py")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(source))
+    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    lines = "".join(f"{key} = {value}\n" for key, value in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[xomni.plugins]\n{lines}")
+    return site
+
+
+def run_xomni(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the CLI in a child process, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "xomni_core.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        timeout=600,
+    )
