@@ -116,7 +116,7 @@ def _decode_loop(
     for step in steps:
         result = backbone.forward_step(input_ids, attention_mask, position_ids, past, mode)
         past = result.past
-        logits = _guided_scores(result.logits[:, -1].float(), batch_size, sampling.cfg_scale)
+        logits = _guided_scores(result.logits.float(), batch_size, sampling.cfg_scale)
         next_ids = _sample(logits, sampling, generators)
         if stop_id is not None:
             next_ids = torch.where(finished, torch.full_like(next_ids, stop_id), next_ids)

@@ -135,7 +135,8 @@ class BackboneVocab:
 
 @dataclass(frozen=True)
 class BackboneStep:
-    """Output of one forward pass: float32 logits ``(batch, seq, total_vocab)`` and the cache.
+    """Output of one forward pass: float32 logits of the last position ``(batch, total_vocab)``
+    and the cache.
 
     ``past`` is opaque to callers: pass it back to the next :meth:`Backbone.forward_step`.
     """
@@ -185,8 +186,9 @@ class Backbone(Component[P]):
         """Run ``input_ids (batch, seq)`` after ``past``.
 
         ``attention_mask`` covers past and new positions ``(batch, past + seq)``, 0 for padding;
-        ``position_ids (batch, seq)`` count only real tokens. Logits are restricted by ``mode``:
-        every id outside the mode's range holds the dtype's lowest finite value.
+        ``position_ids (batch, seq)`` count only real tokens. Returns the last position's logits,
+        restricted by ``mode``: every id outside the mode's range holds the compute dtype's
+        lowest finite value. The returned cache may be ``past`` updated in place.
         """
 
     def chat_prompt(self, user_turn: str) -> str:

@@ -1,0 +1,1 @@
+"""Unified autoregressive backbones: one transformer over text and image tokens."""
