@@ -1,0 +1,1 @@
+"""Reference decoders: semantic latents (and prompts) to pixels."""

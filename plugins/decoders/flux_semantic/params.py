@@ -1,0 +1,123 @@
+"""Parameters of the FLUX decoder with semantic-latent conditioning (pydantic only, no torch).
+
+Defaults describe the released decoder: a FLUX.1-dev transformer plus ``siglip_embed``, FLUX's
+16-channel VAE, T5-XXL and CLIP-L text encoders.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from xomni_core import ComponentParams
+
+#: FLUX's text path refuses T5 sequences longer than this.
+FLUX_MAX_T5_LENGTH = 512
+
+
+class FluxSemanticParams(ComponentParams):
+    """Sizes of every sub-model and the sampler defaults."""
+
+    # Transformer (diffusers FluxTransformer2DModel names in comments).
+    num_dual_stream_layers: int = Field(19, ge=0, description="num_layers")
+    num_single_stream_layers: int = Field(38, ge=0, description="num_single_layers")
+    num_attention_heads: int = Field(24, ge=1)
+    attention_head_dim: int = Field(128, ge=2)
+    joint_attention_dim: int = Field(4096, ge=1, description="width of the T5 embeddings")
+    pooled_projection_dim: int = Field(768, ge=1, description="width of the pooled CLIP embedding")
+    in_channels: int = Field(64, ge=4, description="packed 2x2 VAE latent channels")
+    guidance_embeds: bool = Field(True, description="FLUX.1-dev embeds a distilled guidance value")
+    axes_dims_rope: tuple[int, int, int] = (16, 56, 56)
+    semantic_channels: int = Field(1536, ge=1, description="channels of the semantic latents")
+    text_conditioning: bool = Field(
+        True, description="False: the text-free variant, conditioned on semantic latents only"
+    )
+
+    # VAE (diffusers AutoencoderKL, FLUX layout: no quant convs, shift and scale on latents).
+    vae_latent_channels: int = Field(16, ge=1)
+    vae_block_out_channels: tuple[int, ...] = Field((128, 256, 512, 512), min_length=1)
+    vae_layers_per_block: int = Field(2, ge=1)
+    vae_norm_num_groups: int = Field(32, ge=1)
+    vae_scaling_factor: float = Field(0.3611, gt=0.0)
+    vae_shift_factor: float = 0.1159
+
+    # T5 encoder (text_encoder_2), used for random initialisation only.
+    t5_vocab_size: int = Field(32128, ge=1)
+    t5_hidden_size: int = Field(4096, ge=1, description="d_model")
+    t5_head_dim: int = Field(64, ge=1, description="d_kv")
+    t5_ffn_size: int = Field(10240, ge=1, description="d_ff")
+    t5_num_layers: int = Field(24, ge=1)
+    t5_num_heads: int = Field(64, ge=1)
+    t5_max_length: int = Field(512, ge=1, le=FLUX_MAX_T5_LENGTH, description="prompt tokens")
+
+    # CLIP text encoder (text_encoder), used for random initialisation only.
+    clip_vocab_size: int = Field(49408, ge=1)
+    clip_hidden_size: int = Field(768, ge=1)
+    clip_ffn_size: int = Field(3072, ge=1)
+    clip_num_layers: int = Field(12, ge=1)
+    clip_num_heads: int = Field(12, ge=1)
+    clip_max_length: int = Field(77, ge=2, description="prompt tokens and position embeddings")
+
+    # Sampler defaults; a DecodeRequest may override steps and guidance_scale.
+    num_inference_steps: int = Field(28, ge=1)
+    guidance_scale: float = Field(
+        1.0, ge=0.0, description="true-CFG scale; at or below 1 the unconditional pass is skipped"
+    )
+    embedded_guidance: float = Field(
+        1.0, ge=0.0, description="value fed to FLUX's guidance embedding (guidance_embeds only)"
+    )
+
+    @property
+    def inner_dim(self) -> int:
+        """Transformer width."""
+        return self.num_attention_heads * self.attention_head_dim
+
+    @property
+    def vae_scale_factor(self) -> int:
+        """Pixels per VAE latent along each side."""
+        return 1 << (len(self.vae_block_out_channels) - 1)
+
+    @property
+    def pixels_per_token(self) -> int:
+        """Pixels per transformer image token (and per semantic latent) along each side."""
+        return 2 * self.vae_scale_factor
+
+    @model_validator(mode="after")
+    def _consistent_sizes(self) -> FluxSemanticParams:
+        problems = []
+        if sum(self.axes_dims_rope) != self.attention_head_dim:
+            problems.append(
+                f"axes_dims_rope {self.axes_dims_rope} must sum to attention_head_dim "
+                f"({self.attention_head_dim})"
+            )
+        if any(d % 2 for d in self.axes_dims_rope):
+            problems.append(f"axes_dims_rope {self.axes_dims_rope} must all be even")
+        if self.in_channels != 4 * self.vae_latent_channels:
+            problems.append(
+                f"in_channels ({self.in_channels}) must be 4 * vae_latent_channels "
+                f"({4 * self.vae_latent_channels}): FLUX packs 2x2 latents per token"
+            )
+        bad_groups = [c for c in self.vae_block_out_channels if c % self.vae_norm_num_groups]
+        if bad_groups:
+            problems.append(
+                f"vae_block_out_channels {bad_groups} are not multiples of vae_norm_num_groups "
+                f"({self.vae_norm_num_groups})"
+            )
+        if self.text_conditioning:
+            if self.t5_hidden_size != self.joint_attention_dim:
+                problems.append(
+                    f"t5_hidden_size ({self.t5_hidden_size}) must equal joint_attention_dim "
+                    f"({self.joint_attention_dim})"
+                )
+            if self.clip_hidden_size != self.pooled_projection_dim:
+                problems.append(
+                    f"clip_hidden_size ({self.clip_hidden_size}) must equal pooled_projection_dim "
+                    f"({self.pooled_projection_dim})"
+                )
+            if self.clip_hidden_size % self.clip_num_heads:
+                problems.append(
+                    f"clip_hidden_size ({self.clip_hidden_size}) must be a multiple of "
+                    f"clip_num_heads ({self.clip_num_heads})"
+                )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
