@@ -102,13 +102,13 @@ class TextToImagePipeline:
         defaults = self.config.generation
         if grid is None:
             grid = GridSize.from_pixels(
-                height_px or defaults.height_px,
-                width_px or defaults.width_px,
+                defaults.height_px if height_px is None else height_px,
+                defaults.width_px if width_px is None else width_px,
                 self.decoder.pixels_per_token,
             )
         sampling = sampling or defaults.sampling
         seed = self.config.runtime.seed if seed is None else seed
-        steps = num_inference_steps or defaults.num_inference_steps
+        steps = defaults.num_inference_steps if num_inference_steps is None else num_inference_steps
         guidance = defaults.guidance_scale if guidance_scale is None else guidance_scale
         tokens = self.backbone.generate_image_tokens(
             ImageGenerationRequest(
