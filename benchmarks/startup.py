@@ -56,7 +56,8 @@ def main() -> None:
     ]
     print(f"{'command':28} {'median s':>9} {'min s':>7} {'vs import torch':>16}")
     for row in rows:
-        print(f"{row['command']:28} {row['median_s']:9.3f} {row['min_s']:7.3f} {row['ratio_to_import_torch']:16.2f}")
+        ratio = row["ratio_to_import_torch"]
+        print(f"{row['command']:28} {row['median_s']:9.3f} {row['min_s']:7.3f} {ratio:16.2f}")
     if args.json:
         args.json.write_text(json.dumps({"rounds": args.rounds, "results": rows}, indent=2) + "\n")
 

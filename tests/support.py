@@ -33,7 +33,9 @@ def write_distribution(
     return site
 
 
-def run_xomni(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_xomni(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the CLI in a child process, as a user would."""
     return subprocess.run(
         [sys.executable, "-m", "xomni_core.cli", *args],

@@ -37,8 +37,11 @@ def test_listing_and_validating_never_import_torch_or_implementations(tmp_path: 
 
 
 def test_broken_plugin_is_listed_as_broken_and_strict_exits_non_zero(plugin_site) -> None:
-    plugin_site("broken-dist", entry_points={"boom": "boom_module:PLUGIN"},
-                modules={"boom_module": "raise RuntimeError('exploded on import')"})
+    plugin_site(
+        "broken-dist",
+        entry_points={"boom": "boom_module:PLUGIN"},
+        modules={"boom_module": "raise RuntimeError('exploded on import')"},
+    )
     listing = run_xomni("plugins", "list")
     assert listing.returncode == 0
     assert "broken" in listing.stdout and "exploded on import" in listing.stdout
@@ -50,10 +53,15 @@ def test_broken_plugin_is_listed_as_broken_and_strict_exits_non_zero(plugin_site
 
 def test_config_errors_exit_2_with_one_paragraph_and_no_traceback(tmp_path: Path) -> None:
     cases = {
-        "wrong_type.yaml": ("decoder: {plugin: flux-semantic, params: {num_inference_steps: lots}}\n",
-                            "decoder.params.num_inference_steps"),
+        "wrong_type.yaml": (
+            "decoder: {plugin: flux-semantic, params: {num_inference_steps: lots}}\n",
+            "decoder.params.num_inference_steps",
+        ),
         "unknown_plugin.yaml": ("backbone: {plugin: x-omin}\n", "Did you mean 'x-omni'?"),
-        "unknown_key.yaml": ("decoder: {plugin: flux-semantic, params: {steps: 3}}\n", "decoder.params.steps: unknown key"),
+        "unknown_key.yaml": (
+            "decoder: {plugin: flux-semantic, params: {steps: 3}}\n",
+            "decoder.params.steps: unknown key",
+        ),
     }
     for name, (text, expected) in cases.items():
         path = tmp_path / name

@@ -54,35 +54,42 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
 
 
 def test_yaml_toml_and_json_files_give_the_same_config(tmp_path: Path) -> None:
-    configs = [load_config(write(tmp_path, f"c.{ext}", text)) for ext, text in
-               (("yaml", YAML), ("toml", TOML), ("json", JSON))]
+    configs = [
+        load_config(write(tmp_path, f"c.{ext}", text))
+        for ext, text in (("yaml", YAML), ("toml", TOML), ("json", JSON))
+    ]
     assert configs[0] == configs[1] == configs[2]
     assert configs[0].runtime.seed == 7
 
 
 def test_unknown_file_format_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="unknown format '.ini'"):
+    with pytest.raises(ConfigError, match=r"unknown format '\.ini'"):
         load_config(write(tmp_path, "c.ini", "x=1"))
 
 
 def test_dotted_overrides_set_nested_values_with_yaml_typing(tmp_path: Path) -> None:
     config = load_config(
         write(tmp_path, "c.yaml", YAML),
-        ["decoder.params.num_inference_steps=20", "runtime.device=cpu", "rewards=[{plugin: a}]",
-         "rewards.0.weight=0.5"],
+        [
+            "decoder.params.num_inference_steps=20",
+            "runtime.device=cpu",
+            "rewards=[{plugin: a}]",
+            "rewards.0.weight=0.5",
+        ],
     )
     assert config.decoder is not None and config.decoder.params["num_inference_steps"] == 20
     assert config.rewards[0].weight == 0.5
 
 
 def test_override_without_equals_sign_is_refused() -> None:
-    with pytest.raises(ConfigError, match="must look like section.key=value"):
+    with pytest.raises(ConfigError, match=r"must look like section\.key=value"):
         load_config(data={}, overrides=["runtime.seed"])
 
 
 def test_wrong_param_type_names_path_plugin_value_and_expectation(registry: PluginRegistry) -> None:
-    config = load_config(data={"decoder": {"plugin": "flux-semantic",
-                                           "params": {"num_inference_steps": "many"}}})
+    config = load_config(
+        data={"decoder": {"plugin": "flux-semantic", "params": {"num_inference_steps": "many"}}}
+    )
     with pytest.raises(ConfigError) as error:
         resolve_config(config, registry)
     message = str(error.value)
@@ -93,22 +100,28 @@ def test_wrong_param_type_names_path_plugin_value_and_expectation(registry: Plug
 
 
 def test_out_of_range_param_names_the_bound(registry: PluginRegistry) -> None:
-    config = load_config(data={"decoder": {"plugin": "flux-semantic",
-                                           "params": {"num_inference_steps": 0}}})
-    with pytest.raises(ConfigError, match=r"decoder.params.num_inference_steps: .*\(got 0; expected integer >= 1\)"):
+    config = load_config(data={"decoder": {"plugin": "flux-semantic", "params": {"num_inference_steps": 0}}})
+    with pytest.raises(
+        ConfigError, match=r"decoder.params.num_inference_steps: .*\(got 0; expected integer >= 1\)"
+    ):
         resolve_config(config, registry)
 
 
 def test_unknown_param_key_suggests_the_closest_key(registry: PluginRegistry) -> None:
     config = load_config(data={"decoder": {"plugin": "flux-semantic", "params": {"num_inference_step": 3}}})
-    with pytest.raises(ConfigError, match=r"decoder.params.num_inference_step: unknown key of decoder plugin "
-                                          r"'flux-semantic'; did you mean 'num_inference_steps'\?"):
+    with pytest.raises(
+        ConfigError,
+        match=r"decoder.params.num_inference_step: unknown key of decoder plugin "
+        r"'flux-semantic'; did you mean 'num_inference_steps'\?",
+    ):
         resolve_config(config, registry)
 
 
 def test_unknown_plugin_name_says_did_you_mean(registry: PluginRegistry) -> None:
     config = load_config(data={"backbone": {"plugin": "x-omin"}})
-    with pytest.raises(ConfigError, match=r"backbone.plugin: unknown backbone plugin 'x-omin'. Did you mean 'x-omni'\?"):
+    with pytest.raises(
+        ConfigError, match=r"backbone.plugin: unknown backbone plugin 'x-omin'. Did you mean 'x-omni'\?"
+    ):
         resolve_config(config, registry)
 
 

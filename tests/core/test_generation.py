@@ -10,11 +10,20 @@ from xomni_plugins.backbones.x_omni.model import XOmniBackbone
 from xomni_core import GridSize, ImageGenerationRequest, InputError, SamplingParams, TextGenerationRequest
 
 TINY = XOmniParams(
-    hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=2,
-    num_key_value_heads=1, num_mm_adap_layers=1, num_mm_head_layers=1, vocab_size=272,
-    mm_vocab_size=80, image_vocab_size=64, max_position_embeddings=128,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=4,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    num_mm_adap_layers=1,
+    num_mm_head_layers=1,
+    vocab_size=272,
+    mm_vocab_size=80,
+    image_vocab_size=64,
+    max_position_embeddings=128,
 )
 GREEDY = SamplingParams(temperature=0.0)
+SMALL_GRID = GridSize(3, 4)
 SAMPLED = SamplingParams(temperature=1.0, min_p=0.03)
 
 
@@ -23,7 +32,9 @@ def backbone() -> XOmniBackbone:
     return XOmniBackbone.from_params(TINY, seed=3)
 
 
-def generate(backbone: XOmniBackbone, prompts: list[str], grid: GridSize = GridSize(3, 4), **kwargs) -> torch.Tensor:
+def generate(
+    backbone: XOmniBackbone, prompts: list[str], grid: GridSize = SMALL_GRID, **kwargs
+) -> torch.Tensor:
     request = ImageGenerationRequest(prompts=tuple(prompts), grid=grid, **kwargs)
     return backbone.generate_image_tokens(request).ids
 
@@ -88,7 +99,9 @@ def test_cfg_mixes_prompt_and_image_prefix_log_probabilities(backbone: XOmniBack
     uncond = backbone.forward(torch.tensor([backbone.tokenize(prefix)]), mode="image")[0, -1]
     mixed = uncond.log_softmax(-1) + scale * (cond.log_softmax(-1) - uncond.log_softmax(-1))
     expected = int(mixed.argmax()) - backbone.vocab.image_token_offset
-    guided = generate(backbone, ["a boat"], grid=grid, sampling=SamplingParams(temperature=0.0, cfg_scale=scale))
+    guided = generate(
+        backbone, ["a boat"], grid=grid, sampling=SamplingParams(temperature=0.0, cfg_scale=scale)
+    )
     assert int(guided.reshape(-1)[0]) == expected
 
 

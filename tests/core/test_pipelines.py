@@ -28,8 +28,22 @@ def pixels(image: Image.Image) -> np.ndarray:
 
 def test_generate_writes_pngs_of_16_px_per_token_and_a_json_record(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = run_xomni("generate", "a red circle", "two squares", "--config", str(TINY), "--out", str(out),
-                       "--height", "48", "--width", "80", "--seed", "3", "--no-progress")
+    result = run_xomni(
+        "generate",
+        "a red circle",
+        "two squares",
+        "--config",
+        str(TINY),
+        "--out",
+        str(out),
+        "--height",
+        "48",
+        "--width",
+        "80",
+        "--seed",
+        "3",
+        "--no-progress",
+    )
     assert result.returncode == 0, result.stderr
     record = json.loads((out / "generation.json").read_text())
     assert record["images"] == ["image-000.png", "image-001.png"]
@@ -49,10 +63,14 @@ def test_same_seed_gives_same_tokens_and_pixels(pipeline: TextToImagePipeline) -
     assert first.tokens.rows() != other.tokens.rows()
 
 
-def test_pretrained_folders_load_through_the_real_loaders(pipeline: TextToImagePipeline, tmp_path: Path) -> None:
+def test_pretrained_folders_load_through_the_real_loaders(
+    pipeline: TextToImagePipeline, tmp_path: Path
+) -> None:
     for slot in ("tokenizer", "backbone", "decoder"):
         getattr(pipeline, slot).save_pretrained(tmp_path / slot)
-    config = load_config(TINY, [f"{slot}.weights={tmp_path / slot}" for slot in ("tokenizer", "backbone", "decoder")])
+    config = load_config(
+        TINY, [f"{slot}.weights={tmp_path / slot}" for slot in ("tokenizer", "backbone", "decoder")]
+    )
     loaded = TextToImagePipeline.from_config(config)
     expected = pipeline("a green star", seed=1, show_progress=False)
     actual = loaded("a green star", seed=1, show_progress=False)
@@ -63,8 +81,17 @@ def test_pretrained_folders_load_through_the_real_loaders(pipeline: TextToImageP
 def test_chat_answers_about_an_image_from_the_command_line(tmp_path: Path) -> None:
     image = tmp_path / "picture.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 96, 3), dtype=np.uint8)).save(image)
-    result = run_xomni("chat", "What is shown?", "--image", str(image), "--config", str(TINY),
-                       "--max-new-tokens", "5", "--no-progress")
+    result = run_xomni(
+        "chat",
+        "What is shown?",
+        "--image",
+        str(image),
+        "--config",
+        str(TINY),
+        "--max-new-tokens",
+        "5",
+        "--no-progress",
+    )
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
 
@@ -106,8 +133,16 @@ def test_rejected_image_names_the_rule(tmp_path: Path) -> None:
 def test_missing_checkpoint_file_exits_2_naming_it(pipeline: TextToImagePipeline, tmp_path: Path) -> None:
     pipeline.backbone.save_pretrained(tmp_path / "backbone")
     (tmp_path / "backbone" / "model.safetensors").unlink()
-    result = run_xomni("generate", "x", "--config", str(TINY), "--set", f"backbone.weights={tmp_path / 'backbone'}",
-                       "--out", str(tmp_path / "o"))
+    result = run_xomni(
+        "generate",
+        "x",
+        "--config",
+        str(TINY),
+        "--set",
+        f"backbone.weights={tmp_path / 'backbone'}",
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert result.returncode == 2
     assert "model.safetensors" in result.stderr and "Traceback" not in result.stderr
 
@@ -122,7 +157,8 @@ def test_pipeline_built_hook_reaches_installed_plugins(plugin_site) -> None:
     plugin_site(
         "watcher-dist",
         entry_points={"watcher": "watcher_module"},
-        modules={"watcher_module": """
+        modules={
+            "watcher_module": """
             from xomni_core import hookimpl
             SEEN = []
 
@@ -133,7 +169,8 @@ def test_pipeline_built_hook_reaches_installed_plugins(plugin_site) -> None:
             @hookimpl
             def xomni_pipeline_built(pipeline, config):
                 SEEN.append(type(pipeline).__name__)
-        """},
+        """
+        },
     )
     import watcher_module  # the same module object the registry loaded
 

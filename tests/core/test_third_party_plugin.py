@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-
 import sysconfig
 import venv
 from pathlib import Path
@@ -29,25 +28,52 @@ def environment(tmp_path_factory: pytest.TempPathFactory) -> Path:
     python = root / "bin" / "python"
     site = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     Path(site, "outer.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     # Build with this interpreter's current setuptools, not the venv's bundled old one.
-    subprocess.run([str(python), "-m", "pip", "uninstall", "--quiet", "--yes", "setuptools"],
-                   check=True, capture_output=True, text=True)
+    subprocess.run(
+        [str(python), "-m", "pip", "uninstall", "--quiet", "--yes", "setuptools"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     for source in (REPO, EXAMPLE):
         subprocess.run(
-            [str(python), "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-             "--no-index", str(source)],
-            check=True, capture_output=True, text=True,
+            [
+                str(python),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--no-deps",
+                "--no-build-isolation",
+                "--no-index",
+                str(source),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
         )
     return root
 
 
 def xomni(environment: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "XOMNI_PLUGINS", "XOMNI_DISABLE_PLUGINS")}
-    return subprocess.run([str(environment / "bin" / "xomni"), *args], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=600)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTHONPATH", "XOMNI_PLUGINS", "XOMNI_DISABLE_PLUGINS")
+    }
+    return subprocess.run(
+        [str(environment / "bin" / "xomni"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=600,
+    )
 
 
 @pytest.mark.slow
@@ -65,9 +91,17 @@ def test_installed_example_is_listed_with_its_distribution(environment: Path) ->
 def test_config_selecting_the_example_reward_runs_end_to_end(environment: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = xomni(
-        environment, "generate", "a bright red square", "--config", str(TINY_CONFIG),
-        "--set", "rewards=[{plugin: brightness, params: {target: 0.5}, weight: 2.0}]",
-        "--out", str(out), "--no-progress", cwd=tmp_path,
+        environment,
+        "generate",
+        "a bright red square",
+        "--config",
+        str(TINY_CONFIG),
+        "--set",
+        "rewards=[{plugin: brightness, params: {target: 0.5}, weight: 2.0}]",
+        "--out",
+        str(out),
+        "--no-progress",
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
     record = json.loads((out / "generation.json").read_text())

@@ -27,20 +27,10 @@ from diffusers.configuration_utils import register_to_config
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.transformers.transformer_flux import FluxTransformer2DModel
-from transformers.utils import logging as transformers_logging
-
-# The FLUX pipeline module imports image processors that warn about a missing torchvision,
-# which this decoder never uses.
-_verbosity = transformers_logging.get_verbosity()
-transformers_logging.set_verbosity_error()
-try:
-    from diffusers import FluxPipeline
-    from diffusers.pipelines.flux.pipeline_flux import calculate_shift, retrieve_timesteps
-finally:
-    transformers_logging.set_verbosity(_verbosity)
 from pydantic import ValidationError
 from torch import nn
 from tqdm.auto import tqdm
+from transformers.utils import logging as transformers_logging
 
 from xomni_core import (
     CheckpointError,
@@ -55,6 +45,16 @@ from xomni_core import (
 from xomni_core.text_tokenizers import build_byte_tokenizer
 
 from .params import FLUX_MAX_T5_LENGTH, FluxSemanticParams
+
+# The FLUX pipeline module imports image processors that warn about a missing torchvision,
+# which this decoder never uses.
+_verbosity = transformers_logging.get_verbosity()
+transformers_logging.set_verbosity_error()
+try:
+    from diffusers import FluxPipeline
+    from diffusers.pipelines.flux.pipeline_flux import calculate_shift, retrieve_timesteps
+finally:
+    transformers_logging.set_verbosity(_verbosity)
 
 if TYPE_CHECKING:
     from PIL.Image import Image

@@ -1,6 +1,7 @@
 """Parameter models; light, so configs validate without importing the rewards."""
 
 from pydantic import Field
+
 from xomni_core import ComponentParams
 
 

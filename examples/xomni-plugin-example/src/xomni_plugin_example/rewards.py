@@ -6,6 +6,7 @@ import os
 from typing import ClassVar
 
 import numpy as np
+
 from xomni_core import (
     Reward,
     RewardBatch,
