@@ -40,7 +40,9 @@ from .interfaces import (
 from .params import ComponentParams
 from .spec import PluginSpec
 from .types import (
+    BACKENDS,
     COMPONENT_KINDS,
+    Backend,
     ComponentKind,
     DecodeRequest,
     GenerationMode,
@@ -60,12 +62,14 @@ if TYPE_CHECKING:
     from .pipelines import ImageUnderstandingPipeline, TextToImagePipeline
 
 __all__ = [
+    "BACKENDS",
     "COMPONENT_FILE",
     "COMPONENT_KINDS",
     "CORE_API_VERSION",
     "Backbone",
     "BackboneStep",
     "BackboneVocab",
+    "Backend",
     "CheckpointError",
     "Component",
     "ComponentKind",

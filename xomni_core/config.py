@@ -23,7 +23,7 @@ from .errors import ConfigError, PluginError
 from .params import ComponentParams
 from .settings import PluginSettings
 from .spec import PluginSpec
-from .types import ComponentKind, SamplingParams
+from .types import Backend, ComponentKind, SamplingParams
 
 if TYPE_CHECKING:
     from .registry import PluginRegistry
@@ -43,7 +43,13 @@ class ComponentConfig(BaseModel):
 
     plugin: str = Field(min_length=1, description="plugin name, see `xomni plugins list`")
     params: dict[str, Any] = Field(default_factory=dict, description="the plugin's parameters")
-    weights: str | None = Field(None, description="local folder written by save_pretrained")
+    weights: str | None = Field(
+        None, description="local folder written by save_pretrained, or by `xomni export` for other backends"
+    )
+    backend: Backend = Field("torch", description="torch, or a runtime of the exported artefacts")
+    providers: tuple[str, ...] = Field(
+        (), description="onnxruntime execution providers, in order (default: from runtime.device)"
+    )
 
 
 class RewardConfig(ComponentConfig):
@@ -111,6 +117,8 @@ class ResolvedComponent:
     spec: PluginSpec
     params: ComponentParams
     weights: Path | None
+    backend: Backend = "torch"
+    providers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -224,12 +232,24 @@ def resolve_config(config: PipelineConfig, registry: PluginRegistry) -> Resolved
                 _describe(exc, prefix=f"{slot}.params.", plugin=spec, model=spec.params)
             ) from exc
         weights = config.weights_path(section)
+        if section.backend not in spec.backends:
+            raise ConfigError(
+                f"{slot}.backend: {kind} plugin '{spec.name}' has no {section.backend} runtime "
+                f"(got {section.backend!r}; expected one of {', '.join(spec.backends)})"
+            )
+        if section.backend != "torch" and weights is None:
+            raise ConfigError(
+                f"{slot}.weights: the {section.backend} backend runs exported artefacts; set weights "
+                f"to a folder written by `xomni export` for {kind} plugin '{spec.name}'"
+            )
         if weights is not None and not weights.is_dir():
             raise ConfigError(
                 f"{slot}.weights: folder {weights} does not exist ({kind} plugin '{spec.name}' "
                 "loads pretrained weights from a local folder written by save_pretrained)"
             )
-        components[slot] = ResolvedComponent(slot, spec, params, weights)
+        components[slot] = ResolvedComponent(
+            slot, spec, params, weights, backend=section.backend, providers=section.providers
+        )
     return ResolvedConfig(config, components)
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from os import PathLike
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-from .errors import InputError
+from .errors import InputError, PluginError
 from .params import ComponentParams
 from .types import (
     ComponentKind,
@@ -59,6 +59,22 @@ class Component(ABC, Generic[P]):
     @abstractmethod
     def save_pretrained(self, path: str | PathLike[str]) -> None:
         """Write params as JSON and weights as safetensors to ``path``, atomically."""
+
+    @classmethod
+    def from_exported(
+        cls,
+        path: str | PathLike[str],
+        *,
+        backend: str,
+        device: str = "cpu",
+        providers: Sequence[str] = (),
+    ) -> Self:
+        """Load artefacts written by ``xomni export`` to run on ``backend``.
+
+        Only runtime classes (a plugin's ``runtimes``) implement this; ``providers`` lists
+        onnxruntime execution providers (empty: chosen from ``device``).
+        """
+        raise PluginError(f"{cls.__name__} runs on torch only; it cannot load exported artefacts")
 
     def to(self, device: str | None = None, dtype: str | None = None) -> Self:
         """Move to a device and/or dtype name (``"cpu"``, ``"float32"``); no-op by default."""

@@ -7,12 +7,13 @@ listing plugins and validating configs never pulls in torch.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .errors import PluginError
 from .params import ComponentParams
-from .types import COMPONENT_KINDS, ComponentKind
+from .types import BACKENDS, COMPONENT_KINDS, ComponentKind
 
 if TYPE_CHECKING:
     from .interfaces import Component
@@ -25,6 +26,8 @@ class PluginSpec:
     ``implementation`` is ``"package.module:ClassName"``, imported on first use. ``params`` is
     the pydantic model of the component's parameters; it must live in a module that does not
     import torch. ``api_version`` is the xomni core API version the plugin was written for.
+    ``runtimes`` maps other backends (``onnxruntime``, ``tensorrt``) to classes that run the
+    component's exported artefacts behind the same interface.
     """
 
     name: str
@@ -35,6 +38,7 @@ class PluginSpec:
     params: type[ComponentParams]
     description: str = ""
     tags: tuple[str, ...] = field(default=())
+    runtimes: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         problems = []
@@ -46,6 +50,12 @@ class PluginSpec:
             problems.append(
                 f"implementation {self.implementation!r} must look like 'package.module:ClassName'"
             )
+        bad_runtimes = [f"{b}={v!r}" for b, v in self.runtimes.items() if b not in BACKENDS or ":" not in v]
+        if bad_runtimes:
+            problems.append(
+                f"runtimes {', '.join(bad_runtimes)} must map one of {', '.join(BACKENDS)} to "
+                "'package.module:ClassName'"
+            )
         if not (isinstance(self.params, type) and issubclass(self.params, ComponentParams)):
             problems.append("params must be a subclass of xomni_core.ComponentParams")
         if problems:
@@ -55,21 +65,34 @@ class PluginSpec:
     def qualified_name(self) -> str:
         return f"{self.kind}/{self.name}"
 
-    def load(self) -> type[Component[ComponentParams]]:
-        """Import and return the implementation class."""
+    @property
+    def backends(self) -> tuple[str, ...]:
+        """Backends this plugin runs on: always ``torch``, plus its declared runtimes."""
+        return ("torch", *(b for b in BACKENDS if b in self.runtimes))
+
+    def load(self, backend: str = "torch") -> type[Component[ComponentParams]]:
+        """Import and return the implementation class for ``backend``."""
         from .interfaces import Component
 
-        module_name, _, attr = self.implementation.partition(":")
+        if backend == "torch":
+            target = self.implementation
+        elif backend in self.runtimes:
+            target = self.runtimes[backend]
+        else:
+            raise PluginError(
+                f"{self.kind} plugin '{self.name}' has no {backend} runtime; it runs on "
+                f"{', '.join(self.backends)}"
+            )
+        module_name, _, attr = target.partition(":")
         try:
             cls = getattr(importlib.import_module(module_name), attr)
         except Exception as exc:
             raise PluginError(
                 f"{self.kind} plugin '{self.name}' failed to load its implementation "
-                f"{self.implementation}: {type(exc).__name__}: {exc}"
+                f"{target}: {type(exc).__name__}: {exc}"
             ) from exc
         if not (isinstance(cls, type) and issubclass(cls, Component) and cls.kind == self.kind):
             raise PluginError(
-                f"{self.kind} plugin '{self.name}': {self.implementation} is not a "
-                f"xomni_core {self.kind} component class"
+                f"{self.kind} plugin '{self.name}': {target} is not a xomni_core {self.kind} component class"
             )
         return cls

@@ -26,6 +26,10 @@ GenerationMode = Literal["text", "image"]
 
 RewardDirection = Literal["maximize", "minimize"]
 
+#: Where a component runs: its PyTorch implementation or one of its exported artefacts.
+Backend = Literal["torch", "onnxruntime", "tensorrt"]
+BACKENDS: tuple[Backend, ...] = ("torch", "onnxruntime", "tensorrt")
+
 
 @dataclass(frozen=True)
 class GridSize:

@@ -32,13 +32,25 @@ def prepare(
 def build_component(
     resolved: ResolvedComponent, config: PipelineConfig, registry: PluginRegistry
 ) -> Component[ComponentParams]:
-    """Load pretrained weights or build fresh ones, then move to the runtime device and dtype."""
-    cls = resolved.spec.load()
-    if resolved.weights is not None:
+    """Load pretrained weights or build fresh ones, then move to the runtime device and dtype.
+
+    Other backends load the component's exported artefacts through its runtime class.
+    """
+    cls = resolved.spec.load(resolved.backend)
+    if resolved.backend != "torch":
+        assert resolved.weights is not None  # resolve_config insists on it
+        component = cls.from_exported(
+            resolved.weights,
+            backend=resolved.backend,
+            device=config.runtime.device,
+            providers=resolved.providers,
+        )
+    elif resolved.weights is not None:
         component = cls.from_pretrained(resolved.weights)
     else:
         component = cls.from_params(resolved.params, seed=config.runtime.seed)
-    component = component.to(device=config.runtime.device, dtype=config.runtime.dtype)
+    if resolved.backend == "torch":
+        component = component.to(device=config.runtime.device, dtype=config.runtime.dtype)
     registry.hook.xomni_component_built(component=component, slot=resolved.slot, config=config)
     return component
 

@@ -1,0 +1,67 @@
+"""The manifest written next to every exported artefact.
+
+It records what was exported, from what, with which tools, and a hash of each file, so that a
+runtime can refuse an artefact built for another GPU or TensorRT version and say how to rebuild.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from xomni_core import CheckpointError, atomic_file
+
+MANIFEST_FILE = "manifest.json"
+FORMAT_VERSION = 1
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tool_versions() -> dict[str, str]:
+    """Versions of the libraries that shape an export."""
+    import onnx
+    import torch
+
+    versions = {"torch": torch.__version__, "onnx": onnx.__version__, "python": platform.python_version()}
+    try:
+        import onnxruntime
+
+        versions["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    from xomni_core import __version__
+
+    versions["xomni"] = __version__
+    return versions
+
+
+def now_utc() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    with atomic_file(folder / MANIFEST_FILE) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """The manifest of an exported folder; a clear error when it is missing or not ours."""
+    path = Path(folder) / MANIFEST_FILE
+    if not path.is_file():
+        raise CheckpointError(
+            f"{path} is missing: {folder} is not a complete export (run `xomni export` to create it)"
+        )
+    manifest: dict[str, Any] = json.loads(path.read_text())
+    if manifest.get("format") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: unknown manifest format {manifest.get('format')!r}")
+    return manifest

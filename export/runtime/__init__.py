@@ -1,0 +1,1 @@
+"""Runtimes that run exported artefacts behind the component interfaces."""

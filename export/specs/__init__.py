@@ -1,0 +1,1 @@
+"""Export specs of the component kinds: one module per kind."""
