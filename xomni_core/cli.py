@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ._version import CORE_API_VERSION, __version__
+from .convert import CONVERT_DTYPES, CONVERTERS
 from .errors import XomniError
 
 EXIT_USAGE = 2
@@ -111,6 +112,29 @@ def _build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--max-new-tokens", type=int, default=256)
     chat.add_argument("--no-progress", action="store_true", help="hide progress bars")
     chat.set_defaults(handler=_chat)
+
+    convert = commands.add_parser(
+        "convert",
+        help="turn a published checkpoint into xomni component folders",
+        description="Formats: "
+        + "; ".join(f"{spec.name}: {spec.description}" for spec in CONVERTERS.values())
+        + ". Writes DST/tokenizer, DST/backbone, DST/decoder and DST/pipeline.yaml atomically.",
+    )
+    convert.add_argument("format", choices=sorted(CONVERTERS), help="layout of SRC")
+    convert.add_argument("src", help="folder of the published checkpoint")
+    convert.add_argument("dst", help="folder to write; must not exist unless --force")
+    convert.add_argument(
+        "--flux", metavar="PATH", help="local FLUX.1-dev folder (vae/, scheduler/, text encoders, tokenizers)"
+    )
+    convert.add_argument(
+        "--text-free", action="store_true", help="the decoder takes no prompt (not recorded in the config)"
+    )
+    convert.add_argument(
+        "--dtype", choices=CONVERT_DTYPES, help="cast weights (default: keep the stored dtype)"
+    )
+    convert.add_argument("--force", action="store_true", help="replace DST if it exists")
+    convert.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    convert.set_defaults(handler=_convert)
     return parser
 
 
@@ -312,6 +336,28 @@ def _chat(args: argparse.Namespace) -> int:
             show_progress=not args.no_progress,
         )
     print(answer)
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from .convert import ConvertOptions, convert
+
+    result = convert(
+        args.format,
+        Path(args.src),
+        Path(args.dst),
+        ConvertOptions(
+            flux_dir=Path(args.flux) if args.flux else None,
+            dtype=args.dtype,
+            force=args.force,
+            text_free=args.text_free,
+            show_progress=not args.no_progress,
+        ),
+    )
+    for note in result.notes:
+        print(f"  {note}")
+    print(f"wrote {result.dst}: {', '.join(result.components)} and {result.pipeline_config.name}")
+    print(f"try: xomni generate --config {result.pipeline_config} 'a red cube on a table'")
     return 0
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from ._version import __version__
+from .atomic import current_umask
 from .errors import CheckpointError
 from .params import ComponentParams
 
@@ -78,6 +79,7 @@ def save_tensors(tensors: Mapping[str, torch.Tensor], path: str | os.PathLike[st
         out[name] = data.clone() if pointer in seen else data
         seen.add(pointer)
     save_file(out, str(path), metadata={"format": "pt"})
+    os.chmod(path, 0o666 & ~current_umask())  # safetensors creates 0600 files
 
 
 def load_tensors(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
