@@ -112,7 +112,7 @@ def export_graph(graph: GraphExport, folder: Path, precision: Precision) -> dict
             module,
             example,
             dynamo=True,
-            dynamic_shapes=dynamic_shapes(spec),
+            dynamic_shapes=forward_shapes(module, spec),
             input_names=spec.input_names,
             output_names=spec.output_names,
             opset_version=OPSET,
@@ -125,7 +125,8 @@ def export_graph(graph: GraphExport, folder: Path, precision: Precision) -> dict
     files = [path.name] + ([f"{path.name}.data"] if external else [])
     return {
         "file": path.name,
-        "sha256": sha256_of(path),
+        # Covers the external weights too, so stale TensorRT engines are caught after a re-export.
+        "sha256": sha256_of(*(folder / name for name in files)),
         "external_data": files[1:],
         "inputs": [
             {"name": t.name, "dtype": t.resolved_dtype(precision), "shape": list(t.shape)}
@@ -159,6 +160,17 @@ def dynamic_shapes(spec: GraphSpec) -> dict[str, dict[int, Any]]:
                 axes[index] = Dim.AUTO
         shapes[tensor.name] = axes
     return shapes
+
+
+def forward_shapes(module: Any, spec: GraphSpec) -> dict[str, Any]:
+    """:func:`dynamic_shapes` keyed by ``module.forward``'s parameters, which take the spec's
+    inputs in order: names like ``past.0.key`` are no identifiers, and a ``*past`` parameter
+    takes a tuple of them, as torch.export binds the example inputs."""
+    import inspect
+
+    shapes = dynamic_shapes(spec)
+    signature = inspect.signature(module.forward)
+    return dict(signature.bind(*(shapes[name] for name in spec.input_names)).arguments)
 
 
 def _check_examples(spec: GraphSpec) -> None:

@@ -7,7 +7,8 @@ outputs listed as exact must be equal. The report names the worst element of eac
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -112,13 +113,15 @@ def run_parity(
         spec = graph.spec
         sizes = {**spec.sizes("opt"), **partial_sizes}
         if spec.name not in sessions:
-            sessions[spec.name] = OrtSession(folder / f"{spec.name}.onnx", providers)
+            with _runtime_errors(spec.name, precision, providers):
+                sessions[spec.name] = OrtSession(folder / f"{spec.name}.onnx", providers)
         inputs = list(graph.make_inputs(sizes, index + 1))
         with torch.no_grad():
             expected = graph.module(*inputs)
         if isinstance(expected, torch.Tensor):
             expected = (expected,)
-        actual = sessions[spec.name].run(dict(zip(spec.input_names, inputs, strict=True)))
+        with _runtime_errors(spec.name, precision, providers):
+            actual = sessions[spec.name].run(dict(zip(spec.input_names, inputs, strict=True)))
         tolerance = spec.tolerance(precision)
         checks = tuple(
             compare(
@@ -133,6 +136,26 @@ def run_parity(
         )
         cases.append(CaseReport(spec.name, {k: sizes[k] for k in partial_sizes}, checks))
     return ParityReport(precision, tuple(providers), tuple(cases))
+
+
+@contextlib.contextmanager
+def _runtime_errors(graph: str, precision: str, providers: Sequence[str]) -> Iterator[None]:
+    """onnxruntime's own exceptions become one actionable message."""
+    try:
+        yield
+    except XomniError:
+        raise
+    except Exception as exc:  # onnxruntime raises its own pybind exception types
+        hint = (
+            " onnxruntime's CPU provider lacks bfloat16 kernels for many operators: validate on a GPU "
+            "provider, or export with --no-validate."
+            if precision == "bfloat16"
+            else ""
+        )
+        raise ParityError(
+            f"onnxruntime could not run graph {graph!r} ({precision}, providers {list(providers)}): "
+            f"{type(exc).__name__}: {exc}.{hint}"
+        ) from exc
 
 
 def compare(

@@ -135,6 +135,43 @@ def _build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--force", action="store_true", help="replace DST if it exists")
     convert.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     convert.set_defaults(handler=_convert)
+
+    export = commands.add_parser(
+        "export",
+        help="export components to ONNX, TensorRT engines or a Triton model repository",
+        description="Export a config's components, check them against PyTorch on unseen shapes "
+        "(--validate), and write OUT/pipeline.<backend>.yaml that runs the exported artefacts.",
+    )
+    export.add_argument("config", help="pipeline config file")
+    _add_overrides(export)
+    export.add_argument(
+        "--component",
+        choices=("tokenizer", "backbone", "decoder", "all"),
+        default="all",
+        help="which component to export (default: all)",
+    )
+    export.add_argument("--format", choices=("onnx", "tensorrt", "triton"), default="onnx")
+    export.add_argument("--out", required=True, help="output folder; OUT/<component> per component")
+    export.add_argument(
+        "--dtype",
+        choices=("float32", "float16", "bfloat16"),
+        default="float32",
+        help="precision inside the graphs",
+    )
+    export.add_argument(
+        "--validate",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the parity gate against PyTorch (default: on)",
+    )
+    export.add_argument(
+        "--triton-backend",
+        choices=("onnxruntime", "tensorrt"),
+        default="onnxruntime",
+        help="what the Triton models run (with --format triton)",
+    )
+    export.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    export.set_defaults(handler=_export)
     return parser
 
 
@@ -209,6 +246,7 @@ def _plugins_show(args: argparse.Namespace) -> int:
         if info.get("implementation"):
             print(f"  implementation: {info['implementation']}")
             print(f"  core API:       {info['api_version']}")
+            print(f"  backends:       {', '.join(info['backends'])}")
         print(f"  hooks:          {', '.join(info['hooks']) or 'none'}")
         if info.get("error"):
             print(f"  error:          {info['error']}")
@@ -239,6 +277,7 @@ def _describe_record(record: Any) -> dict[str, Any]:
         info.update(
             implementation=spec.implementation,
             api_version=spec.api_version,
+            backends=list(spec.backends),
             description=spec.description,
             params=_params_table(spec.params),
         )
@@ -336,6 +375,28 @@ def _chat(args: argparse.Namespace) -> int:
             show_progress=not args.no_progress,
         )
     print(answer)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from xomni_export.command import SLOTS, run_export
+
+    components = SLOTS if args.component == "all" else (args.component,)
+    results = run_export(
+        args.config,
+        overrides=args.overrides,
+        components=components,
+        export_format=args.format,
+        out=args.out,
+        precision=args.dtype,
+        validate=args.validate,
+        triton_backend=args.triton_backend,
+        show_progress=not args.no_progress,
+    )
+    for slot, result in results.items():
+        graphs = ", ".join(result.manifest["graphs"])
+        check = result.parity.summary() if result.parity is not None else "not validated"
+        print(f"{slot}: {result.folder} ({graphs}); {check}")
     return 0
 
 

@@ -17,17 +17,17 @@ import torch
 import yaml
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+
+from xomni_core import CheckpointError, DecodeRequest, SemanticLatents, TextToImagePipeline, XomniError
+from xomni_core.cli import main
+from xomni_core.convert import CONVERTERS, ConvertOptions, convert
+from xomni_core.convert.x_omni import SIGLIP_VITS, SigLIPViTShape, read_release
 from xomni_plugins.backbones.x_omni import XOmniParams
 from xomni_plugins.backbones.x_omni.model import XOmniBackbone
 from xomni_plugins.decoders.flux_semantic.model import FluxSemanticDecoder
 from xomni_plugins.decoders.flux_semantic.params import FluxSemanticParams
 from xomni_plugins.tokenizers.siglip_vq import SigLIPVQParams
 from xomni_plugins.tokenizers.siglip_vq.model import SigLIPVQTokenizer
-
-from xomni_core import CheckpointError, DecodeRequest, SemanticLatents, TextToImagePipeline, XomniError
-from xomni_core.cli import main
-from xomni_core.convert import CONVERTERS, ConvertOptions, convert
-from xomni_core.convert.x_omni import SIGLIP_VITS, SigLIPViTShape, read_release
 
 VIT_NAME = "siglip_tiny_patch16_test"
 TINY_VIT = SigLIPViTShape(width=32, depth=2, heads=2, mlp_ratio=4.0, patch_size_px=16)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from xomni_plugins.backbones.x_omni import XOmniParams
-from xomni_plugins.backbones.x_omni.model import XOmniBackbone
 
 from xomni_core import GridSize, ImageGenerationRequest, InputError, SamplingParams, TextGenerationRequest
+from xomni_plugins.backbones.x_omni import XOmniParams
+from xomni_plugins.backbones.x_omni.model import XOmniBackbone
 
 TINY = XOmniParams(
     hidden_size=32,

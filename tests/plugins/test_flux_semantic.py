@@ -16,14 +16,14 @@ import torch
 from diffusers import FluxPipeline
 from diffusers.models.transformers.transformer_flux import FluxTransformer2DModel
 from pydantic import ValidationError
+
+from xomni_core import CheckpointError, DecodeRequest, InputError, SemanticLatents
 from xomni_plugins.decoders.flux_semantic import PLUGIN
 from xomni_plugins.decoders.flux_semantic.model import (
     FluxSemanticDecoder,
     SemanticFluxTransformer,
 )
 from xomni_plugins.decoders.flux_semantic.params import FluxSemanticParams
-
-from xomni_core import CheckpointError, DecodeRequest, InputError, SemanticLatents
 
 SEMANTIC_CHANNELS = 8
 

@@ -12,10 +12,10 @@ import torch.nn.functional as F
 from PIL import Image
 from pydantic import ValidationError
 from safetensors.torch import load_file, save_file
-from xomni_plugins.tokenizers.siglip_vq import PLUGIN, SigLIPVQParams
-from xomni_plugins.tokenizers.siglip_vq.model import SigLIPVQTokenizer
 
 from xomni_core import CheckpointError, GridSize, ImageRejectedError, TokenGrid
+from xomni_plugins.tokenizers.siglip_vq import PLUGIN, SigLIPVQParams
+from xomni_plugins.tokenizers.siglip_vq.model import SigLIPVQTokenizer
 
 TINY = SigLIPVQParams(
     vit_width=32,

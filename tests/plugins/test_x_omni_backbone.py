@@ -11,10 +11,10 @@ import pytest
 import torch
 from pydantic import ValidationError
 from safetensors.torch import load_file, save_file
-from xomni_plugins.backbones.x_omni import PLUGIN, XOmniParams, count_parameters
-from xomni_plugins.backbones.x_omni.model import XOmniBackbone, XOmniForCausalLM
 
 from xomni_core import CheckpointError, ConfigError, TokenGrid
+from xomni_plugins.backbones.x_omni import PLUGIN, XOmniParams, count_parameters
+from xomni_plugins.backbones.x_omni.model import XOmniBackbone, XOmniForCausalLM
 
 TINY = XOmniParams(
     hidden_size=32,

@@ -23,6 +23,10 @@ PLUGIN = PluginSpec(
         "text in text mode and one of 16,384 semantic image tokens in image mode."
     ),
     tags=("x-omni", "qwen2", "autoregressive"),
+    runtimes={
+        "onnxruntime": "xomni_export.runtime.backbone:ExportedBackbone",
+        "tensorrt": "xomni_export.runtime.backbone:ExportedBackbone",
+    },
 )
 
 __all__ = ["PLUGIN", "XOmniParams", "count_parameters"]

@@ -52,6 +52,8 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
     from typing_extensions import Self
 
+    from xomni_export import GraphExport, Precision
+
 PLUGIN_NAME = "x-omni"
 WEIGHTS_FILE = "model.safetensors"
 _OWNER = f"backbone plugin '{PLUGIN_NAME}'"
@@ -464,3 +466,17 @@ class XOmniBackbone(Backbone[XOmniParams]):
             logits_to_keep=1,
         )
         return BackboneStep(logits=logits[:, -1], past=cache)
+
+    # --- export ---
+
+    def export_graphs(self, precision: Precision) -> list[GraphExport]:
+        """The ``prefill`` and ``decode`` graphs of the backbone export spec; see :mod:`.export`."""
+        from .export import export_graphs
+
+        return export_graphs(self, precision)
+
+    def write_export_assets(self, folder: Path) -> None:
+        """The tokenizer files and ``backbone_runtime.json`` that the exported runtime reads."""
+        from .export import write_export_assets
+
+        write_export_assets(self, folder)

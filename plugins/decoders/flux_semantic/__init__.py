@@ -10,6 +10,9 @@ from xomni_core import CORE_API_VERSION, PluginSpec
 
 from .params import FluxSemanticParams
 
+#: The class that runs exported artefacts on either backend.
+RUNTIME = "xomni_plugins.decoders.flux_semantic.runtime:ExportedFluxSemanticDecoder"
+
 PLUGIN = PluginSpec(
     name="flux-semantic",
     kind="decoder",
@@ -23,6 +26,7 @@ PLUGIN = PluginSpec(
         "(or none, for the text-free variant), FLUX VAE, flow-matching Euler with true CFG."
     ),
     tags=("diffusion", "flux", "x-omni"),
+    runtimes={"onnxruntime": RUNTIME, "tensorrt": RUNTIME},
 )
 
 __all__ = ["PLUGIN", "FluxSemanticParams"]

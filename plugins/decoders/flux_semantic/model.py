@@ -60,6 +60,8 @@ if TYPE_CHECKING:
     from PIL.Image import Image
     from transformers import CLIPTextModel, PreTrainedTokenizerBase, T5EncoderModel
 
+    from xomni_export import GraphExport, Precision
+
 PLUGIN_NAME = "flux-semantic"
 SEMANTIC_WEIGHT = "siglip_embed.weight"
 
@@ -277,8 +279,7 @@ class FluxSemanticDecoder(Decoder[FluxSemanticParams]):
                 pooled=torch.zeros(batch_size, p.pooled_projection_dim, device=self.device, dtype=self.dtype),
                 ids=torch.zeros(0, 3, device=self.device, dtype=self.dtype),
             )
-        assert self.tokenizer is not None and self.text_encoder is not None
-        assert self.tokenizer_2 is not None and self.text_encoder_2 is not None
+        assert self.tokenizer is not None and self.tokenizer_2 is not None
         if prompts is None or len(prompts) != batch_size:
             raise InputError(
                 f"this decoder is text-conditioned: it needs {batch_size} prompts "
@@ -291,7 +292,7 @@ class FluxSemanticDecoder(Decoder[FluxSemanticParams]):
             truncation=True,
             return_tensors="pt",
         ).input_ids
-        pooled = self.text_encoder(clip_ids.to(self.device)).pooler_output
+        pooled = self._encode_clip(clip_ids.to(self.device))
         t5_ids = self.tokenizer_2(
             list(prompts),
             padding="max_length",
@@ -299,7 +300,7 @@ class FluxSemanticDecoder(Decoder[FluxSemanticParams]):
             truncation=True,
             return_tensors="pt",
         ).input_ids
-        sequence = self.text_encoder_2(t5_ids.to(self.device))[0]
+        sequence = self._encode_t5(t5_ids.to(self.device))
         return PromptEmbeddings(
             sequence=sequence.to(self.dtype),
             pooled=pooled.to(self.dtype),
@@ -355,6 +356,20 @@ class FluxSemanticDecoder(Decoder[FluxSemanticParams]):
         cond, uncond = velocity.chunk(2)
         return uncond + guidance_scale * (cond - uncond)
 
+    # Model calls of the sampling loop, each one exported graph; a runtime overrides them.
+
+    def _encode_clip(self, ids: torch.Tensor) -> torch.Tensor:
+        """Pooled CLIP vectors ``(batch, pooled_projection_dim)`` for padded ids ``(batch, length)``."""
+        assert self.text_encoder is not None
+        pooled: torch.Tensor = self.text_encoder(ids).pooler_output
+        return pooled
+
+    def _encode_t5(self, ids: torch.Tensor) -> torch.Tensor:
+        """T5 sequences ``(batch, length, joint_attention_dim)`` for padded ids ``(batch, length)``."""
+        assert self.text_encoder_2 is not None
+        sequence: torch.Tensor = self.text_encoder_2(ids)[0]
+        return sequence
+
     def _velocity(
         self,
         latents: torch.Tensor,
@@ -364,6 +379,7 @@ class FluxSemanticDecoder(Decoder[FluxSemanticParams]):
         image_ids: torch.Tensor,
         semantic_latents: torch.Tensor,
     ) -> torch.Tensor:
+        """One transformer pass: the velocity for every sample of ``latents``, unguided."""
         output = self.transformer(
             hidden_states=latents,
             encoder_hidden_states=text.sequence,
@@ -445,11 +461,29 @@ class FluxSemanticDecoder(Decoder[FluxSemanticParams]):
         height_px, width_px = grid_h * self.pixels_per_token, grid_w * self.pixels_per_token
         scale_factor = self.params.vae_scale_factor
         latents = FluxPipeline._unpack_latents(latents, height_px, width_px, scale_factor)
-        latents = latents / self.vae.config.scaling_factor + self.vae.config.shift_factor
-        pixels = self.vae.decode(latents.to(self.vae.dtype), return_dict=False)[0]
+        pixels = self._decode_vae(latents)
         processor = VaeImageProcessor(vae_scale_factor=2 * scale_factor)
         images: list[Image] = processor.postprocess(pixels.float(), output_type="pil")
         return images
+
+    def _decode_vae(self, latents: torch.Tensor) -> torch.Tensor:
+        """Pixels in ``[-1, 1]`` for unpacked latents as the sampler leaves them."""
+        return decode_vae_latents(self.vae, latents)
+
+    # ------------------------------------------------------------------------------- export
+
+    def export_graphs(self, precision: Precision) -> list[GraphExport]:
+        """The graphs of the decoder export spec (transformer step, VAE decoder and, when
+        text-conditioned, both text encoders); see :mod:`.export`."""
+        from .export import export_graphs
+
+        return export_graphs(self, precision)
+
+    def write_export_assets(self, folder: Path) -> None:
+        """The scheduler config and, when text-conditioned, both prompt tokenizers."""
+        from .export import write_export_assets
+
+        write_export_assets(self, folder)
 
     # ------------------------------------------------------------------------- construction
 
@@ -542,6 +576,13 @@ class FluxSemanticDecoder(Decoder[FluxSemanticParams]):
 
 
 # ------------------------------------------------------------------------------- helpers
+
+
+def decode_vae_latents(vae: AutoencoderKL, latents: torch.Tensor) -> torch.Tensor:
+    """Undo the VAE's latent scaling and shift, then decode to pixels in ``[-1, 1]``."""
+    latents = latents / vae.config.scaling_factor + vae.config.shift_factor
+    pixels: torch.Tensor = vae.decode(latents.to(vae.dtype), return_dict=False)[0]
+    return pixels
 
 
 def _torch_dtype(name: str) -> torch.dtype:

@@ -10,6 +10,9 @@ from xomni_core import CORE_API_VERSION, PluginSpec
 
 from .params import SigLIPVQParams
 
+#: The class that runs exported artefacts on either backend.
+RUNTIME = "xomni_plugins.tokenizers.siglip_vq.runtime:ExportedSigLIPVQTokenizer"
+
 PLUGIN = PluginSpec(
     name="siglip-vq",
     kind="tokenizer",
@@ -22,6 +25,7 @@ PLUGIN = PluginSpec(
         "quantised to the nearest of 16,384 L2-normalised codes; decodes to 1536-channel latents."
     ),
     tags=("x-omni", "semantic", "vq"),
+    runtimes={"onnxruntime": RUNTIME, "tensorrt": RUNTIME},
 )
 
 __all__ = ["PLUGIN", "SigLIPVQParams"]

@@ -51,6 +51,8 @@ from .params import SigLIPVQParams
 if TYPE_CHECKING:
     from typing_extensions import Self
 
+    from xomni_export import GraphExport, Precision
+
 PLUGIN_NAME = "siglip-vq"
 WEIGHTS_FILE = "model.safetensors"
 DTYPES: dict[str, torch.dtype] = {
@@ -411,9 +413,7 @@ class SigLIPVQTokenizer(Tokenizer[SigLIPVQParams]):
             return TokenGrid(self.model.quantize(features, grid.grid_h, grid.grid_w))
 
     def encode(self, pixels: torch.Tensor) -> TokenGrid:
-        pixels = self._prepare_pixels(pixels)
-        with torch.no_grad():
-            return TokenGrid(self.model(pixels))
+        return TokenGrid(self._run_encode(self._prepare_pixels(pixels)))
 
     def decode(self, grid: TokenGrid) -> SemanticLatents:
         ids = grid.ids
@@ -424,9 +424,38 @@ class SigLIPVQTokenizer(Tokenizer[SigLIPVQParams]):
                 f"token ids must lie in [0, {self.codebook_size}), "
                 f"got values from {int(ids.min())} to {int(ids.max())}"
             )
-        weight = self.model.vqproj.post_quant_conv.weight
+        return SemanticLatents(self._run_decode(ids.to(device=self._placement()[0], dtype=torch.long)))
+
+    # ----- export
+
+    def export_graphs(self, precision: Precision) -> list[GraphExport]:
+        """The ``encode`` and ``decode`` graphs of the tokenizer export spec; see :mod:`.export`."""
+        from .export import export_graphs
+
+        return export_graphs(self, precision)
+
+    def write_export_assets(self, folder: Path) -> None:
+        """Nothing beyond the graphs and ``xomni_component.json``: preprocessing reads the params."""
+        from .export import write_export_assets
+
+        write_export_assets(self, folder)
+
+    # ----- what a runtime for exported graphs overrides
+
+    def _placement(self) -> tuple[torch.device, torch.dtype]:
+        """Device and dtype of the inputs that :meth:`_run_encode` and :meth:`_run_decode` take."""
+        weight = self.model.vit.pos_embed
+        return weight.device, weight.dtype
+
+    def _run_encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Ids ``(B, h, w)`` for checked pixels already on :meth:`_placement`."""
         with torch.no_grad():
-            return SemanticLatents(self.model.decode(ids.to(device=weight.device, dtype=torch.long)))
+            return self.model(pixels)
+
+    def _run_decode(self, ids: torch.Tensor) -> torch.Tensor:
+        """Latents ``(B, z_channels, h, w)`` for checked int64 ids."""
+        with torch.no_grad():
+            return self.model.decode(ids)
 
     def _prepare_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         if pixels.dim() != 4 or pixels.shape[1] != 3:
@@ -435,5 +464,5 @@ class SigLIPVQTokenizer(Tokenizer[SigLIPVQParams]):
             )
         # Raises InputError naming the side that is not a multiple of the patch size.
         GridSize.from_pixels(int(pixels.shape[2]), int(pixels.shape[3]), self.params.patch_size_px)
-        weight = self.model.vit.pos_embed
-        return pixels.to(device=weight.device, dtype=weight.dtype)
+        device, dtype = self._placement()
+        return pixels.to(device=device, dtype=dtype)

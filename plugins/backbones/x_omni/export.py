@@ -1,0 +1,157 @@
+"""ONNX export of the X-Omni backbone under the backbone export spec.
+
+Two wrappers give :class:`~xomni_plugins.backbones.x_omni.model.XOmniForCausalLM` the flat,
+tensor-only signature of the spec's ``prefill`` and ``decode`` graphs: the KV cache enters as
+explicit ``past.{i}.key/value`` inputs and leaves as ``present.{i}.key/value`` outputs, and the
+generation mode is an ``image_mode`` tensor, so one graph serves both modes.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
+
+import torch
+from torch import nn
+from transformers.cache_utils import DynamicCache, DynamicLayer
+
+from xomni_export import GraphExport, Precision
+from xomni_export.runtime.backbone import BackboneRuntimeInfo
+from xomni_export.specs.backbone import DECODE, PREFILL, backbone_export_spec
+
+from .model import XOmniForCausalLM, attention_bias
+
+if TYPE_CHECKING:
+    from .model import XOmniBackbone
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class _StepGraph(nn.Module):
+    """What both graphs share: run new tokens after a cache, keep the last position."""
+
+    def __init__(self, net: XOmniForCausalLM) -> None:
+        super().__init__()
+        self.net = net
+        self.num_layers = net.params.num_hidden_layers
+
+    def step(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        image_mode: torch.Tensor,
+        cache: DynamicCache,
+    ) -> tuple[torch.Tensor, ...]:
+        dtype = self.net.lm_head.weight.dtype
+        bias = attention_bias(attention_mask, input_ids.shape[1], dtype)
+        hidden = self.net.model(input_ids, bias, position_ids, cache)[:, -1:]
+        text = self.net.restricted_logits(hidden, "text")
+        image = self.net.restricted_logits(hidden, "image")
+        logits = torch.where(image_mode.bool(), image, text)[:, -1]
+        layers = cast(list[DynamicLayer], cache.layers[: self.num_layers])
+        present = cast(list[torch.Tensor], [t for layer in layers for t in (layer.keys, layer.values)])
+        return (logits, *present)
+
+
+class PrefillGraph(_StepGraph):
+    """``prefill``: a left-padded prompt batch from an empty cache."""
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        image_mode: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        return self.step(input_ids, attention_mask, position_ids, image_mode, DynamicCache())
+
+
+class DecodeGraph(_StepGraph):
+    """``decode``: new tokens after ``past.{i}.key/value`` given as inputs, layer by layer."""
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        image_mode: torch.Tensor,
+        *past: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        cache = DynamicCache()
+        for layer in range(self.num_layers):
+            cache.update(past[2 * layer], past[2 * layer + 1], layer)
+        return self.step(input_ids, attention_mask, position_ids, image_mode, cache)
+
+
+def export_graphs(backbone: XOmniBackbone, precision: Precision) -> list[GraphExport]:
+    """The ``prefill`` and ``decode`` graphs of ``backbone`` with a copy of its net at ``precision``."""
+    params = backbone.params
+    dtype = _DTYPES[precision]
+    net = copy.deepcopy(backbone.net).to(device="cpu", dtype=dtype).eval()
+    net.model.reset_rotary()
+    spec = backbone_export_spec(
+        num_layers=params.num_hidden_layers,
+        num_kv_heads=params.num_key_value_heads,
+        head_dim=params.head_dim,
+        total_vocab_size=params.total_vocab_size,
+        max_positions=params.max_position_embeddings,
+    )
+    kv_shape = (params.num_key_value_heads, params.head_dim)
+
+    def prefill_inputs(sizes: Mapping[str, int], seed: int) -> list[torch.Tensor]:
+        generator = torch.Generator().manual_seed(seed)
+        batch, seq = sizes["batch"], sizes["seq"]
+        ids, mask, positions = _prompt(batch, seq, 0, params.total_vocab_size, generator)
+        return [ids, mask, positions, _image_mode(seed)]
+
+    def decode_inputs(sizes: Mapping[str, int], seed: int) -> list[torch.Tensor]:
+        generator = torch.Generator().manual_seed(seed)
+        batch, seq, past = sizes["batch"], sizes["seq"], sizes["past"]
+        ids, mask, positions = _prompt(batch, seq, past, params.total_vocab_size, generator)
+        cache = [
+            torch.randn((batch, kv_shape[0], past, kv_shape[1]), generator=generator).to(dtype)
+            for _ in range(2 * params.num_hidden_layers)
+        ]
+        return [ids, mask, positions, _image_mode(seed), *cache]
+
+    return [
+        GraphExport(spec.graph(PREFILL), PrefillGraph(net), prefill_inputs),
+        GraphExport(spec.graph(DECODE), DecodeGraph(net), decode_inputs),
+    ]
+
+
+def write_export_assets(backbone: XOmniBackbone, folder: Path) -> None:
+    """The text tokenizer's files and ``backbone_runtime.json`` (id layout, prompt templates)."""
+    backbone.tokenizer.save_pretrained(str(folder))
+    som, _, image = backbone.params.mm_special_tokens
+    has_template = bool(getattr(backbone.tokenizer, "chat_template", None))
+    BackboneRuntimeInfo(
+        vocab=backbone.vocab,
+        image_prefix_template=f"{som}{{grid_h}} {{grid_w}}{image}",
+        use_tokenizer_chat_template=has_template,
+        # XOmniBackbone.chat_prompt's markup for tokenizers without a template.
+        chat_prompt_template="<|im_start|>user\n{user_turn}<|im_end|>\n<|im_start|>assistant\n",
+    ).write(folder)
+
+
+def _prompt(
+    batch: int, seq: int, past: int, vocab_size: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Ids over the whole id space; a mask over ``past + seq`` positions, left-padded inside the
+    first ``max(past, seq - 1)`` positions (so each row keeps a real token); matching positions."""
+    total = past + seq
+    ids = torch.randint(0, vocab_size, (batch, seq), generator=generator)
+    room = past if past > 0 else seq - 1
+    pads = torch.randint(0, room + 1, (batch,), generator=generator)
+    if batch > 1 and room > 0:
+        pads[0], pads[-1] = 0, max(int(pads[-1]), 1)  # one unpadded row, one padded row
+    mask = (torch.arange(total)[None, :] >= pads[:, None]).long()
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, past:]
+    return ids, mask, positions
+
+
+def _image_mode(seed: int) -> torch.Tensor:
+    return torch.tensor(seed % 2, dtype=torch.long)

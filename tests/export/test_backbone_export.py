@@ -1,0 +1,181 @@
+"""ONNX export of the X-Omni backbone at tiny size: the parity gate on unseen shapes, a corrupted
+graph caught by it, and the exported runtime generating what the torch backbone generates."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+from xomni_core import (
+    CheckpointError,
+    GridSize,
+    ImageGenerationRequest,
+    PluginError,
+    SamplingParams,
+    TextGenerationRequest,
+)
+from xomni_core.config import load_config, resolve_config
+from xomni_core.pipelines.build import build_component
+from xomni_core.registry import PluginRegistry
+from xomni_export import MANIFEST_FILE, export_component, read_manifest, run_parity
+from xomni_export.manifest import sha256_of
+from xomni_export.runtime.backbone import ExportedBackbone
+from xomni_export.specs.backbone import DECODE, PREFILL
+from xomni_plugins.backbones.x_omni import XOmniParams
+from xomni_plugins.backbones.x_omni.model import XOmniBackbone
+
+TINY = XOmniParams(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=4,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    num_mm_adap_layers=1,
+    num_mm_head_layers=1,
+    vocab_size=272,
+    mm_vocab_size=80,
+    image_vocab_size=64,
+    max_position_embeddings=256,
+)
+PROMPTS = ("a cat", "a red bicycle leaning on a wall")
+
+
+@pytest.fixture(scope="module")
+def backbone() -> XOmniBackbone:
+    return XOmniBackbone.from_params(TINY, seed=0)
+
+
+@pytest.fixture(scope="module")
+def exported(backbone: XOmniBackbone, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("export") / "backbone"
+    export_component(backbone, folder, plugin="x-omni", plugin_version="0.1.0", show_progress=False)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def runtime(exported: Path) -> ExportedBackbone:
+    return ExportedBackbone.from_exported(exported, backend="onnxruntime")
+
+
+def test_export_passes_the_parity_gate_on_unseen_shapes(exported: Path) -> None:
+    manifest = read_manifest(exported)
+    assert manifest["kind"] == "backbone" and manifest["precision"] == "float32"
+    assert manifest["parity"] == {"passed": True, "report": "parity.json"}
+    for name in (PREFILL, DECODE):
+        entry = manifest["graphs"][name]
+        assert entry["sha256"] == sha256_of(exported / entry["file"])
+    report = json.loads((exported / "parity.json").read_text())
+    assert report["passed"]
+    cases = {graph: [c for c in report["cases"] if c["graph"] == graph] for graph in (PREFILL, DECODE)}
+    assert [c["sizes"] for c in cases[PREFILL]] == [
+        {"batch": 1, "seq": 3},
+        {"batch": 3, "seq": 13},
+        {"batch": 5, "seq": 4},
+    ]
+    assert len(cases[DECODE]) == 3
+    for case in cases[PREFILL] + cases[DECODE]:
+        names = [o["name"] for o in case["outputs"]]
+        assert names[0] == "logits" and len(names) == 1 + 2 * TINY.num_hidden_layers
+        assert all(o["passed"] and o["max_abs_error"] < 1e-5 for o in case["outputs"])
+
+
+def test_a_corrupted_graph_fails_the_parity_gate_naming_output_and_index(
+    backbone: XOmniBackbone, exported: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "corrupted"
+    shutil.copytree(exported, folder)
+    model = onnx.load(str(folder / "decode.onnx"))
+    [table] = [t for t in model.graph.initializer if t.name.endswith("lm_embed_tokens.weight")]
+    table.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(table) + 0.5, table.name))
+    onnx.save(model, str(folder / "decode.onnx"))
+
+    report = run_parity(backbone.export_graphs("float32"), folder, "float32")
+
+    assert not report.passed
+    assert all(c.passed for c in report.cases if c.graph == PREFILL)
+    failed = [(c, o) for c in report.cases if c.graph == DECODE for o in c.outputs if not o.passed]
+    assert "logits" in {o.name for _, o in failed}
+    case, check = next((c, o) for c, o in failed if o.name == "logits")
+    assert len(check.worst_index) == 2 and check.max_abs_error > check.atol
+    assert f"decode ({', '.join(f'{k}={v}' for k, v in case.sizes.items())}): logits" in report.summary()
+    assert str(check.worst_index) in report.summary()
+
+
+def test_runtime_matches_the_torch_backbone_text_interface(
+    backbone: XOmniBackbone, runtime: ExportedBackbone
+) -> None:
+    assert runtime.vocab == backbone.vocab
+    text = "hello <SOM>3 4<IMAGE><MM-Token-7><EOM> there<|im_end|>"
+    assert runtime.tokenize(text) == backbone.tokenize(text)
+    assert runtime.detokenize(backbone.tokenize(text)) == backbone.detokenize(backbone.tokenize(text))
+    assert runtime.image_prefix(3, 4) == backbone.image_prefix(3, 4)
+    assert runtime.chat_prompt("What is it?") == backbone.chat_prompt("What is it?")
+    assert runtime.params.plugin == "x-omni"
+    assert runtime.params.plugin_params == TINY.model_dump(mode="json")
+
+
+def test_greedy_image_tokens_equal_the_torch_backbone(
+    backbone: XOmniBackbone, runtime: ExportedBackbone
+) -> None:
+    request = ImageGenerationRequest(
+        prompts=PROMPTS, grid=GridSize(3, 4), sampling=SamplingParams(temperature=0.0)
+    )
+    assert torch.equal(
+        runtime.generate_image_tokens(request).ids, backbone.generate_image_tokens(request).ids
+    )
+
+
+def test_greedy_text_equals_the_torch_backbone(backbone: XOmniBackbone, runtime: ExportedBackbone) -> None:
+    prompts = tuple(tuple(backbone.tokenize(backbone.chat_prompt(p))) for p in PROMPTS)
+    request = TextGenerationRequest(input_ids=prompts, max_new_tokens=12)
+    assert runtime.generate_text(request) == backbone.generate_text(request)
+
+
+def test_sampled_image_tokens_equal_the_torch_backbone_for_a_seed(
+    backbone: XOmniBackbone, runtime: ExportedBackbone
+) -> None:
+    request = ImageGenerationRequest(prompts=PROMPTS, grid=GridSize(2, 3), seed=7)
+    assert torch.equal(
+        runtime.generate_image_tokens(request).ids, backbone.generate_image_tokens(request).ids
+    )
+
+
+def test_a_folder_without_manifest_is_refused(exported: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "incomplete"
+    shutil.copytree(exported, folder)
+    (folder / MANIFEST_FILE).unlink()
+    with pytest.raises(CheckpointError, match=r"manifest\.json is missing"):
+        ExportedBackbone.from_exported(folder, backend="onnxruntime")
+
+
+def test_runtime_cannot_be_built_or_saved_as_a_torch_component(
+    runtime: ExportedBackbone, tmp_path: Path
+) -> None:
+    with pytest.raises(PluginError, match="only runs artefacts written by `xomni export`"):
+        ExportedBackbone.from_params(runtime.params)
+    with pytest.raises(PluginError, match="only runs artefacts"):
+        runtime.save_pretrained(tmp_path / "copy")
+
+
+def test_a_pipeline_config_selects_the_export_with_backend_onnxruntime(exported: Path) -> None:
+    config = load_config(
+        data={
+            "backbone": {
+                "plugin": "x-omni",
+                "params": TINY.model_dump(mode="json"),
+                "weights": str(exported),
+                "backend": "onnxruntime",
+            }
+        }
+    )
+    registry = PluginRegistry.discover(config.plugins, use_environment=False)
+    resolved = resolve_config(config, registry)
+    component = build_component(resolved.component("backbone"), config, registry)
+    assert isinstance(component, ExportedBackbone)
+    assert component.vocab.total_vocab_size == TINY.total_vocab_size

@@ -1,0 +1,279 @@
+"""Triton model repositories written from real (tiny) ONNX exports."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from xomni_core import CheckpointError, Component, ComponentParams, XomniError
+from xomni_export import (
+    Dim,
+    GraphExport,
+    GraphSpec,
+    Precision,
+    TensorSpec,
+    export_component,
+    onnx_export,
+    read_manifest,
+)
+from xomni_export.manifest import write_manifest
+from xomni_export.specs.backbone import backbone_export_spec
+from xomni_export.triton import model_config, write_triton_repository
+
+model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
+text_format = pytest.importorskip("google.protobuf.text_format")
+
+WIDTH = 8
+
+
+class TinyParams(ComponentParams):
+    width: int = WIDTH
+
+
+class Scale(torch.nn.Module):
+    def forward(self, x: torch.Tensor, mode: torch.Tensor) -> torch.Tensor:
+        return x * (mode + 1).to(x.dtype)
+
+
+class TinyComponent(Component[TinyParams]):
+    """Two graphs: an MLP over (batch, seq, width), and a scaling with an int64 scalar input."""
+
+    kind = "backbone"
+    params_class = TinyParams
+
+    def __init__(self, params: TinyParams) -> None:
+        super().__init__(params)
+        torch.manual_seed(0)
+        self.mlp = torch.nn.Sequential(
+            torch.nn.Linear(params.width, 16), torch.nn.GELU(), torch.nn.Linear(16, params.width)
+        )
+
+    @classmethod
+    def from_params(cls, params: TinyParams, *, seed: int = 0) -> TinyComponent:
+        return cls(params)
+
+    @classmethod
+    def from_pretrained(cls, path: str | PathLike[str]) -> TinyComponent:
+        raise NotImplementedError
+
+    def save_pretrained(self, path: str | PathLike[str]) -> None:
+        raise NotImplementedError
+
+    def export_graphs(self, precision: Precision) -> list[GraphExport]:
+        width = self.params.width
+
+        def features(sizes: Mapping[str, int], seed: int) -> Sequence[torch.Tensor]:
+            generator = torch.Generator().manual_seed(seed)
+            return [torch.randn(sizes["batch"], sizes["seq"], width, generator=generator)]
+
+        def scaled(sizes: Mapping[str, int], seed: int) -> Sequence[torch.Tensor]:
+            generator = torch.Generator().manual_seed(seed)
+            return [torch.randn(sizes["batch"], width, generator=generator), torch.tensor(seed % 3)]
+
+        batch = Dim("batch", 1, 2, 4)
+        mlp = GraphSpec(
+            "mlp",
+            inputs=(TensorSpec("x", "compute", ("batch", "seq", width)),),
+            outputs=(TensorSpec("y", "compute", ("batch", "seq", width)),),
+            dims=(batch, Dim("seq", 1, 3, 16)),
+            validation_sizes=({"batch": 1, "seq": 5},),
+        )
+        scale = GraphSpec(
+            "scale",
+            inputs=(TensorSpec("x", "compute", ("batch", width)), TensorSpec("mode", "int64", ())),
+            outputs=(TensorSpec("y", "compute", ("batch", width)),),
+            dims=(batch,),
+            validation_sizes=({"batch": 3},),
+        )
+        return [GraphExport(mlp, self.mlp, features), GraphExport(scale, Scale(), scaled)]
+
+    def write_export_assets(self, folder: Path) -> None:
+        pass
+
+
+def export_tiny(folder: Path) -> Path:
+    component = TinyComponent(TinyParams())
+    export_component(component, folder, plugin="tiny", plugin_version="0", show_progress=False)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export_tiny(tmp_path_factory.mktemp("export") / "backbone")
+
+
+def read_config(path: Path) -> Any:
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+def add_fake_engines(folder: Path, engines: Mapping[str, Mapping[str, bytes]]) -> None:
+    """Record engines (opaque bytes by graph and compute capability) as build_engines would."""
+    manifest = read_manifest(folder)
+    section: dict[str, Any] = {}
+    for graph, plans in engines.items():
+        for capability, plan in plans.items():
+            relative = f"tensorrt/{graph}.sm{capability.replace('.', '')}.plan"
+            (folder / relative).parent.mkdir(exist_ok=True)
+            (folder / relative).write_bytes(plan)
+            section.setdefault(graph, {})[capability] = {
+                "file": relative,
+                "onnx_sha256": manifest["graphs"][graph]["sha256"],
+                "tensorrt_version": "10.0.0",
+            }
+    manifest["tensorrt"] = {"engines": section}
+    write_manifest(folder, manifest)
+
+
+def test_one_model_per_graph_with_a_version_folder(tiny_export: Path, tmp_path: Path) -> None:
+    repository = tmp_path / "models"
+    names = write_triton_repository({"tiny": tiny_export}, repository, backend="onnxruntime")
+    assert names == ["tiny_mlp", "tiny_scale"]
+    assert sorted(p.name for p in repository.iterdir()) == names
+    for name in names:
+        assert sorted(p.name for p in (repository / name).iterdir()) == ["1", "config.pbtxt"]
+        assert [p.name for p in (repository / name / "1").iterdir()] == ["model.onnx"]
+
+
+def test_every_config_parses_as_triton_model_config(tiny_export: Path, tmp_path: Path) -> None:
+    repository = tmp_path / "models"
+    write_triton_repository({"tiny": tiny_export}, repository, backend="onnxruntime")
+    for folder in repository.iterdir():
+        config = read_config(folder / "config.pbtxt")
+        assert config.name == folder.name
+        assert config.platform == "onnxruntime_onnx"
+        assert config.backend == "onnxruntime"
+        assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+
+
+def test_batched_graph_leaves_out_the_batch_axis(tiny_export: Path, tmp_path: Path) -> None:
+    repository = tmp_path / "models"
+    write_triton_repository({"tiny": tiny_export}, repository, backend="onnxruntime", max_batch_size=16)
+    config = read_config(repository / "tiny_mlp" / "config.pbtxt")
+    assert config.max_batch_size == 4  # capped at the batch dim's max
+    assert config.HasField("dynamic_batching")
+    (x,) = config.input
+    assert (x.name, x.data_type, list(x.dims)) == ("x", model_config_pb2.TYPE_FP32, [-1, WIDTH])
+    assert list(config.output[0].dims) == [-1, WIDTH]
+
+
+def test_graph_with_a_scalar_input_is_not_batched(tiny_export: Path, tmp_path: Path) -> None:
+    repository = tmp_path / "models"
+    write_triton_repository({"tiny": tiny_export}, repository, backend="onnxruntime")
+    config = read_config(repository / "tiny_scale" / "config.pbtxt")
+    assert config.max_batch_size == 0
+    assert not config.HasField("dynamic_batching")
+    x, mode = config.input
+    assert list(x.dims) == [-1, WIDTH]
+    assert (mode.data_type, list(mode.dims)) == (model_config_pb2.TYPE_INT64, [1])
+    assert mode.HasField("reshape") and list(mode.reshape.shape) == []
+
+
+def test_batching_off_keeps_full_dims(tiny_export: Path, tmp_path: Path) -> None:
+    repository = tmp_path / "models"
+    write_triton_repository({"tiny": tiny_export}, repository, backend="onnxruntime", max_batch_size=0)
+    config = read_config(repository / "tiny_mlp" / "config.pbtxt")
+    assert config.max_batch_size == 0
+    assert not config.HasField("dynamic_batching")
+    assert list(config.input[0].dims) == [-1, -1, WIDTH]
+
+
+def test_external_weights_sit_beside_the_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_BYTES", 0)
+    export = export_tiny(tmp_path / "backbone")
+    assert read_manifest(export)["graphs"]["mlp"]["external_data"] == ["mlp.onnx.data"]
+    repository = tmp_path / "models"
+    write_triton_repository({"tiny": export}, repository, backend="onnxruntime")
+    version = repository / "tiny_mlp" / "1"
+    assert sorted(p.name for p in version.iterdir()) == ["mlp.onnx.data", "model.onnx"]
+
+    from xomni_export.runtime.sessions import OrtSession
+
+    x = torch.randn(2, 3, WIDTH)
+    expected = OrtSession(export / "mlp.onnx").run({"x": x})["y"]
+    torch.testing.assert_close(OrtSession(version / "model.onnx").run({"x": x})["y"], expected)
+
+
+def test_tensorrt_models_choose_a_plan_per_compute_capability(tmp_path: Path) -> None:
+    export = export_tiny(tmp_path / "backbone")
+    plans = {"8.6": b"plan for sm86", "9.0": b"plan for sm90"}
+    add_fake_engines(export, {"mlp": plans, "scale": {"9.0": b"scale plan"}})
+    repository = tmp_path / "models"
+    write_triton_repository({"tiny": export}, repository, backend="tensorrt")
+    config = read_config(repository / "tiny_mlp" / "config.pbtxt")
+    assert (config.platform, config.backend) == ("tensorrt_plan", "tensorrt")
+    assert dict(config.cc_model_filenames) == {"8.6": "model.sm86.plan", "9.0": "model.sm90.plan"}
+    assert config.default_model_filename == "model.sm90.plan"
+    version = repository / "tiny_mlp" / "1"
+    assert {p.name: p.read_bytes() for p in version.iterdir()} == {
+        "model.sm86.plan": plans["8.6"],
+        "model.sm90.plan": plans["9.0"],
+    }
+
+
+def test_tensorrt_repository_needs_engines_and_says_how_to_build_them(
+    tiny_export: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(CheckpointError, match="xomni export CONFIG --component backbone --format tensorrt"):
+        write_triton_repository({"tiny": tiny_export}, tmp_path / "models", backend="tensorrt")
+
+
+def test_tensorrt_repository_refuses_engines_of_another_onnx_graph(tmp_path: Path) -> None:
+    export = export_tiny(tmp_path / "backbone")
+    add_fake_engines(export, {"mlp": {"9.0": b"plan"}, "scale": {"9.0": b"plan"}})
+    manifest = json.loads((export / "manifest.json").read_text())
+    manifest["tensorrt"]["engines"]["mlp"]["9.0"]["onnx_sha256"] = "0" * 64
+    write_manifest(export, manifest)
+    with pytest.raises(CheckpointError, match=r"another ONNX graph.*--format tensorrt"):
+        write_triton_repository({"tiny": export}, tmp_path / "models", backend="tensorrt")
+
+
+def test_failed_write_leaves_no_repository(tiny_export: Path, tmp_path: Path) -> None:
+    repository = tmp_path / "models"
+    with pytest.raises(CheckpointError):
+        write_triton_repository(
+            {"tiny": tiny_export, "missing": tmp_path / "nowhere"}, repository, backend="onnxruntime"
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_rewrite_keeps_the_previous_repository(tiny_export: Path, tmp_path: Path) -> None:
+    repository = tmp_path / "models"
+    write_triton_repository({"tiny": tiny_export}, repository, backend="onnxruntime")
+    before = sorted(str(p.relative_to(repository)) for p in repository.rglob("*"))
+    with pytest.raises(XomniError):
+        write_triton_repository({"tiny": tiny_export}, repository, backend="tensorrt")
+    assert sorted(str(p.relative_to(repository)) for p in repository.rglob("*")) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["models"]
+
+
+def test_backbone_decode_graph_keeps_full_dims_because_of_its_scalar_mode() -> None:
+    spec = backbone_export_spec(
+        num_layers=1, num_kv_heads=2, head_dim=4, total_vocab_size=32, max_positions=64
+    ).graph("decode")
+
+    def tensors(specs: tuple[TensorSpec, ...]) -> list[dict[str, Any]]:
+        return [
+            {"name": t.name, "dtype": t.resolved_dtype("bfloat16"), "shape": list(t.shape)} for t in specs
+        ]
+
+    entry = {
+        "inputs": tensors(spec.inputs),
+        "outputs": tensors(spec.outputs),
+        "dims": [{"name": d.name, "min": d.min, "opt": d.opt, "max": d.max} for d in spec.dims],
+    }
+    plans = {"9.0": "model.sm90.plan"}
+    config = model_config("backbone_decode", entry, backend="tensorrt", cc_model_filenames=plans)
+    assert config.max_batch_size == 0
+    inputs = {i.name: i for i in config.input}
+    assert list(inputs["attention_mask"].dims) == [-1, -1]
+    assert list(inputs["past.0.key"].dims) == [-1, 2, -1, 4]
+    assert inputs["past.0.key"].data_type == model_config_pb2.TYPE_BF16
+    assert config.output[0].data_type == model_config_pb2.TYPE_FP32
+    parsed = text_format.Parse(text_format.MessageToString(config), model_config_pb2.ModelConfig())
+    assert parsed == config
