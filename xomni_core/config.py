@@ -52,10 +52,20 @@ class ComponentConfig(BaseModel):
     )
 
 
-class RewardConfig(ComponentConfig):
-    """A reward component and its weight in the combined reward."""
+RewardNormalization = Literal["none", "zscore", "minmax"]
 
-    weight: float = Field(1.0, description="factor of this reward in the weighted sum")
+
+class RewardConfig(ComponentConfig):
+    """A reward component, its weight in the combined reward and how its scores are scaled.
+
+    Weights are non-negative: a reward's declared direction already decides its sign.
+    ``normalize`` rescales this reward's scores over each scored batch (``zscore``: zero mean,
+    unit deviation; ``minmax``: into [0, 1]) before weighting, so rewards of different scales
+    mix predictably.
+    """
+
+    weight: float = Field(1.0, ge=0.0, description="factor of this reward in the weighted sum, >= 0")
+    normalize: RewardNormalization = Field("none", description="per-batch rescaling before weighting")
 
 
 class RuntimeSettings(BaseModel):
@@ -278,6 +288,8 @@ def _describe(exc: ValidationError, *, prefix: str, plugin: PluginSpec | None, m
 def _field_names(model: type[BaseModel], loc: list[str]) -> list[str]:
     target: Any = model
     for part in loc:
+        if part.isdigit():  # an item of a list section
+            continue
         field = getattr(target, "model_fields", {}).get(part)
         if field is None:
             return []
@@ -304,6 +316,11 @@ def _expected(model: type[BaseModel], loc: list[str]) -> str:
     node: dict[str, Any] = schema
     for part in loc:
         node = _deref(node, defs)
+        if part.isdigit() and "items" in node:
+            node = _deref(node["items"], defs)
+            continue
+        if "anyOf" in node:  # an optional section: follow the branch that has fields
+            node = next((_deref(n, defs) for n in node["anyOf"] if "$ref" in n or "properties" in n), node)
         props = node.get("properties", {})
         if part not in props:
             return ""

@@ -152,3 +152,15 @@ def test_schema_selects_each_plugins_params_by_name(registry: PluginRegistry) ->
     bad = {"decoder": {"plugin": "flux-semantic", "params": {"num_inference_steps": "x"}}}
     assert not list(validator.iter_errors(good))
     assert list(validator.iter_errors(bad))
+
+
+def test_negative_reward_weight_fails_at_validation_with_its_path() -> None:
+    with pytest.raises(ConfigError, match=r"rewards\.0\.weight: .*\(got -1\.0; expected number >= 0"):
+        load_config(data={"rewards": [{"plugin": "anything", "weight": -1.0}]})
+
+
+def test_unknown_reward_fails_at_validation_with_its_path(registry: PluginRegistry) -> None:
+    config = load_config(data={"rewards": [{"plugin": "no-such-reward"}]})
+    with pytest.raises(ConfigError, match=r"rewards\.0\.plugin: unknown reward plugin 'no-such-reward'"):
+        resolve_config(config, registry)
+

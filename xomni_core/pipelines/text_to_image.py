@@ -72,7 +72,7 @@ class TextToImagePipeline:
             return build_component(resolved.component(slot), resolved.config, registry)
 
         rewards = [
-            WeightedReward(f"rewards.{i}", section.weight, build(f"rewards.{i}"))
+            WeightedReward(f"rewards.{i}", section.weight, build(f"rewards.{i}"), section.normalize)
             for i, section in enumerate(resolved.config.rewards)
         ]
         return cls(
