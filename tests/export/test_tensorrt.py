@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Mapping, Sequence
-from os import PathLike
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from tiny_exportable import TinyComponent, TinyParams, export_tiny
 
-from xomni_core import CheckpointError, Component, ComponentParams, XomniError
-from xomni_export import Dim, GraphExport, GraphSpec, Precision, TensorSpec, export_component, read_manifest
+from xomni_core import CheckpointError, XomniError
+from xomni_export import Dim, GraphSpec, Precision, TensorSpec, read_manifest
 from xomni_export.manifest import FORMAT_VERSION, write_manifest
 from xomni_export.runtime.loading import open_session
 from xomni_export.specs.backbone import backbone_export_spec
@@ -148,71 +148,6 @@ def test_opening_a_tensorrt_session_without_tensorrt_says_what_to_install(tmp_pa
 # --- with TensorRT and a GPU ---------------------------------------------------------------------
 
 
-class TinyParams(ComponentParams):
-    width: int = 8
-
-
-class Scale(torch.nn.Module):
-    def forward(self, x: torch.Tensor, mode: torch.Tensor) -> torch.Tensor:
-        return x * (mode + 1).to(x.dtype)
-
-
-class TinyComponent(Component[TinyParams]):
-    """Two graphs: an MLP over (batch, seq, width), and a scaling with an int64 scalar input."""
-
-    kind = "backbone"
-    params_class = TinyParams
-
-    def __init__(self, params: TinyParams) -> None:
-        super().__init__(params)
-        torch.manual_seed(0)
-        self.mlp = torch.nn.Sequential(
-            torch.nn.Linear(params.width, 16), torch.nn.GELU(), torch.nn.Linear(16, params.width)
-        )
-
-    @classmethod
-    def from_params(cls, params: TinyParams, *, seed: int = 0) -> TinyComponent:
-        return cls(params)
-
-    @classmethod
-    def from_pretrained(cls, path: str | PathLike[str]) -> TinyComponent:
-        raise NotImplementedError
-
-    def save_pretrained(self, path: str | PathLike[str]) -> None:
-        raise NotImplementedError
-
-    def export_graphs(self, precision: Precision) -> list[GraphExport]:
-        width = self.params.width
-
-        def features(sizes: Mapping[str, int], seed: int) -> Sequence[torch.Tensor]:
-            generator = torch.Generator().manual_seed(seed)
-            return [torch.randn(sizes["batch"], sizes["seq"], width, generator=generator)]
-
-        def scaled(sizes: Mapping[str, int], seed: int) -> Sequence[torch.Tensor]:
-            generator = torch.Generator().manual_seed(seed)
-            return [torch.randn(sizes["batch"], width, generator=generator), torch.tensor(seed % 3)]
-
-        batch = Dim("batch", 1, 2, 4)
-        mlp = GraphSpec(
-            "mlp",
-            inputs=(TensorSpec("x", "compute", ("batch", "seq", width)),),
-            outputs=(TensorSpec("y", "compute", ("batch", "seq", width)),),
-            dims=(batch, Dim("seq", 1, 3, 16)),
-            validation_sizes=({"batch": 1, "seq": 5}, {"batch": 4, "seq": 16}),
-        )
-        scale = GraphSpec(
-            "scale",
-            inputs=(TensorSpec("x", "compute", ("batch", width)), TensorSpec("mode", "int64", ())),
-            outputs=(TensorSpec("y", "compute", ("batch", width)),),
-            dims=(batch,),
-            validation_sizes=({"batch": 1}, {"batch": 3}),
-        )
-        return [GraphExport(mlp, self.mlp, features), GraphExport(scale, Scale(), scaled)]
-
-    def write_export_assets(self, folder: Path) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def engines(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("tensorrt")
@@ -220,9 +155,7 @@ def engines(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.skip("TensorRT tests need an NVIDIA GPU")
     from xomni_export.tensorrt import build_engines
 
-    folder = tmp_path_factory.mktemp("export") / "backbone"
-    component = TinyComponent(TinyParams())
-    export_component(component, folder, plugin="tiny", plugin_version="0", show_progress=False)
+    folder = export_tiny(tmp_path_factory.mktemp("export") / "backbone")
     build_engines(folder, show_progress=False)
     return folder
 

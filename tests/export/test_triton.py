@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
-from os import PathLike
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from tiny_exportable import WIDTH, export_tiny
 
-from xomni_core import CheckpointError, Component, ComponentParams, XomniError
+from xomni_core import CheckpointError, XomniError
 from xomni_export import (
-    Dim,
-    GraphExport,
-    GraphSpec,
-    Precision,
     TensorSpec,
-    export_component,
     onnx_export,
     read_manifest,
 )
@@ -28,79 +23,6 @@ from xomni_export.triton import model_config, write_triton_repository
 
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
 text_format = pytest.importorskip("google.protobuf.text_format")
-
-WIDTH = 8
-
-
-class TinyParams(ComponentParams):
-    width: int = WIDTH
-
-
-class Scale(torch.nn.Module):
-    def forward(self, x: torch.Tensor, mode: torch.Tensor) -> torch.Tensor:
-        return x * (mode + 1).to(x.dtype)
-
-
-class TinyComponent(Component[TinyParams]):
-    """Two graphs: an MLP over (batch, seq, width), and a scaling with an int64 scalar input."""
-
-    kind = "backbone"
-    params_class = TinyParams
-
-    def __init__(self, params: TinyParams) -> None:
-        super().__init__(params)
-        torch.manual_seed(0)
-        self.mlp = torch.nn.Sequential(
-            torch.nn.Linear(params.width, 16), torch.nn.GELU(), torch.nn.Linear(16, params.width)
-        )
-
-    @classmethod
-    def from_params(cls, params: TinyParams, *, seed: int = 0) -> TinyComponent:
-        return cls(params)
-
-    @classmethod
-    def from_pretrained(cls, path: str | PathLike[str]) -> TinyComponent:
-        raise NotImplementedError
-
-    def save_pretrained(self, path: str | PathLike[str]) -> None:
-        raise NotImplementedError
-
-    def export_graphs(self, precision: Precision) -> list[GraphExport]:
-        width = self.params.width
-
-        def features(sizes: Mapping[str, int], seed: int) -> Sequence[torch.Tensor]:
-            generator = torch.Generator().manual_seed(seed)
-            return [torch.randn(sizes["batch"], sizes["seq"], width, generator=generator)]
-
-        def scaled(sizes: Mapping[str, int], seed: int) -> Sequence[torch.Tensor]:
-            generator = torch.Generator().manual_seed(seed)
-            return [torch.randn(sizes["batch"], width, generator=generator), torch.tensor(seed % 3)]
-
-        batch = Dim("batch", 1, 2, 4)
-        mlp = GraphSpec(
-            "mlp",
-            inputs=(TensorSpec("x", "compute", ("batch", "seq", width)),),
-            outputs=(TensorSpec("y", "compute", ("batch", "seq", width)),),
-            dims=(batch, Dim("seq", 1, 3, 16)),
-            validation_sizes=({"batch": 1, "seq": 5},),
-        )
-        scale = GraphSpec(
-            "scale",
-            inputs=(TensorSpec("x", "compute", ("batch", width)), TensorSpec("mode", "int64", ())),
-            outputs=(TensorSpec("y", "compute", ("batch", width)),),
-            dims=(batch,),
-            validation_sizes=({"batch": 3},),
-        )
-        return [GraphExport(mlp, self.mlp, features), GraphExport(scale, Scale(), scaled)]
-
-    def write_export_assets(self, folder: Path) -> None:
-        pass
-
-
-def export_tiny(folder: Path) -> Path:
-    component = TinyComponent(TinyParams())
-    export_component(component, folder, plugin="tiny", plugin_version="0", show_progress=False)
-    return folder
 
 
 @pytest.fixture(scope="module")

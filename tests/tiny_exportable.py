@@ -1,0 +1,87 @@
+"""A tiny exportable component for tests of what runs on exported folders (TensorRT, Triton)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from os import PathLike
+from pathlib import Path
+
+import torch
+
+from xomni_core import Component, ComponentParams
+from xomni_export import Dim, GraphExport, GraphSpec, Precision, TensorSpec, export_component
+
+WIDTH = 8
+
+
+class TinyParams(ComponentParams):
+    width: int = WIDTH
+
+
+class Scale(torch.nn.Module):
+    def forward(self, x: torch.Tensor, mode: torch.Tensor) -> torch.Tensor:
+        return x * (mode + 1).to(x.dtype)
+
+
+class TinyComponent(Component[TinyParams]):
+    """Two graphs: an MLP over (batch, seq, width), and a scaling with an int64 scalar input."""
+
+    kind = "backbone"
+    params_class = TinyParams
+
+    def __init__(self, params: TinyParams) -> None:
+        super().__init__(params)
+        torch.manual_seed(0)
+        self.mlp = torch.nn.Sequential(
+            torch.nn.Linear(params.width, 16), torch.nn.GELU(), torch.nn.Linear(16, params.width)
+        )
+
+    @classmethod
+    def from_params(cls, params: TinyParams, *, seed: int = 0) -> TinyComponent:
+        return cls(params)
+
+    @classmethod
+    def from_pretrained(cls, path: str | PathLike[str]) -> TinyComponent:
+        raise NotImplementedError
+
+    def save_pretrained(self, path: str | PathLike[str]) -> None:
+        raise NotImplementedError
+
+    def export_graphs(self, precision: Precision) -> list[GraphExport]:
+        width = self.params.width
+
+        def features(sizes: Mapping[str, int], seed: int) -> Sequence[torch.Tensor]:
+            generator = torch.Generator().manual_seed(seed)
+            return [torch.randn(sizes["batch"], sizes["seq"], width, generator=generator)]
+
+        def scaled(sizes: Mapping[str, int], seed: int) -> Sequence[torch.Tensor]:
+            generator = torch.Generator().manual_seed(seed)
+            return [torch.randn(sizes["batch"], width, generator=generator), torch.tensor(seed % 3)]
+
+        batch = Dim("batch", 1, 2, 4)
+        mlp = GraphSpec(
+            "mlp",
+            inputs=(TensorSpec("x", "compute", ("batch", "seq", width)),),
+            outputs=(TensorSpec("y", "compute", ("batch", "seq", width)),),
+            dims=(batch, Dim("seq", 1, 3, 16)),
+            validation_sizes=({"batch": 1, "seq": 5}, {"batch": 4, "seq": 16}),
+        )
+        scale = GraphSpec(
+            "scale",
+            inputs=(TensorSpec("x", "compute", ("batch", width)), TensorSpec("mode", "int64", ())),
+            outputs=(TensorSpec("y", "compute", ("batch", width)),),
+            dims=(batch,),
+            validation_sizes=({"batch": 1}, {"batch": 3}),
+        )
+        return [GraphExport(mlp, self.mlp, features), GraphExport(scale, Scale(), scaled)]
+
+    def write_export_assets(self, folder: Path) -> None:
+        pass
+
+
+def export_tiny(folder: Path) -> Path:
+    """Export :class:`TinyComponent` to ``folder`` (parity-checked) and return it."""
+    export_component(
+        TinyComponent(TinyParams()), folder, plugin="tiny", plugin_version="0", show_progress=False
+    )
+    return folder
