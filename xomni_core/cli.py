@@ -172,6 +172,24 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--no-progress", action="store_true", help="hide progress bars")
     export.set_defaults(handler=_export)
+
+    train = commands.add_parser("train", help="fine-tune the backbone")
+    train_commands = train.add_subparsers(title="training commands", metavar="COMMAND")
+    grpo = train_commands.add_parser(
+        "grpo",
+        help="reinforcement learning with GRPO against the config's rewards",
+        description="Train the backbone with GRPO as the config's training.grpo section says. "
+        "Run it under torchrun for several processes (NCCL on CUDA, gloo on CPU).",
+    )
+    grpo.add_argument("config", help="pipeline config file with rewards and a training.grpo section")
+    _add_overrides(grpo)
+    grpo.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the newest checkpoint in training.grpo.output_dir",
+    )
+    grpo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    grpo.set_defaults(handler=_train_grpo)
     return parser
 
 
@@ -375,6 +393,22 @@ def _chat(args: argparse.Namespace) -> int:
             show_progress=not args.no_progress,
         )
     print(answer)
+    return 0
+
+
+def _train_grpo(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .training.grpo import train_grpo
+
+    config = load_config(args.config, args.overrides)
+    result = train_grpo(config, resume=args.resume, show_progress=not args.no_progress)
+    if result.is_main_process:
+        last = result.records[-1] if result.records else None
+        reward = f"; reward {last['reward_mean']:.4f} at step {last['step']}" if last else ""
+        print(f"trained to step {result.step}{reward}")
+        print(f"metrics: {result.metrics_path}" + (f", plot: {result.plot_path}" if result.plot_path else ""))
+        if result.checkpoint is not None:
+            print(f"backbone weights: {result.checkpoint / 'backbone'} (use it as backbone.weights)")
     return 0
 
 

@@ -23,6 +23,7 @@ from .errors import ConfigError, PluginError
 from .params import ComponentParams
 from .settings import PluginSettings
 from .spec import PluginSpec
+from .training.settings import TrainingSettings
 from .types import Backend, ComponentKind, SamplingParams
 
 if TYPE_CHECKING:
@@ -103,6 +104,7 @@ class PipelineConfig(BaseModel):
     runtime: RuntimeSettings = RuntimeSettings()
     generation: GenerationSettings = GenerationSettings()
     plugins: PluginSettings = PluginSettings()
+    training: TrainingSettings | None = None
     _base_dir: Path | None = PrivateAttr(None)
 
     def with_base_dir(self, base_dir: Path | None) -> PipelineConfig:

@@ -233,6 +233,37 @@ class Backbone(Component[P]):
 
         return generate_text(self, request)
 
+    # --- training (optional: backbones that support it override both) ---
+
+    def trainable_module(self) -> torch.nn.Module:
+        """The module whose parameters training updates, used in place, and that
+        ``DistributedDataParallel`` wraps; :meth:`save_pretrained` writes its current weights."""
+        raise PluginError(
+            f"this backbone ({type(self).__name__}) does not support training: it has no trainable_module()"
+        )
+
+    def sequence_logits(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        mode: GenerationMode,
+        *,
+        logits_to_keep: int = 0,
+        module: torch.nn.Module | None = None,
+    ) -> torch.Tensor:
+        """Float32 logits ``(batch, seq, total_vocab)`` of whole sequences, without a cache and
+        differentiable unless called under ``torch.no_grad``.
+
+        Inputs are as for :meth:`forward_step` with no past, and logits are restricted by
+        ``mode`` the same way. ``logits_to_keep > 0`` computes only that many last positions.
+        ``module`` runs in place of :meth:`trainable_module` and must be it or a wrapper of it
+        (e.g. ``DistributedDataParallel``) that takes the same call.
+        """
+        raise PluginError(
+            f"this backbone ({type(self).__name__}) does not support training: it has no sequence_logits()"
+        )
+
 
 class Decoder(Component[P]):
     """Renders semantic latents (and, optionally, prompts) into images."""

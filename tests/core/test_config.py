@@ -164,3 +164,9 @@ def test_unknown_reward_fails_at_validation_with_its_path(registry: PluginRegist
     with pytest.raises(ConfigError, match=r"rewards\.0\.plugin: unknown reward plugin 'no-such-reward'"):
         resolve_config(config, registry)
 
+
+def test_missing_reward_model_folder_fails_at_validation(tmp_path: Path) -> None:
+    registry = PluginRegistry.discover(use_environment=False)
+    path = write(tmp_path, "c.yaml", "rewards: [{plugin: clip-score, weights: missing}]\n")
+    with pytest.raises(ConfigError, match=r"rewards\.0\.weights: folder .*missing does not exist"):
+        resolve_config(load_config(path), registry)

@@ -467,6 +467,35 @@ class XOmniBackbone(Backbone[XOmniParams]):
         )
         return BackboneStep(logits=logits[:, -1], past=cache)
 
+    # --- training ---
+
+    def trainable_module(self) -> nn.Module:
+        """The whole network, :class:`XOmniForCausalLM`."""
+        return self.net
+
+    def sequence_logits(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        mode: GenerationMode,
+        *,
+        logits_to_keep: int = 0,
+        module: nn.Module | None = None,
+    ) -> torch.Tensor:
+        """Float32 logits for whole sequences through ``module`` (default: :attr:`net`)."""
+        net = self.net if module is None else module
+        device = self.device
+        logits: torch.Tensor = net(
+            input_ids.to(device),
+            attention_mask.to(device),
+            position_ids.to(device),
+            None,
+            mode,
+            logits_to_keep,
+        )
+        return logits
+
     # --- export ---
 
     def export_graphs(self, precision: Precision) -> list[GraphExport]:

@@ -1,0 +1,672 @@
+"""GRPO on image tokens: the backbone learns to emit tokens that the frozen decoder renders into
+images the rewards like.
+
+Each step, every process takes its share of the global batch of prompts and samples
+``group_size`` token grids per prompt from the backbone in image mode. The frozen tokenizer and
+decoder turn them into images, the config's rewards score them (:func:`~xomni_core.score_all`,
+one group at a time), and rewards become advantages within each group: ``(r - mean) / (std +
+eps)``. The loss on each image token is the clipped policy-ratio objective
+``-min(ratio * A, clip(ratio, 1 - eps, 1 + eps) * A)``, the ratio taken against the log-probability
+under the weights that sampled the rollout, plus ``kl_coef`` times the k3 estimate of the KL
+divergence to a frozen copy of the starting weights, ``exp(ref - logp) - (ref - logp) - 1``.
+It is averaged over tokens and samples; ``DistributedDataParallel`` averages gradients over
+processes, so N processes with P prompts each take the step that one process takes on N * P.
+
+Reproducibility is by construction: the prompt at global position ``k`` of the (seeded, per-epoch
+shuffled) prompt stream, the sampling seed of global sample ``k`` and the decoder seed of global
+prompt ``k`` depend on the run's seed and ``k`` only. So the data split across processes never
+changes a sample, and a run resumed from a checkpoint continues exactly as if uninterrupted.
+
+Log-probabilities are those of the temperature-scaled policy; top-k, top-p and min-p truncation
+at sampling time is not part of them. The backbone stays in eval mode (no dropout), so the
+log-probabilities of a rollout are reproducible.
+
+TRL's ``GRPOTrainer`` was not used: its documentation describes a trainer for a transformers
+causal language model (loaded with ``AutoModelForCausalLM``) that generates text completions
+itself and hands them, as text or chat messages, to reward functions. Here a rollout is a grid of
+image tokens that a separate diffusion decoder renders, and rewards score the pixels.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import random
+import sys
+import time
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from pydantic import ValidationError
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from ..config import PipelineConfig, load_config
+from ..errors import ConfigError
+from ..interfaces import Backbone, Decoder, Tokenizer
+from ..pipelines import TextToImagePipeline
+from ..registry import PluginRegistry
+from ..scoring import WeightedReward, score_all
+from ..types import DecodeRequest, GridSize, ImageGenerationRequest, RewardBatch, SemanticLatents, TokenGrid
+from .checkpoint import (
+    BACKBONE,
+    TrainerState,
+    capture_rng_state,
+    checkpoint_path,
+    latest_checkpoint,
+    load_trainer_state,
+    prune_checkpoints,
+    remove_partial_checkpoints,
+    restore_rng_state,
+    save_checkpoint,
+)
+from .metrics import PLOT_FILE, MetricsLog, plot_available, plot_rewards
+from .settings import GRPOSettings, TrainingPrompt
+
+#: Metrics that measure time and so differ between otherwise identical runs.
+TIMING_METRICS = ("step_time_s", "wall_time_s", "tokens_per_s")
+
+
+def stream_seed(seed: int, stream: int, index: int) -> int:
+    """The seed of item ``index`` of random stream ``stream`` (0: image-token samples, 1: decoder
+    noise of prompts) of a run seeded ``seed``.
+
+    CPU generators keep only the low 32 bits of a seed, so runs differ by where their streams
+    start in that range rather than by high bits. A generation request seeded
+    ``stream_seed(seed, 0, k)`` draws its ``i``-th sample from ``stream_seed(seed, 0, k + i)``.
+    """
+    return (seed * 0x9E3779B1 + stream * 2**31 + index) % 2**32
+
+
+@dataclass(frozen=True)
+class GRPOResult:
+    """What a run left behind; ``records`` holds every step's metrics, earlier runs' included."""
+
+    step: int
+    output_dir: Path
+    metrics_path: Path
+    plot_path: Path | None
+    checkpoint: Path | None
+    records: list[dict[str, Any]] = field(default_factory=list)
+    is_main_process: bool = True
+
+
+def train_grpo(
+    config: PipelineConfig | str | os.PathLike[str],
+    *,
+    overrides: list[str] | None = None,
+    resume: bool = False,
+    show_progress: bool = True,
+    registry: PluginRegistry | None = None,
+) -> GRPOResult:
+    """Train the config's backbone with GRPO as its ``training.grpo`` section says.
+
+    Runs in one process, or in each process of a ``torchrun`` launch (``WORLD_SIZE > 1``), where
+    it initialises ``torch.distributed`` from the environment: NCCL on CUDA, gloo on CPU.
+    ``resume`` continues from the newest checkpoint in the output folder (or starts afresh if
+    there is none); without it, a folder that already holds checkpoints is refused.
+    """
+    if not isinstance(config, PipelineConfig):
+        config = load_config(config, overrides)
+    elif overrides:
+        raise ConfigError("overrides apply to config files; pass an already overridden PipelineConfig")
+    settings = config.training.grpo if config.training is not None else None
+    if settings is None:
+        raise ConfigError("the pipeline config has no training.grpo section, which `train grpo` needs")
+    if not config.rewards:
+        raise ConfigError("training.grpo needs at least one reward in the config's rewards list")
+    processes = _Processes.start(config.runtime.device)
+    try:
+        trainer = _GRPOTrainer(config, settings, processes, registry=registry)
+        return trainer.run(resume=resume, show_progress=show_progress)
+    finally:
+        processes.close()
+
+
+@dataclass(frozen=True)
+class _Processes:
+    """This process's place in the run and the collectives the trainer needs."""
+
+    rank: int
+    world_size: int
+    device: str
+    owns_group: bool
+
+    @classmethod
+    def start(cls, device: str) -> _Processes:
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        cuda = device.startswith("cuda")
+        if cuda:
+            if not torch.cuda.is_available():
+                raise ConfigError(f"runtime.device: {device!r} needs CUDA, which this machine lacks")
+            if world_size > 1:
+                device = f"cuda:{local_rank}"  # one GPU per process
+            torch.cuda.set_device(torch.device(device))
+        owns_group = False
+        if world_size > 1 and not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if cuda else "gloo")
+            owns_group = True
+        if dist.is_initialized():
+            return cls(dist.get_rank(), dist.get_world_size(), device, owns_group)
+        return cls(0, 1, device, owns_group)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Every process's ``tensor`` (same shape everywhere), concatenated in rank order."""
+        if not self.distributed:
+            return tensor
+        local = tensor.to(self.device).contiguous()
+        parts = [torch.empty_like(local) for _ in range(self.world_size)]
+        dist.all_gather(parts, local)
+        return torch.cat(parts).cpu()
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        if not self.distributed:
+            return tensor
+        total = tensor.to(self.device).clone()
+        dist.all_reduce(total)
+        return total.cpu()
+
+    def gather_objects(self, value: Any) -> list[Any]:
+        if not self.distributed:
+            return [value]
+        values: list[Any] = [None] * self.world_size
+        dist.all_gather_object(values, value)
+        return values
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+class _PromptStream:
+    """An endless stream of the training prompts: epoch after epoch, each in a seeded order."""
+
+    def __init__(self, prompts: list[TrainingPrompt], *, seed: int, shuffle: bool) -> None:
+        self.prompts = prompts
+        self.seed = seed
+        self.shuffle = shuffle
+        self._orders: dict[int, list[int]] = {}
+
+    def __getitem__(self, position: int) -> TrainingPrompt:
+        epoch, offset = divmod(position, len(self.prompts))
+        return self.prompts[self._order(epoch)[offset]]
+
+    def _order(self, epoch: int) -> list[int]:
+        if epoch not in self._orders:
+            order = list(range(len(self.prompts)))
+            if self.shuffle:
+                random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
+            self._orders = {epoch: order}  # positions only move forward
+        return self._orders[epoch]
+
+
+@dataclass(frozen=True)
+class _Rollout:
+    """A process's samples of one step, group after group (``group_size`` rows per prompt)."""
+
+    tokens: torch.Tensor  # (samples, num_tokens) image-token indices
+    rewards: torch.Tensor  # (samples,) float64 weighted totals
+    components: torch.Tensor  # (samples, rewards) float64 raw scores
+    component_names: tuple[str, ...]
+    advantages: torch.Tensor  # (samples,) float64
+
+
+@dataclass(frozen=True)
+class _Sequences:
+    """Left-padded prompt-plus-image sequences and the image tokens they end with."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
+    targets: torch.Tensor  # (samples, num_tokens) image-token indices
+
+    def rows(self, start: int, stop: int) -> _Sequences:
+        return _Sequences(
+            self.input_ids[start:stop],
+            self.attention_mask[start:stop],
+            self.position_ids[start:stop],
+            self.targets[start:stop],
+        )
+
+
+class _GRPOTrainer:
+    def __init__(
+        self,
+        config: PipelineConfig,
+        settings: GRPOSettings,
+        processes: _Processes,
+        *,
+        registry: PluginRegistry | None,
+    ) -> None:
+        self.settings = settings
+        self.processes = processes
+        self.output_dir = Path(os.path.expanduser(settings.output_dir))
+        self.seed = config.runtime.seed if settings.seed is None else settings.seed
+        self.prompts = _PromptStream(
+            _load_prompts(settings, config), seed=self.seed, shuffle=settings.shuffle
+        )
+        runtime = config.runtime.model_copy(update={"device": processes.device})
+        self.config = config.model_copy(update={"runtime": runtime})
+        pipeline = TextToImagePipeline.from_config(self.config, registry=registry)
+        self.tokenizer: Tokenizer[Any] = pipeline.tokenizer
+        self.decoder: Decoder[Any] = pipeline.decoder
+        self.rewards: tuple[WeightedReward, ...] = pipeline.rewards
+        self._built_backbone: Backbone[Any] = pipeline.backbone
+        self.policy: Backbone[Any] = pipeline.backbone
+        self.grid = _grid(settings, config, self.decoder.pixels_per_token)
+        generation = config.generation
+        self.decoder_steps = (
+            generation.num_inference_steps
+            if settings.num_inference_steps is None
+            else settings.num_inference_steps
+        )
+        self.decoder_guidance = (
+            generation.guidance_scale if settings.guidance_scale is None else settings.guidance_scale
+        )
+        for component in (self.tokenizer, self.decoder):
+            _freeze(component)
+        self._prompt_ids: dict[str, list[int]] = {}
+
+    # ------------------------------------------------------------------------------ run
+
+    def run(self, *, resume: bool, show_progress: bool) -> GRPOResult:
+        settings, processes = self.settings, self.processes
+        checkpoint = latest_checkpoint(self.output_dir)
+        if checkpoint is not None and not resume:
+            raise ConfigError(
+                f"training.grpo.output_dir: {self.output_dir} already holds checkpoints (newest "
+                f"{checkpoint.name}); pass --resume to continue that run or choose another output_dir"
+            )
+        if resume and checkpoint is None and processes.is_main:
+            print(f"no checkpoint in {self.output_dir}; starting from step 0", file=sys.stderr)
+        state = load_trainer_state(checkpoint) if resume and checkpoint is not None else None
+
+        if state is not None:
+            assert checkpoint is not None
+            self.policy = _load_backbone(type(self._built_backbone), checkpoint / BACKBONE, self.config)
+        reference = self._reference(restored=state is not None)
+        self._built_backbone = self.policy  # the starting weights live on only as the reference
+        module = self.policy.trainable_module()
+        parameters = [p for p in module.parameters() if p.requires_grad]
+        if not parameters:
+            raise ConfigError("the backbone's trainable_module() has no parameters that require gradients")
+        optimizer = torch.optim.AdamW(
+            parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay
+        )
+        start_step, data_position = 0, 0
+        if state is not None:
+            optimizer.load_state_dict(state.optimizer)
+            start_step, data_position = state.step, state.data_position
+            rng = state.rng_states
+            restore_rng_state(rng[processes.rank] if len(rng) == processes.world_size else rng[0])
+        wrapped: torch.nn.Module | None = None
+        if processes.distributed:
+            # Image mode never reads the text head, so some parameters get no gradient.
+            cuda = processes.device.startswith("cuda")
+            wrapped = DistributedDataParallel(
+                module,
+                device_ids=[torch.device(processes.device).index] if cuda else None,
+                find_unused_parameters=True,
+            )
+
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        if processes.is_main:
+            remove_partial_checkpoints(self.output_dir)
+        metrics = MetricsLog(self.output_dir, resume_step=start_step) if processes.is_main else None
+        can_plot = plot_available()
+        if processes.is_main and not can_plot:
+            print("matplotlib is not installed (pip install 'xomni[rl]'); no reward plot", file=sys.stderr)
+        records: list[dict[str, Any]] = list(metrics.records) if metrics is not None else []
+        plot_path: Path | None = None
+        saved: Path | None = checkpoint if state is not None else None
+        started = time.perf_counter()
+        progress = tqdm(
+            total=settings.steps,
+            initial=start_step,
+            desc="grpo",
+            unit="step",
+            disable=not (show_progress and processes.is_main),
+        )
+        try:
+            for step in range(start_step + 1, settings.steps + 1):
+                step_started = time.perf_counter()
+                record = self._step(step, data_position, optimizer, parameters, wrapped, reference)
+                data_position += settings.prompts_per_step * processes.world_size
+                elapsed = time.perf_counter() - step_started
+                record["step_time_s"] = elapsed
+                record["wall_time_s"] = time.perf_counter() - started
+                record["tokens_per_s"] = record["samples"] * self.grid.num_tokens / elapsed
+                records.append(record)
+                if metrics is not None:
+                    metrics.write(record)
+                progress.update(1)
+                progress.set_postfix(reward=f"{record['reward_mean']:.4f}", kl=f"{record['kl']:.2e}")
+                if step % settings.checkpoint_every == 0 or step == settings.steps:
+                    saved = self._save(step, data_position, optimizer)
+                    if processes.is_main and can_plot:
+                        plot_path = plot_rewards(records, self.output_dir / PLOT_FILE)
+        finally:
+            progress.close()
+        if processes.is_main and can_plot and records and plot_path is None:
+            plot_path = plot_rewards(records, self.output_dir / PLOT_FILE)
+        return GRPOResult(
+            step=max(start_step, settings.steps),
+            output_dir=self.output_dir,
+            metrics_path=self.output_dir / "metrics.jsonl",
+            plot_path=plot_path,
+            checkpoint=saved,
+            records=records,
+            is_main_process=processes.is_main,
+        )
+
+    def _reference(self, *, restored: bool) -> Backbone[Any] | None:
+        """The frozen starting weights for the KL penalty (none when ``kl_coef`` is 0)."""
+        if self.settings.kl_coef == 0.0:
+            return None
+        # A resumed policy was loaded from its checkpoint, so the config's build is the start.
+        reference = self._built_backbone if restored else copy.deepcopy(self._built_backbone)
+        _freeze(reference)
+        return reference
+
+    # ----------------------------------------------------------------------------- step
+
+    def _step(
+        self,
+        step: int,
+        data_position: int,
+        optimizer: torch.optim.Optimizer,
+        parameters: list[torch.nn.Parameter],
+        wrapped: torch.nn.Module | None,
+        reference: Backbone[Any] | None,
+    ) -> dict[str, Any]:
+        settings, processes = self.settings, self.processes
+        first = data_position + processes.rank * settings.prompts_per_step
+        items = [self.prompts[first + i] for i in range(settings.prompts_per_step)]
+        rollout = self._rollout(items, first)
+        sequences = self._sequences(items, rollout.tokens)
+        advantages = rollout.advantages.to(torch.float32)
+
+        with torch.no_grad():
+            old_logp = self._log_probs(self.policy, sequences) if settings.updates_per_rollout > 1 else None
+            ref_logp = self._log_probs(reference, sequences) if reference is not None else None
+
+        samples = sequences.targets.shape[0]
+        micro = settings.micro_batch_size or samples
+        chunks = [(start, min(start + micro, samples)) for start in range(0, samples, micro)]
+        sums = torch.zeros(4, dtype=torch.float64)  # loss, policy loss, kl, clipped tokens
+        grad_norm = torch.zeros((), dtype=torch.float64)
+        for _ in range(settings.updates_per_rollout):
+            optimizer.zero_grad(set_to_none=True)
+            for index, (start, stop) in enumerate(chunks):
+                syncs = wrapped is None or index == len(chunks) - 1
+                no_sync = nullcontext() if syncs else _no_sync(wrapped)
+                with no_sync:
+                    part = sequences.rows(start, stop)
+                    logp = self._log_probs(self.policy, part, module=wrapped)
+                    old = logp.detach() if old_logp is None else old_logp[start:stop]
+                    ref = None if ref_logp is None else ref_logp[start:stop]
+                    loss, terms = self._loss(logp, old, ref, advantages[start:stop])
+                    torch.autograd.backward(loss / samples)
+                sums += terms
+            norm = torch.nn.utils.clip_grad_norm_(
+                parameters, settings.max_grad_norm if settings.max_grad_norm is not None else float("inf")
+            )
+            grad_norm = norm.detach().to(torch.float64).cpu()
+            optimizer.step()
+
+        totals = processes.sum(sums)
+        global_samples = samples * processes.world_size
+        tokens = global_samples * self.grid.num_tokens * settings.updates_per_rollout
+        rewards = processes.gather(rollout.rewards)
+        components = processes.gather(rollout.components)
+        advantages_all = processes.gather(rollout.advantages)
+        record: dict[str, Any] = {
+            "step": step,
+            "samples": global_samples,
+            "reward_mean": float(rewards.mean()),
+            "reward_std": float(rewards.std(unbiased=False)),
+            "rewards": {
+                name: {
+                    "mean": float(components[:, i].mean()),
+                    "std": float(components[:, i].std(unbiased=False)),
+                }
+                for i, name in enumerate(rollout.component_names)
+            },
+            "advantage_mean": float(advantages_all.mean()),
+            "advantage_std": float(advantages_all.std(unbiased=False)),
+            "advantage_abs_max": float(advantages_all.abs().max()),
+            "loss": float(totals[0]) / (global_samples * settings.updates_per_rollout),
+            "policy_loss": float(totals[1]) / tokens,
+            "kl": float(totals[2]) / tokens,
+            "clip_fraction": float(totals[3]) / tokens,
+            "grad_norm": float(grad_norm),
+            "learning_rate": optimizer.param_groups[0]["lr"],
+        }
+        return record
+
+    def _rollout(self, items: Sequence[TrainingPrompt], first: int) -> _Rollout:
+        """Sample, decode and score ``group_size`` images for each prompt."""
+        group = self.settings.group_size
+        prompts = tuple(item.prompt for item in items for _ in range(group))
+        grid = self.policy.generate_image_tokens(
+            ImageGenerationRequest(
+                prompts=prompts,
+                grid=self.grid,
+                sampling=self.settings.sampling,
+                seed=stream_seed(self.seed, 0, first * group),
+                show_progress=False,
+            )
+        )
+        ids = grid.ids.clone()  # a normal tensor: generation ran in inference mode
+        totals: list[float] = []
+        per_reward: dict[str, list[float]] = {}
+        advantages: list[torch.Tensor] = []
+        for index, item in enumerate(items):
+            group_ids = ids[index * group : (index + 1) * group]
+            images = self._decode(
+                TokenGrid(group_ids), item.prompt, seed=stream_seed(self.seed, 1, first + index)
+            )
+            scored = score_all(
+                self.rewards, RewardBatch(images, [item.prompt] * group, [item.metadata] * group)
+            )
+            totals.extend(scored.total)
+            for name, scores in scored.per_reward.items():
+                per_reward.setdefault(name, []).extend(scores)
+            rewards = torch.tensor(scored.total, dtype=torch.float64)
+            deviation = rewards.std(unbiased=False)
+            advantages.append((rewards - rewards.mean()) / (deviation + self.settings.advantage_eps))
+        names = tuple(per_reward)
+        return _Rollout(
+            tokens=ids.reshape(ids.shape[0], -1),
+            rewards=torch.tensor(totals, dtype=torch.float64),
+            components=torch.tensor([per_reward[n] for n in names], dtype=torch.float64).T.contiguous(),
+            component_names=names,
+            advantages=torch.cat(advantages),
+        )
+
+    def _decode(self, grid: TokenGrid, prompt: str, *, seed: int) -> list[Any]:
+        latents = self.tokenizer.decode(grid)
+        if self.settings.decoder_noise == "independent":
+            requests = [latents]
+        else:  # one image per request, each from the group's noise
+            requests = [SemanticLatents(latents.values[i : i + 1]) for i in range(latents.batch_size)]
+        images: list[Any] = []
+        for part in requests:
+            images += self.decoder.decode(
+                DecodeRequest(
+                    latents=part,
+                    prompts=(prompt,) * part.batch_size,
+                    num_inference_steps=self.decoder_steps,
+                    guidance_scale=self.decoder_guidance,
+                    seed=seed,
+                )
+            )
+        return images
+
+    def _sequences(self, items: Sequence[TrainingPrompt], tokens: torch.Tensor) -> _Sequences:
+        vocab = self.policy.vocab
+        group = self.settings.group_size
+        rows = []
+        for index, item in enumerate(items):
+            prompt_ids = self._prompt_tokens(item.prompt)
+            for sample in tokens[index * group : (index + 1) * group]:
+                rows.append(prompt_ids + (sample + vocab.image_token_offset).tolist())
+        length = max(len(row) for row in rows)
+        input_ids = torch.full((len(rows), length), vocab.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
+        for i, row in enumerate(rows):
+            input_ids[i, length - len(row) :] = torch.tensor(row, dtype=torch.long)
+            attention_mask[i, length - len(row) :] = 1
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        return _Sequences(input_ids, attention_mask, position_ids, tokens)
+
+    def _prompt_tokens(self, prompt: str) -> list[int]:
+        """The ids generation conditions on: the prompt followed by the image prefix."""
+        if prompt not in self._prompt_ids:
+            prefix = self.policy.image_prefix(self.grid.grid_h, self.grid.grid_w)
+            self._prompt_ids[prompt] = self.policy.tokenize(prompt + prefix)
+        return self._prompt_ids[prompt]
+
+    def _log_probs(
+        self, backbone: Backbone[Any], sequences: _Sequences, *, module: torch.nn.Module | None = None
+    ) -> torch.Tensor:
+        """Log-probabilities ``(samples, num_tokens)`` of the image tokens under ``backbone``."""
+        count = self.grid.num_tokens
+        vocab = backbone.vocab
+        logits = backbone.sequence_logits(
+            sequences.input_ids,
+            sequences.attention_mask,
+            sequences.position_ids,
+            "image",
+            logits_to_keep=count + 1,
+            module=module,
+        )[:, :-1]
+        image_logits = logits[
+            ..., vocab.image_token_offset : vocab.image_token_offset + vocab.image_vocab_size
+        ]
+        temperature = self.settings.sampling.temperature
+        if temperature != 1.0:
+            image_logits = image_logits / temperature
+        log_probs = torch.log_softmax(image_logits, dim=-1)
+        targets = sequences.targets.to(log_probs.device)
+        return log_probs.gather(-1, targets[..., None]).squeeze(-1)
+
+    def _loss(
+        self,
+        logp: torch.Tensor,
+        old_logp: torch.Tensor,
+        ref_logp: torch.Tensor | None,
+        advantages: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The summed per-sample losses of a micro-batch and its metric sums (loss, policy loss,
+        KL and clipped tokens, summed over tokens)."""
+        epsilon = self.settings.clip_epsilon
+        advantage = advantages.to(logp.device)[:, None]
+        ratio = torch.exp(logp - old_logp)
+        unclipped = ratio * advantage
+        clipped = ratio.clamp(1.0 - epsilon, 1.0 + epsilon) * advantage
+        policy = -torch.minimum(unclipped, clipped)
+        if ref_logp is not None:
+            delta = ref_logp - logp
+            kl = torch.exp(delta) - delta - 1.0
+        else:
+            kl = torch.zeros_like(logp)
+        per_token = policy + self.settings.kl_coef * kl
+        loss = per_token.mean(dim=1).sum()
+        clipped_tokens = (clipped < unclipped).sum()
+        terms = torch.stack(
+            [loss.detach(), policy.detach().sum(), kl.detach().sum(), clipped_tokens.to(logp.dtype)]
+        )
+        return loss, terms.to(torch.float64).cpu()
+
+    # ----------------------------------------------------------------------- checkpoints
+
+    def _save(self, step: int, data_position: int, optimizer: torch.optim.Optimizer) -> Path:
+        processes = self.processes
+        rng_states = processes.gather_objects(capture_rng_state())
+        path = checkpoint_path(self.output_dir, step)
+        if processes.is_main:
+            state = TrainerState(
+                step=step,
+                data_position=data_position,
+                world_size=processes.world_size,
+                optimizer=optimizer.state_dict(),
+                rng_states=rng_states,
+            )
+            save_checkpoint(path, self.policy, state)
+            prune_checkpoints(self.output_dir, self.settings.keep_checkpoints)
+        processes.barrier()
+        return path
+
+
+def _no_sync(wrapped: torch.nn.Module | None) -> AbstractContextManager[Any]:
+    assert isinstance(wrapped, DistributedDataParallel)
+    return wrapped.no_sync()
+
+
+def _freeze(component: Any) -> None:
+    """Stop gradients into a component's modules (those it exposes as attributes)."""
+    for value in vars(component).values():
+        if isinstance(value, torch.nn.Module):
+            value.requires_grad_(False)
+
+
+def _load_backbone(cls: type[Backbone[Any]], path: Path, config: PipelineConfig) -> Backbone[Any]:
+    backbone = cls.from_pretrained(path)
+    return backbone.to(device=config.runtime.device, dtype=config.runtime.dtype)
+
+
+def _grid(settings: GRPOSettings, config: PipelineConfig, pixels_per_token: int) -> GridSize:
+    if settings.grid_h is not None and settings.grid_w is not None:
+        return GridSize(settings.grid_h, settings.grid_w)
+    height = config.generation.height_px if settings.height_px is None else settings.height_px
+    width = config.generation.width_px if settings.width_px is None else settings.width_px
+    return GridSize.from_pixels(height, width, pixels_per_token)
+
+
+def _load_prompts(settings: GRPOSettings, config: PipelineConfig) -> list[TrainingPrompt]:
+    """The inline prompts, or those of ``prompts_file`` (relative to the config file)."""
+    if settings.prompts_file is None:
+        return settings.training_prompts()
+    path = Path(os.path.expanduser(settings.prompts_file))
+    base_dir = config._base_dir
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    where = "training.grpo.prompts_file"
+    if not path.is_file():
+        raise ConfigError(f"{where}: file {path} does not exist")
+    prompts = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        if path.suffix.lower() != ".jsonl":
+            prompts.append(TrainingPrompt(prompt=line.strip()))
+            continue
+        try:
+            prompts.append(TrainingPrompt.model_validate(json.loads(line)))
+        except (json.JSONDecodeError, ValidationError) as exc:
+            raise ConfigError(
+                f"{where}: {path} line {number} is not a JSON object {{prompt, metadata}}: {exc}"
+            ) from exc
+    if not prompts:
+        raise ConfigError(f"{where}: {path} holds no prompts")
+    return prompts

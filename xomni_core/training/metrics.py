@@ -1,0 +1,94 @@
+"""Training metrics: one JSON object per step in ``metrics.jsonl``, and a plot of the rewards.
+
+A run that resumes from a checkpoint first drops the lines of steps after it (a killed run may
+have logged steps it never saved, and may have left half a line), so the file always describes
+one consistent run. matplotlib draws the plot; it is imported on first use, without pyplot, so
+the Agg canvas is used whatever the user's default backend is.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..atomic import atomic_file
+
+METRICS_FILE = "metrics.jsonl"
+PLOT_FILE = "rewards.png"
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The records of a metrics file; lines that do not parse (a write cut short) are skipped."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            records.append(record)
+    return records
+
+
+class MetricsLog:
+    """Appends one record per step to ``metrics.jsonl``."""
+
+    def __init__(self, output_dir: Path, *, resume_step: int) -> None:
+        """Keep the records of steps ``<= resume_step`` (0: start a new file)."""
+        self.path = output_dir / METRICS_FILE
+        kept = [r for r in read_metrics(self.path) if r["step"] <= resume_step]
+        with atomic_file(self.path) as tmp:
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        self.records = kept
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
+        with self.path.open("a") as file:
+            file.write(json.dumps(record) + "\n")
+            file.flush()
+
+
+def plot_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
+
+
+def plot_rewards(records: Sequence[dict[str, Any]], path: Path) -> Path:
+    """Draw the mean total reward per step (with its deviation as a band) and each reward's mean."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(7.0, 4.0), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot(1, 1, 1)
+    steps = [r["step"] for r in records]
+    mean = [r["reward_mean"] for r in records]
+    std = [r["reward_std"] for r in records]
+    axes.plot(steps, mean, color="tab:blue", linewidth=2.0, label="total reward")
+    axes.fill_between(
+        steps,
+        [m - s for m, s in zip(mean, std, strict=True)],
+        [m + s for m, s in zip(mean, std, strict=True)],
+        color="tab:blue",
+        alpha=0.2,
+        linewidth=0,
+    )
+    names = sorted({key for r in records for key in r.get("rewards", {})})
+    for name in names:
+        values = [r.get("rewards", {}).get(name, {}).get("mean", math.nan) for r in records]
+        axes.plot(steps, values, linewidth=1.0, label=name)
+    axes.set_xlabel("step")
+    axes.set_ylabel("reward")
+    axes.set_title("GRPO rewards per step")
+    axes.grid(True, alpha=0.3)
+    axes.legend(loc="best", fontsize="small")
+    figure.tight_layout()
+    with atomic_file(path) as tmp:
+        figure.savefig(tmp, format="png")
+    return path

@@ -1,0 +1,121 @@
+"""Settings of the training commands: the ``training`` section of a pipeline config.
+
+Pydantic only, so configs with a training section validate without importing torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ..types import SamplingParams
+
+
+class TrainingPrompt(BaseModel):
+    """A prompt with per-sample metadata that reaches the rewards (e.g. ``target_color``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prompt: str = Field(min_length=1)
+    metadata: dict[str, Any] = Field(default_factory=dict, description="passed to every reward")
+
+
+class GRPOSettings(BaseModel):
+    """Group Relative Policy Optimisation of the backbone on image tokens.
+
+    Each step samples ``group_size`` images for each of ``prompts_per_step`` prompts on every
+    process, scores them with the config's rewards and takes ``updates_per_rollout`` optimiser
+    steps on the clipped policy-ratio objective with a KL penalty to the starting weights.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    steps: int = Field(100, ge=1, description="optimisation steps (one rollout each)")
+    group_size: int = Field(8, ge=2, description="images per prompt; advantages compare them")
+    prompts_per_step: int = Field(
+        1, ge=1, description="prompts per step and process; the global batch is this times the processes"
+    )
+    updates_per_rollout: int = Field(
+        1, ge=1, description="optimiser steps per rollout; from the second on the ratio is clipped"
+    )
+    micro_batch_size: int | None = Field(
+        None, ge=1, description="samples per forward and backward pass (None: a process's whole batch)"
+    )
+    learning_rate: float = Field(1e-5, gt=0.0, description="AdamW learning rate")
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay")
+    max_grad_norm: float | None = Field(1.0, gt=0.0, description="clip the gradient norm (None: never)")
+    clip_epsilon: float = Field(0.2, gt=0.0, lt=1.0, description="policy ratios are clipped to 1 +- this")
+    kl_coef: float = Field(0.04, ge=0.0, description="weight of the KL penalty to the reference (0: none)")
+    advantage_eps: float = Field(1e-4, gt=0.0, description="added to a group's reward deviation")
+    sampling: SamplingParams = Field(
+        SamplingParams(temperature=1.0), description="how image tokens are sampled during rollouts"
+    )
+    height_px: int | None = Field(None, gt=0, description="image height (None: generation.height_px)")
+    width_px: int | None = Field(None, gt=0, description="image width (None: generation.width_px)")
+    grid_h: int | None = Field(None, ge=1, description="token rows, instead of height_px")
+    grid_w: int | None = Field(None, ge=1, description="token columns, instead of width_px")
+    num_inference_steps: int | None = Field(
+        None, ge=1, description="decoder steps (None: generation.num_inference_steps)"
+    )
+    guidance_scale: float | None = Field(
+        None, ge=0.0, description="decoder guidance (None: generation.guidance_scale)"
+    )
+    decoder_noise: Literal["shared", "independent"] = Field(
+        "shared",
+        description="shared: a group's images start from the same decoder noise, so their rewards "
+        "differ by their tokens only; independent: each image draws its own",
+    )
+    prompts: tuple[str | TrainingPrompt, ...] = Field(
+        (), description="training prompts, each a string or {prompt, metadata}"
+    )
+    prompts_file: str | None = Field(
+        None,
+        description="text file of one prompt a line, or .jsonl of {prompt, metadata}; relative to the config",
+    )
+    shuffle: bool = Field(True, description="visit the prompts in a new seeded order each epoch")
+    seed: int | None = Field(
+        None, ge=0, lt=2**31, description="seed of data order and sampling (None: runtime.seed)"
+    )
+    output_dir: str = Field(
+        "outputs/grpo",
+        min_length=1,
+        description="checkpoints, metrics and plot; relative to the working directory",
+    )
+    checkpoint_every: int = Field(
+        50, ge=1, description="steps between checkpoints (the last step always saves)"
+    )
+    keep_checkpoints: int | None = Field(2, ge=1, description="newest checkpoints kept (None: all)")
+
+    @field_validator("sampling")
+    @classmethod
+    def _samples_from_the_policy(cls, sampling: SamplingParams) -> SamplingParams:
+        if sampling.greedy:
+            raise ValueError("temperature must be above 0: greedy rollouts make every group identical")
+        if sampling.cfg_scale != 1.0:
+            raise ValueError("cfg_scale must be 1: rollouts sample the policy itself, without guidance")
+        return sampling
+
+    @model_validator(mode="after")
+    def _one_source_and_one_size(self) -> GRPOSettings:
+        if bool(self.prompts) == (self.prompts_file is not None):
+            raise ValueError("give exactly one of prompts (a list) and prompts_file (a path)")
+        pixels = (self.height_px, self.width_px)
+        grid = (self.grid_h, self.grid_w)
+        if any(v is not None for v in pixels) and any(v is not None for v in grid):
+            raise ValueError("give the image size either as height_px/width_px or as grid_h/grid_w")
+        if (self.grid_h is None) != (self.grid_w is None):
+            raise ValueError("grid_h and grid_w go together")
+        return self
+
+    def training_prompts(self) -> list[TrainingPrompt]:
+        """The inline prompts, each as a :class:`TrainingPrompt`."""
+        return [p if isinstance(p, TrainingPrompt) else TrainingPrompt(prompt=p) for p in self.prompts]
+
+
+class TrainingSettings(BaseModel):
+    """How the ``xomni train`` commands train this pipeline."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    grpo: GRPOSettings | None = Field(None, description="settings of `xomni train grpo`")
