@@ -190,6 +190,37 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     grpo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     grpo.set_defaults(handler=_train_grpo)
+
+    bench = commands.add_parser("bench", help="benchmarks")
+    bench_commands = bench.add_subparsers(title="benchmarks", metavar="COMMAND")
+    compose = bench_commands.add_parser(
+        "compose",
+        help="compositional benchmark: objects, counts, colours, positions, words",
+        description="Judge images against synthetic scene specs (shapes, colours, counts, relations, "
+        "rendered words) and print the accuracy per category. Pick one source of images: "
+        "--ground-truth (the renderer's own, to check the judge), --config (drawn here by a pipeline) "
+        "or --images with --specs (a folder written by 'xomni generate' for prompts of a "
+        "--write-prompts file). --write-prompts only writes the split's prompts.",
+    )
+    source = compose.add_mutually_exclusive_group()
+    source.add_argument("--ground-truth", action="store_true", help="score the renderer's own images")
+    source.add_argument("--config", help="pipeline config: generate the split's prompts and score them")
+    source.add_argument("--images", metavar="DIR", help="folder with generation.json from 'xomni generate'")
+    source.add_argument(
+        "--write-prompts", metavar="FILE", help="write one {prompt, scene} JSON object a line and stop"
+    )
+    compose.add_argument("--specs", metavar="FILE", help="prompt file (from --write-prompts) for --images")
+    compose.add_argument("--split", default="eval", help="train, rl or eval (default: eval)")
+    compose.add_argument("--n", type=int, default=140, help="number of prompts, shared across categories")
+    compose.add_argument("--seed", type=int, default=0, help="seed of the prompts and of generation")
+    compose.add_argument("--categories", help="comma-separated subset of categories (default: all)")
+    compose.add_argument("--height", type=int, default=128, help="image height in px")
+    compose.add_argument("--width", type=int, default=128, help="image width in px")
+    compose.add_argument("--batch-size", type=int, default=8, help="prompts per pipeline call (--config)")
+    _add_overrides(compose)
+    compose.add_argument("--out", metavar="FILE", help="write the report as JSON")
+    compose.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    compose.set_defaults(handler=_bench_compose)
     return parser
 
 
@@ -453,6 +484,67 @@ def _convert(args: argparse.Namespace) -> int:
         print(f"  {note}")
     print(f"wrote {result.dst}: {', '.join(result.components)} and {result.pipeline_config.name}")
     print(f"try: xomni generate --config {result.pipeline_config} 'a red cube on a table'")
+    return 0
+
+
+def _bench_compose(args: argparse.Namespace) -> int:
+    from .synthetic import CATEGORIES, bench, sample_scenes
+
+    categories = CATEGORIES
+    if args.categories:
+        categories = tuple(c.strip() for c in args.categories.split(",") if c.strip())
+    if args.specs and not args.images:
+        raise XomniError("--specs goes with --images")
+    if args.overrides and not args.config:
+        raise XomniError("--set goes with --config")
+    if args.images:
+        if not args.specs:
+            raise XomniError(
+                "--images needs --specs FILE, the prompt file from 'xomni bench compose --write-prompts'"
+            )
+        if not Path(args.images).is_dir():
+            raise XomniError(f"--images: folder {args.images} does not exist")
+        pairs = bench.read_prompts(args.specs)
+        files, scenes = bench.read_generation_folder(args.images, pairs)
+        images = bench.open_images(files)
+        info: dict[str, Any] = {"mode": "images", "images": str(args.images), "specs": str(args.specs)}
+    else:
+        scenes = sample_scenes(
+            args.split,
+            args.n,
+            seed=args.seed,
+            categories=categories,
+            width_px=args.width,
+            height_px=args.height,
+        )
+        info = {
+            "split": args.split,
+            "seed": args.seed,
+            "n": args.n,
+            "height_px": args.height,
+            "width_px": args.width,
+        }
+        if args.write_prompts:
+            count = bench.write_prompts(args.write_prompts, scenes)
+            print(f"wrote {count} {args.split} prompts to {args.write_prompts}")
+            return 0
+        if args.config:
+            images = bench.generate_images(
+                args.config, scenes, overrides=args.overrides, seed=args.seed, batch_size=args.batch_size
+            )
+            info = {"mode": "config", "config": str(args.config), **info}
+        elif args.ground_truth:
+            images = bench.ground_truth_images(scenes)
+            info = {"mode": "ground-truth", **info}
+        else:
+            raise XomniError(
+                "choose the images: --ground-truth, --config CONFIG, or --images DIR --specs FILE"
+            )
+    report = bench.score_images(images, scenes, show_progress=not args.no_progress, info=info)
+    print(report.table())
+    if args.out:
+        report.write_json(args.out)
+        print(f"report: {args.out}")
     return 0
 
 

@@ -1,0 +1,95 @@
+"""``xomni bench compose``: the report table and JSON, each image source, and usage errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from support import REPO
+
+from xomni_core.cli import main
+from xomni_core.synthetic import read_prompts, render_scene
+
+TINY = REPO / "examples" / "configs" / "tiny-random.yaml"
+
+
+def test_ground_truth_run_prints_and_writes_the_accuracy_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "report" / "gt.json"
+    code = main(
+        ["bench", "compose", "--ground-truth", "--n", "14", "--seed", "3", "--out", str(out), "--no-progress"]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "CATEGORY" in printed and "overall" in printed and "color_attr" in printed
+    report = json.loads(out.read_text())
+    assert (report["mode"], report["split"], report["n"]) == ("ground-truth", "eval", 14)
+    assert set(report["categories"]) == {
+        "single_object", "two_object", "counting", "colors", "position", "color_attr", "text"
+    }  # fmt: skip
+    assert all(c["total"] == 2 for c in report["categories"].values())
+    assert report["overall"] == 1.0
+    assert len(report["samples"]) == 14 and report["samples"][0]["correct"] is True
+
+
+def test_a_generate_folder_is_scored_against_the_prompt_file(tmp_path: Path) -> None:
+    specs = tmp_path / "eval.jsonl"
+    categories = "single_object,counting,position"
+    assert (
+        main(["bench", "compose", "--write-prompts", str(specs), "--n", "6", "--categories", categories]) == 0
+    )
+    pairs = read_prompts(specs)
+    folder = tmp_path / "generated"  # laid out as 'xomni generate --out' does, with the true pictures
+    folder.mkdir()
+    names = []
+    for index, (_, scene) in enumerate(pairs):
+        names.append(f"image-{index:03d}.png")
+        render_scene(scene).save(folder / names[-1])
+    record = {"images": names, "settings": {"prompts": [prompt for prompt, _ in pairs]}}
+    (folder / "generation.json").write_text(json.dumps(record))
+    out = tmp_path / "report.json"
+    args = [
+        "bench",
+        "compose",
+        "--images",
+        str(folder),
+        "--specs",
+        str(specs),
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    assert main(args) == 0
+    report = json.loads(out.read_text())
+    assert report["mode"] == "images" and report["overall"] == 1.0
+    assert [s["prompt"] for s in report["samples"]] == [prompt for prompt, _ in pairs]
+
+
+def test_a_config_generates_and_scores_its_own_images(tmp_path: Path) -> None:
+    out = tmp_path / "tiny.json"
+    args = ["bench", "compose", "--config", str(TINY), "--n", "2", "--categories", "single_object,colors",
+            "--height", "64", "--width", "64", "--out", str(out), "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    report = json.loads(out.read_text())
+    assert report["mode"] == "config" and len(report["samples"]) == 2
+    assert 0.0 <= report["overall"] <= 1.0  # random weights draw noise
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--ground-truth", "--split", "evl"], "Did you mean 'eval'"),
+        (["--ground-truth", "--categories", "colours"], "unknown category"),
+        (["--images", "/no/such/folder", "--specs", "x.jsonl"], "does not exist"),
+        (["--images", "."], "needs --specs"),
+        ([], "choose the images"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_paragraph(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["bench", "compose", "--no-progress", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("xomni: error:") and message in err and "Traceback" not in err

@@ -1,0 +1,275 @@
+"""The compositional benchmark: accuracy per category of images judged against their scene specs.
+
+Images come from one of three places: the renderer itself (``ground_truth_images``, which
+checks the judge), a folder written by ``xomni generate`` together with the prompt file that
+listed its prompts (``read_generation_folder``), or a pipeline config that draws them here
+(``generate_images``). ``score_images`` judges them and returns a :class:`BenchReport`, whose
+``overall`` is the mean of the category accuracies so every category weighs the same.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from .._version import __version__
+from ..atomic import atomic_file
+from ..errors import InputError
+from .detect import SceneJudge
+from .render import render_scene
+from .scenes import CATEGORIES, SceneSpec
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+    from ..config import PipelineConfig
+
+
+@dataclass(frozen=True)
+class SampleResult:
+    """The verdict on one image."""
+
+    index: int
+    category: str
+    prompt: str
+    correct: bool
+    score: float
+    failures: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CategoryScore:
+    correct: int
+    total: int
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.total if self.total else 0.0
+
+
+@dataclass(frozen=True)
+class BenchReport:
+    """Per-sample verdicts with what was run (``info``: mode, split, seed, sizes, sources)."""
+
+    samples: tuple[SampleResult, ...]
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+    def categories(self) -> dict[str, CategoryScore]:
+        """Scores of the categories present, in benchmark order."""
+        scores: dict[str, CategoryScore] = {}
+        for name in CATEGORIES:
+            mine = [s for s in self.samples if s.category == name]
+            if mine:
+                scores[name] = CategoryScore(sum(s.correct for s in mine), len(mine))
+        return scores
+
+    @property
+    def overall(self) -> float:
+        """Mean of the category accuracies."""
+        scores = self.categories()
+        return sum(s.accuracy for s in scores.values()) / len(scores) if scores else 0.0
+
+    @property
+    def sample_accuracy(self) -> float:
+        return sum(s.correct for s in self.samples) / len(self.samples) if self.samples else 0.0
+
+    def table(self) -> str:
+        rows = [
+            (name, str(s.correct), str(s.total), f"{s.accuracy:.3f}") for name, s in self.categories().items()
+        ]
+        correct = sum(s.correct for s in self.samples)
+        rows.append(("overall", str(correct), str(len(self.samples)), f"{self.overall:.3f}"))
+        header = ("CATEGORY", "CORRECT", "TOTAL", "ACCURACY")
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
+        lines = [
+            "  ".join(
+                cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row)
+            )
+            for row in [header, *rows]
+        ]
+        return "\n".join(lines) + "\n(overall accuracy is the mean over categories)"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "benchmark": "compose",
+            "xomni_version": __version__,
+            **self.info,
+            "overall": self.overall,
+            "sample_accuracy": self.sample_accuracy,
+            "categories": {
+                name: {"correct": s.correct, "total": s.total, "accuracy": s.accuracy}
+                for name, s in self.categories().items()
+            },
+            "samples": [
+                {
+                    "index": s.index,
+                    "category": s.category,
+                    "prompt": s.prompt,
+                    "correct": s.correct,
+                    "score": s.score,
+                    "failures": list(s.failures),
+                }
+                for s in self.samples
+            ],
+        }
+
+    def write_json(self, path: str | os.PathLike[str]) -> None:
+        with atomic_file(path) as tmp:
+            tmp.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+
+
+def score_images(
+    images: Iterable[Image],
+    scenes: Sequence[SceneSpec],
+    *,
+    judge: SceneJudge | None = None,
+    show_progress: bool = False,
+    info: Mapping[str, Any] | None = None,
+) -> BenchReport:
+    """Judge ``images[i]`` against ``scenes[i]``; ``images`` may be a lazy iterator."""
+    from tqdm.auto import tqdm
+
+    judge = judge or SceneJudge()
+    results = []
+    bar = tqdm(total=len(scenes), desc="judging", unit="image", disable=not show_progress)
+    with bar:
+        for index, (image, scene) in enumerate(zip(images, scenes, strict=True)):
+            verdict = judge.judge(image, scene)
+            results.append(
+                SampleResult(
+                    index=index,
+                    category=scene.category,
+                    prompt=scene.caption,
+                    correct=verdict.correct,
+                    score=verdict.score,
+                    failures=tuple(verdict.failures()),
+                )
+            )
+            bar.update()
+    return BenchReport(tuple(results), dict(info or {}))
+
+
+def ground_truth_images(scenes: Iterable[SceneSpec]) -> Iterator[Image]:
+    """The renderer's own picture of each scene, drawn as they are consumed."""
+    for scene in scenes:
+        yield render_scene(scene)
+
+
+def write_prompts(path: str | os.PathLike[str], scenes: Iterable[SceneSpec]) -> int:
+    """Write ``{"prompt": ..., "scene": ...}`` per line, atomically; return the number of lines."""
+    lines = [json.dumps({"prompt": s.caption, "scene": s.model_dump(mode="json")}) for s in scenes]
+    with atomic_file(path) as tmp:
+        tmp.write_text("".join(line + "\n" for line in lines))
+    return len(lines)
+
+
+def read_prompts(path: str | os.PathLike[str]) -> list[tuple[str, SceneSpec]]:
+    """The ``(prompt, scene)`` pairs of a file written by :func:`write_prompts`."""
+    source = Path(path)
+    if not source.is_file():
+        raise InputError(f"prompt file {source} does not exist")
+    pairs = []
+    for number, line in enumerate(source.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            scene = SceneSpec.model_validate(record["scene"])
+            prompt = str(record.get("prompt") or scene.caption)
+        except (ValueError, KeyError, TypeError, ValidationError) as exc:
+            message = str(exc).splitlines()[0]
+            raise InputError(
+                f'{source}:{number}: expected {{"prompt": ..., "scene": ...}}: {message}'
+            ) from exc
+        pairs.append((prompt, scene))
+    if not pairs:
+        raise InputError(f"prompt file {source} holds no prompts")
+    return pairs
+
+
+def read_generation_folder(
+    folder: str | os.PathLike[str], prompts: Sequence[tuple[str, SceneSpec]]
+) -> tuple[list[Path], list[SceneSpec]]:
+    """The image files listed in ``folder/generation.json`` and the scene of each one's prompt.
+
+    Equal prompts make equal demands, so any scene with the image's prompt will do.
+    """
+    root = Path(folder)
+    record_path = root / "generation.json"
+    if not root.is_dir():
+        raise InputError(f"--images: folder {root} does not exist")
+    if not record_path.is_file():
+        raise InputError(
+            f"--images: {root} has no generation.json (write it with 'xomni generate --out {root}')"
+        )
+    try:
+        record = json.loads(record_path.read_text())
+        files = [root / str(name) for name in record["images"]]
+        used = [str(p) for p in record["settings"]["prompts"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{record_path} is not a generation record: {exc}") from exc
+    if len(files) != len(used):
+        raise InputError(f"{record_path} lists {len(files)} images for {len(used)} prompts")
+    by_prompt = {prompt: scene for prompt, scene in prompts}
+    by_caption = {scene.caption: scene for _, scene in prompts}
+    missing = [p for p in used if p not in by_prompt and p not in by_caption]
+    if missing:
+        raise InputError(
+            f"{len(missing)} prompt(s) of {record_path} have no scene in the prompt file, e.g. {missing[0]!r}"
+        )
+    absent = [f for f in files if not f.is_file()]
+    if absent:
+        raise InputError(f"{len(absent)} image(s) listed in {record_path} are missing, e.g. {absent[0]}")
+    return files, [by_prompt.get(p) or by_caption[p] for p in used]
+
+
+def open_images(paths: Iterable[Path]) -> Iterator[Image]:
+    from PIL import Image as PILImage
+
+    for path in paths:
+        with PILImage.open(path) as image:
+            yield image.convert("RGB")
+
+
+def generate_images(
+    config: PipelineConfig | str | os.PathLike[str],
+    scenes: Sequence[SceneSpec],
+    *,
+    overrides: list[str] | None = None,
+    seed: int = 0,
+    batch_size: int = 8,
+) -> Iterator[Image]:
+    """Draw each scene's caption with a text-to-image pipeline, ``batch_size`` prompts at a time.
+
+    Prompt ``i`` uses seed ``seed + i`` whatever the batch size; images have the scenes' size.
+    """
+    from ..pipelines import TextToImagePipeline
+
+    if batch_size < 1:
+        raise InputError(f"batch size must be at least 1, got {batch_size}")
+    pipeline = TextToImagePipeline.from_config(config, overrides=overrides or None)
+    start = 0
+    while start < len(scenes):
+        # A batch holds consecutive scenes of one image size.
+        size = (scenes[start].height_px, scenes[start].width_px)
+        stop = start + 1
+        while stop < min(len(scenes), start + batch_size) and (
+            (scenes[stop].height_px, scenes[stop].width_px) == size
+        ):
+            stop += 1
+        chunk = scenes[start:stop]
+        result = pipeline(
+            [s.caption for s in chunk],
+            height_px=chunk[0].height_px,
+            width_px=chunk[0].width_px,
+            seed=seed + start,
+            show_progress=False,
+        )
+        yield from result.images
+        start = stop

@@ -1,0 +1,344 @@
+"""Judging an image against a :class:`~xomni_core.synthetic.scenes.SceneSpec`'s caption.
+
+Each pixel takes its nearest palette colour when that colour is clearly nearest (within
+``max_color_distance`` and closer than ``color_ratio`` times the runner-up), else it is left
+unlabelled; anti-aliased edges and blur fall there. The background is the commonest colour on
+the border. Same-coloured 4-connected pixels form blobs; blobs smaller than ``min_area_frac`` of
+the image are noise. A blob's shape follows from how much of its bounding box it fills (square
+about 1, disc about 0.785, triangle about 0.5) and how much of it lies in the box's top half
+(an upward triangle about 0.25, the others about 0.5).
+
+Words are read by a reward that honours ``metadata["target_text"]`` (by default the
+``ocr-text`` reward plugin, found through the plugin registry), and a word is correct when the
+reward's score is 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import ImageOps
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import PluginError
+from ..types import RewardBatch
+from .scenes import OBJECT_COLORS, PALETTE, SIZE_THRESHOLD, ColorName, SceneSpec, Shape
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+    from PIL.Image import Image
+
+    from ..interfaces import Reward
+
+_NAMES: tuple[ColorName, ...] = tuple(PALETTE)
+_RGB = np.array([PALETTE[name] for name in _NAMES], dtype=np.float32)
+
+
+class DetectorParams(BaseModel):
+    """Thresholds of the detector; fractions are of the image's width, height or area."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_color_distance: float = Field(80.0, gt=0, description="RGB distance to accept a palette colour.")
+    color_ratio: float = Field(
+        0.75, gt=0, le=1, description="Nearest colour must be this much closer than the second."
+    )
+    min_area_frac: float = Field(0.002, ge=0, lt=1, description="Smaller blobs are ignored as noise.")
+    square_fill: float = Field(0.88, description="Box fill at or above which a blob is a square.")
+    triangle_fill: float = Field(0.62, description="Box fill below which a blob is a triangle.")
+    triangle_top_share: float = Field(0.38, description="Top-half share below which a blob is a triangle.")
+    size_threshold: float = Field(
+        SIZE_THRESHOLD, gt=0, description="Half box side over the shorter image side that splits small/large."
+    )
+    relation_margin: float = Field(
+        0.02, ge=0, description="Centroid offset needed for left/right/above/below."
+    )
+    region_edge: float = Field(0.4, gt=0, le=0.5, description="'left' means a centroid x below this.")
+    region_center: float = Field(0.15, gt=0, le=0.5, description="'center' means within this of the middle.")
+    ocr_threads: int = Field(1, ge=0, description="onnxruntime threads of the default OCR reward.")
+
+
+@dataclass(frozen=True)
+class Blob:
+    """A connected region of one palette colour."""
+
+    color: ColorName
+    shape: Shape
+    center_x_px: float
+    center_y_px: float
+    area_px: int
+    box_px: tuple[int, int, int, int]  # left, top, right, bottom (inclusive)
+    fill_ratio: float
+    top_share: float
+
+    @property
+    def half_size_px(self) -> float:
+        left, top, right, bottom = self.box_px
+        return max(right - left + 1, bottom - top + 1) / 2
+
+    def describe(self) -> str:
+        return f"{self.color} {self.shape} at ({self.center_x_px:.0f}, {self.center_y_px:.0f})"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One claim of a caption and whether the image bears it out."""
+
+    name: str
+    passed: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """The checks made for one image; it is correct when every check passes."""
+
+    category: str
+    checks: tuple[Check, ...]
+    background: ColorName | None = None
+    blobs: tuple[Blob, ...] = field(default=(), repr=False)
+
+    @property
+    def correct(self) -> bool:
+        return all(check.passed for check in self.checks)
+
+    @property
+    def score(self) -> float:
+        """Share of passed checks: a graded signal for training."""
+        return sum(c.passed for c in self.checks) / len(self.checks) if self.checks else 1.0
+
+    def failures(self) -> list[str]:
+        return [f"{c.name}: {c.detail}" if c.detail else c.name for c in self.checks if not c.passed]
+
+
+def classify_pixels(image: Image, params: DetectorParams | None = None) -> NDArray[np.int64]:
+    """Per pixel, the index into ``PALETTE`` of its clearly nearest colour, or -1."""
+    params = params or DetectorParams()
+    rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
+    dist = np.sqrt(((rgb[:, :, None, :] - _RGB[None, None, :, :]) ** 2).sum(axis=-1))
+    order = np.argsort(dist, axis=-1)
+    nearest = order[..., 0]
+    d1 = np.take_along_axis(dist, order[..., :1], axis=-1)[..., 0]
+    d2 = np.take_along_axis(dist, order[..., 1:2], axis=-1)[..., 0]
+    clear = (d1 <= params.max_color_distance) & (d1 <= params.color_ratio * d2)
+    return np.where(clear, nearest, -1).astype(np.int64)
+
+
+def label_components(classes: NDArray[np.int64]) -> NDArray[np.int64]:
+    """4-connected components of equal non-negative values; each pixel gets its component's
+    smallest flat index, unlabelled (negative) pixels get -1.
+
+    Labels spread to smaller neighbours and then jump along labels (a label is the index of a
+    pixel of the same component), so few numpy passes suffice even for large blobs.
+    """
+    h, w = classes.shape
+    inside = classes >= 0
+    size = h * w
+    labels = np.where(inside, np.arange(size).reshape(h, w), size)
+    join_x = inside[:, :-1] & (classes[:, :-1] == classes[:, 1:])
+    join_y = inside[:-1, :] & (classes[:-1, :] == classes[1:, :])
+    flat_inside = inside.ravel()
+    while True:
+        new = labels.copy()
+        np.minimum(new[:, :-1], np.where(join_x, new[:, 1:], size), out=new[:, :-1])
+        np.minimum(new[:, 1:], np.where(join_x, new[:, :-1], size), out=new[:, 1:])
+        np.minimum(new[:-1, :], np.where(join_y, new[1:, :], size), out=new[:-1, :])
+        np.minimum(new[1:, :], np.where(join_y, new[:-1, :], size), out=new[1:, :])
+        flat = new.ravel()
+        for _ in range(4):
+            flat[flat_inside] = flat[flat[flat_inside]]
+        if np.array_equal(new, labels):
+            break
+        labels = new
+    return np.where(inside, labels, -1)
+
+
+def find_blobs(image: Image, params: DetectorParams | None = None) -> tuple[ColorName | None, list[Blob]]:
+    """The background colour (commonest clear colour on the border) and the blobs on top of it."""
+    params = params or DetectorParams()
+    classes = classify_pixels(image, params)
+    h, w = classes.shape
+    border = np.concatenate([classes[0], classes[-1], classes[:, 0], classes[:, -1]])
+    border = border[border >= 0]
+    background_index = int(np.bincount(border, minlength=len(_NAMES)).argmax()) if border.size else -1
+    foreground = np.where(classes == background_index, -1, classes)
+    labels = label_components(foreground)
+    ys, xs = np.nonzero(labels >= 0)
+    background = _NAMES[background_index] if background_index >= 0 else None
+    if ys.size == 0:
+        return background, []
+    ids, inverse, areas = np.unique(labels[ys, xs], return_inverse=True, return_counts=True)
+    count = ids.size
+    left = np.full(count, w)
+    top = np.full(count, h)
+    right = np.full(count, -1)
+    bottom = np.full(count, -1)
+    np.minimum.at(left, inverse, xs)
+    np.minimum.at(top, inverse, ys)
+    np.maximum.at(right, inverse, xs)
+    np.maximum.at(bottom, inverse, ys)
+    sum_x = np.bincount(inverse, weights=xs, minlength=count)
+    sum_y = np.bincount(inverse, weights=ys, minlength=count)
+    # Rows above and below the box's middle; the middle row of an odd-height box is in neither.
+    middle = (top + bottom)[inverse] / 2
+    in_top = np.bincount(inverse, weights=ys < middle, minlength=count)
+    in_bottom = np.bincount(inverse, weights=ys > middle, minlength=count)
+    min_area = params.min_area_frac * h * w
+    blobs = []
+    for k in range(count):
+        color = _NAMES[int(classes.ravel()[ids[k]])]
+        # Gray only arises as a background or where black and white blur into each other.
+        if areas[k] < max(min_area, 1) or color not in OBJECT_COLORS:
+            continue
+        box_area = (right[k] - left[k] + 1) * (bottom[k] - top[k] + 1)
+        fill = float(areas[k] / box_area)
+        top_share = float(in_top[k] / max(in_top[k] + in_bottom[k], 1))
+        blobs.append(
+            Blob(
+                color=color,
+                shape=_shape(fill, top_share, params),
+                center_x_px=float(sum_x[k] / areas[k]) + 0.5,
+                center_y_px=float(sum_y[k] / areas[k]) + 0.5,
+                area_px=int(areas[k]),
+                box_px=(int(left[k]), int(top[k]), int(right[k]), int(bottom[k])),
+                fill_ratio=fill,
+                top_share=top_share,
+            )
+        )
+    return background, blobs
+
+
+def _shape(fill: float, top_share: float, params: DetectorParams) -> Shape:
+    if fill < params.triangle_fill or top_share < params.triangle_top_share:
+        return "triangle"
+    return "square" if fill >= params.square_fill else "circle"
+
+
+class SceneJudge:
+    """Decides whether an image shows what a scene's caption says.
+
+    ``text_reward`` reads words: any reward that scores 1 when ``metadata["target_text"]`` is
+    legible in the image (it sees the image in grey with stretched contrast). ``None`` loads the
+    ``ocr-text`` reward plugin on the first word.
+    """
+
+    def __init__(
+        self, params: DetectorParams | None = None, *, text_reward: Reward[Any] | None = None
+    ) -> None:
+        self.params = params or DetectorParams()
+        self._text_reward = text_reward
+
+    @property
+    def text_reward(self) -> Reward[Any]:
+        if self._text_reward is None:
+            self._text_reward = load_ocr_reward(threads=self.params.ocr_threads)
+        return self._text_reward
+
+    def __call__(self, image: Image, scene: SceneSpec) -> Judgement:
+        return self.judge(image, scene)
+
+    def judge(self, image: Image, scene: SceneSpec) -> Judgement:
+        if scene.category == "text":
+            return Judgement(scene.category, (self._check_word(image, scene),))
+        background, blobs = find_blobs(image, self.params)
+        width, height = image.size
+        checks: list[Check] = []
+        found = ", ".join(b.describe() for b in blobs[:8]) or "nothing"
+        if len(blobs) > 8:
+            found += f" and {len(blobs) - 8} more"
+        matched: dict[tuple[ColorName, Shape], list[Blob]] = {}
+        for color, shape, count in scene.groups():
+            hits = [b for b in blobs if b.color == color and b.shape == shape]
+            matched[color, shape] = hits
+            noun = f"{color} {shape}" + ("s" if count > 1 else "")
+            checks.append(Check(f"{count} {noun}", len(hits) == count, f"found {found}"))
+        for obj in scene.objects:
+            hits = matched[obj.color, obj.shape]
+            blob = hits[0] if len(hits) == 1 else None
+            if obj.size is not None:
+                checks.append(self._check_size(obj.size, blob, min(width, height)))
+            if obj.region is not None:
+                checks.append(self._check_region(obj.region, blob, width, height))
+        if scene.relation is not None:
+            rel = scene.relation
+            subject, other = scene.objects[rel.subject], scene.objects[rel.object]
+            a, b = matched[subject.color, subject.shape], matched[other.color, other.shape]
+            checks.append(self._check_relation(rel.predicate, a[0] if len(a) == 1 else None,
+                                               b[0] if len(b) == 1 else None, width, height))  # fmt: skip
+        if scene.mentions_background:
+            checks.append(
+                Check(f"{scene.background} background", background == scene.background, f"found {background}")
+            )
+        return Judgement(scene.category, tuple(checks), background, tuple(blobs))
+
+    def judge_many(self, images: Sequence[Image], scenes: Sequence[SceneSpec]) -> list[Judgement]:
+        return [self.judge(image, scene) for image, scene in zip(images, scenes, strict=True)]
+
+    def _check_word(self, image: Image, scene: SceneSpec) -> Check:
+        assert scene.word is not None
+        text = scene.word.text
+        # Stretching contrast keeps blurred dark-on-gray words legible to the OCR detector.
+        legible = ImageOps.autocontrast(image.convert("L"), cutoff=1).convert("RGB")
+        result = self.text_reward.score(RewardBatch([legible], [scene.caption], [{"target_text": text}]))
+        score = result.scores[0]
+        return Check(f'word "{text}"', score >= 1.0 - 1e-6, f"{result.name} score {score:.2f}")
+
+    def _check_size(self, size: str, blob: Blob | None, side: int) -> Check:
+        if blob is None:
+            return Check(f"{size} size", False, "object not found once")
+        ratio = blob.half_size_px / side
+        large = ratio >= self.params.size_threshold
+        return Check(f"{size} size", large == (size == "large"), f"half size {ratio:.3f} of the image")
+
+    def _check_region(self, region: str, blob: Blob | None, width: int, height: int) -> Check:
+        if blob is None:
+            return Check(f"in region {region}", False, "object not found once")
+        x, y = blob.center_x_px / width, blob.center_y_px / height
+        edge, center = self.params.region_edge, self.params.region_center
+        passed = {
+            "left": x < edge,
+            "right": x > 1 - edge,
+            "top": y < edge,
+            "bottom": y > 1 - edge,
+            "center": abs(x - 0.5) < center and abs(y - 0.5) < center,
+        }[region]
+        return Check(f"in region {region}", passed, f"centroid at ({x:.2f}, {y:.2f}) of the image")
+
+    def _check_relation(
+        self, predicate: str, a: Blob | None, b: Blob | None, width: int, height: int
+    ) -> Check:
+        if a is None or b is None:
+            return Check(predicate, False, "an object was not found exactly once")
+        dx = (b.center_x_px - a.center_x_px) / width
+        dy = (b.center_y_px - a.center_y_px) / height
+        margin = self.params.relation_margin
+        passed = {
+            "left of": dx > margin,
+            "right of": -dx > margin,
+            "above": dy > margin,
+            "below": -dy > margin,
+        }
+        return Check(predicate, passed[predicate], f"offset to the other object ({dx:+.2f}, {dy:+.2f})")
+
+
+def load_ocr_reward(*, threads: int = 1) -> Reward[Any]:
+    """The ``ocr-text`` reward plugin, scoring recall of the requested text."""
+    from ..interfaces import Reward
+    from ..registry import PluginRegistry
+
+    try:
+        spec = PluginRegistry.discover().get("reward", "ocr-text")
+        params = spec.params.model_validate(
+            {"metric": "recall", "num_threads": threads, "use_angle_classifier": False}
+        )
+        reward = spec.load().from_params(params)
+    except PluginError as exc:
+        raise PluginError(
+            f"judging words needs the 'ocr-text' reward plugin (pip install 'xomni[ocr]'): {exc}"
+        ) from exc
+    if not isinstance(reward, Reward):
+        raise PluginError("the 'ocr-text' plugin did not build a reward")
+    return reward
