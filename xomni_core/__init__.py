@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._version import CORE_API_VERSION, __version__
 from .atomic import atomic_directory, atomic_file
+from .dtypes import DTYPE_NAMES, torch_dtype
 from .errors import (
     CheckpointError,
     ConfigError,
@@ -66,6 +67,7 @@ __all__ = [
     "COMPONENT_FILE",
     "COMPONENT_KINDS",
     "CORE_API_VERSION",
+    "DTYPE_NAMES",
     "Backbone",
     "BackboneStep",
     "BackboneVocab",
@@ -109,6 +111,7 @@ __all__ = [
     "load_tensors",
     "read_component_file",
     "save_tensors",
+    "torch_dtype",
     "write_component_file",
 ]
 

@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 
 from .._version import __version__
 from ..atomic import atomic_directory
+from ..dtypes import torch_dtype
 from ..errors import CheckpointError, PluginError, XomniError
 from ..folders import check_state_dict
 from . import ConversionResult, ConvertOptions
@@ -80,7 +81,6 @@ TEXT_TOKENIZER_FILES = (
 )
 VISION_DTYPES = ("float32", "float16", "bfloat16")
 _SAFETENSORS_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
-_TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _OWNER = "xomni convert x-omni"
 
 
@@ -730,7 +730,7 @@ def _check_decoder_transformer(folder: Path, transformer_class: Any, semantic_ch
 def _cast(tensors: dict[str, torch.Tensor], dtype: str | None) -> dict[str, torch.Tensor]:
     if dtype is None:
         return tensors
-    target = _TORCH_DTYPES[dtype]
+    target = torch_dtype(dtype)
     return {name: t.to(target) if t.is_floating_point() else t for name, t in tensors.items()}
 
 

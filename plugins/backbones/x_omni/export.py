@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
+from xomni_core import torch_dtype
 from xomni_export import GraphExport, Precision
 from xomni_export.runtime.backbone import BackboneRuntimeInfo
 from xomni_export.specs.backbone import DECODE, PREFILL, backbone_export_spec
@@ -25,8 +26,6 @@ from .model import XOmniForCausalLM, attention_bias
 
 if TYPE_CHECKING:
     from .model import XOmniBackbone
-
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 class _StepGraph(nn.Module):
@@ -89,7 +88,7 @@ class DecodeGraph(_StepGraph):
 def export_graphs(backbone: XOmniBackbone, precision: Precision) -> list[GraphExport]:
     """The ``prefill`` and ``decode`` graphs of ``backbone`` with a copy of its net at ``precision``."""
     params = backbone.params
-    dtype = _DTYPES[precision]
+    dtype = torch_dtype(precision)
     net = copy.deepcopy(backbone.net).to(device="cpu", dtype=dtype).eval()
     net.model.reset_rotary()
     spec = backbone_export_spec(

@@ -42,6 +42,7 @@ from xomni_core import (
     load_tensors,
     read_component_file,
     save_tensors,
+    torch_dtype,
     write_component_file,
 )
 from xomni_core.text_tokenizers import build_byte_tokenizer
@@ -57,7 +58,6 @@ if TYPE_CHECKING:
 PLUGIN_NAME = "x-omni"
 WEIGHTS_FILE = "model.safetensors"
 _OWNER = f"backbone plugin '{PLUGIN_NAME}'"
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 #: Qwen2.5 chat markup, used when a tokenizer carries no chat template of its own.
 CHAT_TEMPLATE = (
@@ -382,9 +382,7 @@ class XOmniBackbone(Backbone[XOmniParams]):
             self.tokenizer.save_pretrained(str(folder))
 
     def to(self, device: str | None = None, dtype: str | None = None) -> Self:
-        if dtype is not None and dtype not in _DTYPES:
-            raise InputError(f"dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
-        self.net.to(device=device, dtype=_DTYPES[dtype] if dtype else None)
+        self.net.to(device=device, dtype=torch_dtype(dtype) if dtype else None)
         self.net.model.reset_rotary()
         return self
 

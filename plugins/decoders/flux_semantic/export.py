@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, TypeVar
 import torch
 from torch import nn
 
+from xomni_core import torch_dtype
 from xomni_export import GraphExport, Precision
 from xomni_export.specs.decoder import (
     TEXT_ENCODER,
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 
     from .model import FluxSemanticDecoder
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 M = TypeVar("M", bound=nn.Module)
 
 
@@ -124,7 +124,7 @@ class T5Graph(nn.Module):
 def export_graphs(decoder: FluxSemanticDecoder, precision: Precision) -> list[GraphExport]:
     """The graphs of ``decoder``, its modules on the CPU at ``precision`` (copied if elsewhere)."""
     params = decoder.params
-    dtype = _DTYPES[precision]
+    dtype = torch_dtype(precision)
     text = None
     if params.text_conditioning:
         text = TextConditioning(

@@ -40,6 +40,7 @@ from xomni_core import (
     InputError,
     atomic_directory,
     read_component_file,
+    torch_dtype,
     write_component_file,
 )
 from xomni_core.text_tokenizers import build_byte_tokenizer
@@ -74,13 +75,6 @@ FLUX_SCHEDULER_CONFIG: dict[str, Any] = {
     "max_shift": 1.15,
     "base_image_seq_len": 256,
     "max_image_seq_len": 4096,
-}
-
-_DTYPES = {
-    "float32": torch.float32,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "float64": torch.float64,
 }
 
 
@@ -250,19 +244,19 @@ class FluxSemanticDecoder(Decoder[FluxSemanticParams]):
         return modules
 
     def to(self, device: str | None = None, dtype: str | None = None) -> FluxSemanticDecoder:
-        torch_dtype = _torch_dtype(dtype) if dtype is not None else None
-        if torch_dtype == self.dtype:
-            torch_dtype = None  # a no-op cast would only make diffusers warn
+        target = torch_dtype(dtype) if dtype is not None else None
+        if target == self.dtype:
+            target = None  # a no-op cast would only make diffusers warn
         # diffusers warns whenever a `dtype` keyword is present, even None: pass only what is set.
         moves: dict[str, Any] = {"device": device} if device is not None else {}
-        if torch_dtype is not None:
-            moves["dtype"] = torch_dtype
+        if target is not None:
+            moves["dtype"] = target
         for module in self._modules():
             module.to(**moves)
         if device is not None:
             self.device = torch.device(device)
-        if torch_dtype is not None:
-            self.dtype = torch_dtype
+        if target is not None:
+            self.dtype = target
         return self
 
     # ------------------------------------------------------------------------------ sampling
@@ -585,12 +579,6 @@ def decode_vae_latents(vae: AutoencoderKL, latents: torch.Tensor) -> torch.Tenso
     return pixels
 
 
-def _torch_dtype(name: str) -> torch.dtype:
-    if name not in _DTYPES:
-        raise ConfigError(f"unknown dtype {name!r}; use one of {', '.join(_DTYPES)}")
-    return _DTYPES[name]
-
-
 def _transformer_config(params: FluxSemanticParams) -> dict[str, Any]:
     return {
         "in_channels": params.in_channels,
@@ -779,7 +767,7 @@ def _load_parts(
     """Load every sub-model from diffusers-style subfolders, naming what is missing or broken."""
     from transformers import AutoTokenizer, CLIPTextModel, T5EncoderModel
 
-    torch_dtype = _torch_dtype(dtype) if dtype else None
+    load_dtype = torch_dtype(dtype) if dtype else None
     if not flux_dir.is_dir():
         raise CheckpointError(f"decoder plugin '{PLUGIN_NAME}': folder {flux_dir} does not exist")
     _require_folder(transformer_dir, "the diffusion transformer")
@@ -789,10 +777,10 @@ def _load_parts(
             "transformer",
             "the diffusion transformer",
             lambda d: SemanticFluxTransformer.from_pretrained(
-                d, semantic_channels=semantic_channels, torch_dtype=torch_dtype
+                d, semantic_channels=semantic_channels, torch_dtype=load_dtype
             ),
         ),
-        ("vae", "the FLUX VAE", lambda d: AutoencoderKL.from_pretrained(d, torch_dtype=torch_dtype)),
+        ("vae", "the FLUX VAE", lambda d: AutoencoderKL.from_pretrained(d, torch_dtype=load_dtype)),
         ("scheduler", "the flow-matching scheduler", FlowMatchEulerDiscreteScheduler.from_pretrained),
     ]
     if text_conditioning:
@@ -800,13 +788,13 @@ def _load_parts(
             (
                 "text_encoder",
                 "the CLIP text encoder",
-                lambda d: CLIPTextModel.from_pretrained(d, dtype=torch_dtype),
+                lambda d: CLIPTextModel.from_pretrained(d, dtype=load_dtype),
             ),
             ("tokenizer", "the CLIP tokenizer", AutoTokenizer.from_pretrained),
             (
                 "text_encoder_2",
                 "the T5 text encoder",
-                lambda d: T5EncoderModel.from_pretrained(d, dtype=torch_dtype),
+                lambda d: T5EncoderModel.from_pretrained(d, dtype=load_dtype),
             ),
             ("tokenizer_2", "the T5 tokenizer", AutoTokenizer.from_pretrained),
         ]

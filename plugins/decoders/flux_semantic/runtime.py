@@ -16,13 +16,13 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from xomni_core import CheckpointError, Decoder, InputError, PluginError, read_component_file
+from xomni_core import CheckpointError, Decoder, InputError, PluginError, read_component_file, torch_dtype
 from xomni_export import read_manifest
 from xomni_export.runtime.loading import open_session
 from xomni_export.runtime.sessions import GraphSession
 from xomni_export.specs.decoder import TEXT_ENCODER, TEXT_ENCODER_2, TRANSFORMER, VAE_DECODER
 
-from .model import PLUGIN_NAME, FluxSemanticDecoder, PromptEmbeddings, _torch_dtype
+from .model import PLUGIN_NAME, FluxSemanticDecoder, PromptEmbeddings
 from .params import FluxSemanticParams
 
 
@@ -81,7 +81,7 @@ class ExportedFluxSemanticDecoder(FluxSemanticDecoder):
             params,
             sessions,
             scheduler,
-            dtype=_torch_dtype(precision),
+            dtype=torch_dtype(precision),
             device=torch.device(device),
             **tokenizers,
         )
@@ -109,7 +109,7 @@ class ExportedFluxSemanticDecoder(FluxSemanticDecoder):
 
     def to(self, device: str | None = None, dtype: str | None = None) -> ExportedFluxSemanticDecoder:
         """Only a no-op move is possible: exported graphs keep their load device and precision."""
-        if dtype is not None and _torch_dtype(dtype) != self.dtype:
+        if dtype is not None and torch_dtype(dtype) != self.dtype:
             raise InputError(
                 f"this decoder runs graphs exported in {self.dtype}; export again with "
                 f"precision {dtype} instead of casting"

@@ -22,12 +22,12 @@ from transformers.models.clip.image_processing_pil_clip import CLIPImageProcesso
 from xomni_core import (
     COMPONENT_FILE,
     CheckpointError,
-    InputError,
     Reward,
     RewardBatch,
     RewardResult,
     atomic_directory,
     read_component_file,
+    torch_dtype,
     write_component_file,
 )
 from xomni_core.text_tokenizers import build_byte_tokenizer
@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 PLUGIN_NAME = "clip-score"
 PREPROCESSOR_FILE = "preprocessor_config.json"
 START_TOKEN, END_TOKEN, PAD_TOKEN = "<|startoftext|>", "<|endoftext|>", "<|pad|>"
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def build_clip_byte_tokenizer(max_text_tokens: int) -> PreTrainedTokenizerBase:
@@ -192,9 +191,7 @@ class ClipScoreReward(Reward[ClipScoreParams]):
             self.image_processor.save_pretrained(str(folder))
 
     def to(self, device: str | None = None, dtype: str | None = None) -> Self:
-        if dtype is not None and dtype not in DTYPES:
-            raise InputError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-        self.model.to(device=device, dtype=DTYPES[dtype] if dtype else None)
+        self.model.to(device=device, dtype=torch_dtype(dtype) if dtype else None)
         return self
 
     @property

@@ -27,12 +27,12 @@ from xomni_core import (
     COMPONENT_FILE,
     CheckpointError,
     ConfigError,
-    InputError,
     Reward,
     RewardBatch,
     RewardResult,
     atomic_directory,
     read_component_file,
+    torch_dtype,
     write_component_file,
 )
 from xomni_core.text_tokenizers import build_byte_tokenizer
@@ -47,7 +47,6 @@ if TYPE_CHECKING:
 PLUGIN_NAME = "vlm-judge"
 _OWNER = f"reward plugin '{PLUGIN_NAME}'"
 PREPROCESSOR_FILE = "preprocessor_config.json"
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 IM_START, IM_END, PAD = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
 VISION_START, VISION_END = "<|vision_start|>", "<|vision_end|>"
@@ -197,9 +196,7 @@ class VlmJudgeReward(Reward[VlmJudgeParams]):
             self.image_processor.save_pretrained(str(folder))
 
     def to(self, device: str | None = None, dtype: str | None = None) -> Self:
-        if dtype is not None and dtype not in DTYPES:
-            raise InputError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-        self.model.to(device=device, dtype=DTYPES[dtype] if dtype else None)
+        self.model.to(device=device, dtype=torch_dtype(dtype) if dtype else None)
         return self
 
     @property

@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from xomni_core import torch_dtype
 from xomni_export import GraphExport, Precision
 from xomni_export.specs.tokenizer import DECODE, ENCODE, tokenizer_export_spec
 
-from .model import DTYPES, SigLIPVQModel
+from .model import SigLIPVQModel
 
 if TYPE_CHECKING:
     from .model import SigLIPVQTokenizer
@@ -52,7 +53,7 @@ class DecodeGraph(nn.Module):
 def export_graphs(tokenizer: SigLIPVQTokenizer, precision: Precision) -> list[GraphExport]:
     """The ``encode`` and ``decode`` graphs of ``tokenizer``, on the CPU at ``precision``."""
     params = tokenizer.params
-    dtype = DTYPES[precision]
+    dtype = torch_dtype(precision)
     model = tokenizer.model
     weight = model.vit.pos_embed
     if (weight.device.type, weight.dtype) != ("cpu", dtype):

@@ -43,6 +43,7 @@ from xomni_core import (
     load_module_weights,
     read_component_file,
     save_tensors,
+    torch_dtype,
     write_component_file,
 )
 
@@ -55,12 +56,6 @@ if TYPE_CHECKING:
 
 PLUGIN_NAME = "siglip-vq"
 WEIGHTS_FILE = "model.safetensors"
-DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "float64": torch.float64,
-}
 
 
 # --------------------------------------------------------------------------- preprocessing
@@ -331,9 +326,7 @@ class SigLIPVQTokenizer(Tokenizer[SigLIPVQParams]):
 
     def to(self, device: str | None = None, dtype: str | None = None) -> Self:
         """Move the weights to ``device`` and/or cast them to the dtype named ``dtype``."""
-        if dtype is not None and dtype not in DTYPES:
-            raise InputError(f"dtype '{dtype}' is not one of {', '.join(DTYPES)}")
-        self.model.to(device=device, dtype=DTYPES[dtype] if dtype is not None else None)
+        self.model.to(device=device, dtype=torch_dtype(dtype) if dtype is not None else None)
         return self
 
     @classmethod

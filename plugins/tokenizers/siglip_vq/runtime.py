@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import torch
 
-from xomni_core import GridSize, InputError, PluginError, Tokenizer, read_component_file
+from xomni_core import GridSize, InputError, PluginError, Tokenizer, read_component_file, torch_dtype
 from xomni_export import read_manifest
 from xomni_export.runtime.loading import open_session
 from xomni_export.runtime.sessions import GraphSession
 from xomni_export.specs.tokenizer import DECODE, ENCODE
 
-from .model import DTYPES, PLUGIN_NAME, SigLIPVQTokenizer
+from .model import PLUGIN_NAME, SigLIPVQTokenizer
 from .params import SigLIPVQParams
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ class ExportedSigLIPVQTokenizer(SigLIPVQTokenizer):
             name: open_session(path, name, backend=backend, device=device, providers=providers)
             for name in (ENCODE, DECODE)
         }
-        return cls(params, sessions, dtype=DTYPES[precision], device=torch.device(device))
+        return cls(params, sessions, dtype=torch_dtype(precision), device=torch.device(device))
 
     @classmethod
     def from_params(cls, params: SigLIPVQParams, *, seed: int = 0) -> Self:
@@ -84,7 +84,7 @@ class ExportedSigLIPVQTokenizer(SigLIPVQTokenizer):
 
     def to(self, device: str | None = None, dtype: str | None = None) -> Self:
         """Only a no-op move is possible: exported graphs keep their load device and precision."""
-        if dtype is not None and DTYPES.get(dtype) != self.dtype:
+        if dtype is not None and torch_dtype(dtype) != self.dtype:
             raise InputError(
                 f"this tokenizer runs graphs exported in {self.dtype}; export again with "
                 f"precision {dtype} instead of casting"
