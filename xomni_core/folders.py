@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -95,24 +95,63 @@ def check_state_dict(
     expected: Mapping[str, Any], found: Mapping[str, Any], *, source: str, owner: str
 ) -> None:
     """Raise :class:`CheckpointError` naming missing, unexpected and mis-shaped tensors."""
-    missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
     misshaped = [
         f"{name} {tuple(found[name].shape)} (expected {tuple(expected[name].shape)})"
         for name in sorted(set(expected) & set(found))
         if tuple(found[name].shape) != tuple(expected[name].shape)
     ]
+    _raise_mismatch(set(expected) - set(found), set(found) - set(expected), misshaped, source, owner)
+
+
+def _raise_mismatch(
+    missing: Iterable[str], unexpected: Iterable[str], misshaped: Iterable[str], source: str, owner: str
+) -> None:
     problems = []
     for label, names in (
-        ("missing", missing),
-        ("unexpected", unexpected),
-        ("mis-shaped", misshaped),
+        ("missing", sorted(missing)),
+        ("unexpected", sorted(unexpected)),
+        ("mis-shaped", list(misshaped)),
     ):
         if names:
             shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
             problems.append(f"{len(names)} {label}: {shown}")
     if problems:
         raise CheckpointError(f"{owner}: weights in {source} do not match: " + "; ".join(problems))
+
+
+def load_transformers_model(
+    model_class: Any, folder: str | os.PathLike[str], *, model_type: str, owner: str
+) -> Any:
+    """A transformers model from a local folder in float32, refusing any other model type and
+    naming every missing, unexpected or mis-shaped weight (transformers would only warn)."""
+    import torch
+
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise CheckpointError(
+            f"{owner}: {folder / 'config.json'} is missing; expected a transformers {model_type} folder"
+        )
+    try:
+        config = model_class.config_class.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{owner}: cannot read a {model_type} config.json in {folder}: {exc}") from exc
+    if config.model_type != model_type:
+        raise CheckpointError(f"{owner}: {folder} holds a '{config.model_type}' model, not {model_type}")
+    try:
+        model, info = model_class.from_pretrained(
+            str(folder), config=config, dtype=torch.float32, local_files_only=True, output_loading_info=True
+        )
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{owner}: cannot load {model_type} weights from {folder}: {exc}") from exc
+    misshaped = [str(item) for item in info.get("mismatched_keys") or ()]
+    _raise_mismatch(
+        map(str, info.get("missing_keys") or ()),
+        map(str, info.get("unexpected_keys") or ()),
+        misshaped,
+        str(folder),
+        owner,
+    )
+    return model
 
 
 def load_module_weights(module: torch.nn.Module, path: str | os.PathLike[str], *, owner: str) -> None:

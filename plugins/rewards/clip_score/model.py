@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import TYPE_CHECKING, ClassVar, cast
 
 import torch
 from tokenizers import processors
@@ -26,6 +26,7 @@ from xomni_core import (
     RewardBatch,
     RewardResult,
     atomic_directory,
+    load_transformers_model,
     read_component_file,
     torch_dtype,
     write_component_file,
@@ -245,31 +246,4 @@ class ClipScoreReward(Reward[ClipScoreParams]):
 
 def load_clip_model(folder: Path, *, owner: str) -> CLIPModel:
     """``CLIPModel`` weights from a transformers folder, in float32; any name or shape mismatch fails."""
-    if not (folder / "config.json").is_file():
-        raise CheckpointError(
-            f"{owner}: {folder / 'config.json'} is missing; expected a transformers CLIP folder"
-        )
-    try:
-        config = CLIPConfig.from_pretrained(str(folder), local_files_only=True)
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{owner}: cannot read a CLIP config.json in {folder}: {exc}") from exc
-    if config.model_type != "clip":
-        raise CheckpointError(f"{owner}: {folder} holds a '{config.model_type}' model, not a CLIP model")
-    try:
-        loaded: Any = CLIPModel.from_pretrained(
-            str(folder), config=config, dtype=torch.float32, local_files_only=True, output_loading_info=True
-        )
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{owner}: cannot load CLIP weights from {folder}: {exc}") from exc
-    model, info = loaded
-    problems = []
-    for label, key in (("missing", "missing_keys"), ("unexpected", "unexpected_keys")):
-        names = sorted(info.get(key) or ())
-        if names:
-            problems.append(f"{len(names)} {label}: {', '.join(names[:8])}")
-    mismatched = sorted(str(item) for item in info.get("mismatched_keys") or ())
-    if mismatched:
-        problems.append(f"{len(mismatched)} mis-shaped: {', '.join(mismatched[:8])}")
-    if problems:
-        raise CheckpointError(f"{owner}: weights in {folder} do not match the config: " + "; ".join(problems))
-    return cast(CLIPModel, model)
+    return cast(CLIPModel, load_transformers_model(CLIPModel, folder, model_type="clip", owner=owner))

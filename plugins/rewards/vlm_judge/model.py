@@ -31,6 +31,7 @@ from xomni_core import (
     RewardBatch,
     RewardResult,
     atomic_directory,
+    load_transformers_model,
     read_component_file,
     torch_dtype,
     write_component_file,
@@ -277,34 +278,7 @@ def _check_markup(config: Qwen2_5_VLConfig, tokenizer: PreTrainedTokenizerBase) 
 
 def _load_model(folder: Path) -> Qwen2_5_VLForConditionalGeneration:
     """Weights from a transformers folder, in float32; any name or shape mismatch fails."""
-    if not (folder / "config.json").is_file():
-        raise CheckpointError(
-            f"{_OWNER}: {folder / 'config.json'} is missing; expected a transformers Qwen2.5-VL folder"
-        )
-    try:
-        config = Qwen2_5_VLConfig.from_pretrained(str(folder), local_files_only=True)
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{_OWNER}: cannot read a Qwen2.5-VL config.json in {folder}: {exc}") from exc
-    if config.model_type != "qwen2_5_vl":
-        raise CheckpointError(f"{_OWNER}: {folder} holds a '{config.model_type}' model, not Qwen2.5-VL")
-    try:
-        loaded: Any = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-            str(folder), config=config, dtype=torch.float32, local_files_only=True, output_loading_info=True
-        )
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{_OWNER}: cannot load Qwen2.5-VL weights from {folder}: {exc}") from exc
-    model, info = loaded
-    problems = []
-    for label, key in (
-        ("missing", "missing_keys"),
-        ("unexpected", "unexpected_keys"),
-        ("mis-shaped", "mismatched_keys"),
-    ):
-        names = sorted(str(name) for name in info.get(key) or ())
-        if names:
-            problems.append(f"{len(names)} {label}: {', '.join(names[:8])}")
-    if problems:
-        raise CheckpointError(
-            f"{_OWNER}: weights in {folder} do not match the config: " + "; ".join(problems)
-        )
+    model = load_transformers_model(
+        Qwen2_5_VLForConditionalGeneration, folder, model_type="qwen2_5_vl", owner=_OWNER
+    )
     return cast(Qwen2_5_VLForConditionalGeneration, model)
