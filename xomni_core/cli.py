@@ -190,6 +190,22 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     grpo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     grpo.set_defaults(handler=_train_grpo)
+    sft = train_commands.add_parser(
+        "sft",
+        help="supervised fine-tuning on image-caption pairs",
+        description="Fine-tune the backbone on image-caption pairs as the config's training.sft section "
+        "says: cross-entropy on the image tokens of each caption's image. Run it under torchrun for "
+        "several processes (NCCL on CUDA, gloo on CPU).",
+    )
+    sft.add_argument("config", help="pipeline config file with a training.sft section")
+    _add_overrides(sft)
+    sft.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the newest checkpoint in training.sft.output_dir",
+    )
+    sft.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    sft.set_defaults(handler=_train_sft)
 
     bench = commands.add_parser("bench", help="benchmarks")
     bench_commands = bench.add_subparsers(title="benchmarks", metavar="COMMAND")
@@ -437,6 +453,22 @@ def _train_grpo(args: argparse.Namespace) -> int:
         last = result.records[-1] if result.records else None
         reward = f"; reward {last['reward_mean']:.4f} at step {last['step']}" if last else ""
         print(f"trained to step {result.step}{reward}")
+        print(f"metrics: {result.metrics_path}" + (f", plot: {result.plot_path}" if result.plot_path else ""))
+        if result.checkpoint is not None:
+            print(f"backbone weights: {result.checkpoint / 'backbone'} (use it as backbone.weights)")
+    return 0
+
+
+def _train_sft(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .training.sft import train_sft
+
+    config = load_config(args.config, args.overrides)
+    result = train_sft(config, resume=args.resume, show_progress=not args.no_progress)
+    if result.is_main_process:
+        last = result.records[-1] if result.records else None
+        loss = f"; loss {last['loss']:.4f} at step {last['step']}" if last else ""
+        print(f"trained to step {result.step}{loss}")
         print(f"metrics: {result.metrics_path}" + (f", plot: {result.plot_path}" if result.plot_path else ""))
         if result.checkpoint is not None:
             print(f"backbone weights: {result.checkpoint / 'backbone'} (use it as backbone.weights)")

@@ -1,17 +1,32 @@
-"""Training the backbone: settings (light) and the GRPO trainer (imports torch on first use)."""
+"""Training the backbone: settings (light), and the SFT and GRPO trainers (import torch on first use)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .settings import GRPOSettings, TrainingPrompt, TrainingSettings
+from .settings import GRPOSettings, SFTSettings, TrainingPrompt, TrainingSettings
 
 if TYPE_CHECKING:
     from .grpo import GRPOResult, train_grpo
+    from .sft import SFTResult, train_sft
 
-__all__ = ["GRPOResult", "GRPOSettings", "TrainingPrompt", "TrainingSettings", "train_grpo"]
+__all__ = [
+    "GRPOResult",
+    "GRPOSettings",
+    "SFTResult",
+    "SFTSettings",
+    "TrainingPrompt",
+    "TrainingSettings",
+    "train_grpo",
+    "train_sft",
+]
 
-_LAZY = {"GRPOResult": "xomni_core.training.grpo", "train_grpo": "xomni_core.training.grpo"}
+_LAZY = {
+    "GRPOResult": "xomni_core.training.grpo",
+    "train_grpo": "xomni_core.training.grpo",
+    "SFTResult": "xomni_core.training.sft",
+    "train_sft": "xomni_core.training.sft",
+}
 
 
 def __getattr__(name: str) -> Any:

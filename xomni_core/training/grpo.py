@@ -32,19 +32,16 @@ from __future__ import annotations
 import copy
 import json
 import os
-import random
 import sys
 import time
 from collections.abc import Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from pydantic import ValidationError
-from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from ..config import PipelineConfig, load_config
@@ -66,6 +63,8 @@ from .checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from .common import EpochStream, freeze, load_backbone
+from .distributed import Processes, no_sync, wrap_module
 from .metrics import PLOT_FILE, MetricsLog, plot_available, plot_rewards
 from .settings import GRPOSettings, TrainingPrompt
 
@@ -121,102 +120,12 @@ def train_grpo(
         raise ConfigError("the pipeline config has no training.grpo section, which `train grpo` needs")
     if not config.rewards:
         raise ConfigError("training.grpo needs at least one reward in the config's rewards list")
-    processes = _Processes.start(config.runtime.device)
+    processes = Processes.start(config.runtime.device)
     try:
         trainer = _GRPOTrainer(config, settings, processes, registry=registry)
         return trainer.run(resume=resume, show_progress=show_progress)
     finally:
         processes.close()
-
-
-@dataclass(frozen=True)
-class _Processes:
-    """This process's place in the run and the collectives the trainer needs."""
-
-    rank: int
-    world_size: int
-    device: str
-    owns_group: bool
-
-    @classmethod
-    def start(cls, device: str) -> _Processes:
-        world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        cuda = device.startswith("cuda")
-        if cuda:
-            if not torch.cuda.is_available():
-                raise ConfigError(f"runtime.device: {device!r} needs CUDA, which this machine lacks")
-            if world_size > 1:
-                device = f"cuda:{local_rank}"  # one GPU per process
-            torch.cuda.set_device(torch.device(device))
-        owns_group = False
-        if world_size > 1 and not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if cuda else "gloo")
-            owns_group = True
-        if dist.is_initialized():
-            return cls(dist.get_rank(), dist.get_world_size(), device, owns_group)
-        return cls(0, 1, device, owns_group)
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-    def gather(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Every process's ``tensor`` (same shape everywhere), concatenated in rank order."""
-        if not self.distributed:
-            return tensor
-        local = tensor.to(self.device).contiguous()
-        parts = [torch.empty_like(local) for _ in range(self.world_size)]
-        dist.all_gather(parts, local)
-        return torch.cat(parts).cpu()
-
-    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        if not self.distributed:
-            return tensor
-        total = tensor.to(self.device).clone()
-        dist.all_reduce(total)
-        return total.cpu()
-
-    def gather_objects(self, value: Any) -> list[Any]:
-        if not self.distributed:
-            return [value]
-        values: list[Any] = [None] * self.world_size
-        dist.all_gather_object(values, value)
-        return values
-
-    def barrier(self) -> None:
-        if self.distributed:
-            dist.barrier()
-
-    def close(self) -> None:
-        if self.owns_group and dist.is_initialized():
-            dist.destroy_process_group()
-
-
-class _PromptStream:
-    """An endless stream of the training prompts: epoch after epoch, each in a seeded order."""
-
-    def __init__(self, prompts: list[TrainingPrompt], *, seed: int, shuffle: bool) -> None:
-        self.prompts = prompts
-        self.seed = seed
-        self.shuffle = shuffle
-        self._orders: dict[int, list[int]] = {}
-
-    def __getitem__(self, position: int) -> TrainingPrompt:
-        epoch, offset = divmod(position, len(self.prompts))
-        return self.prompts[self._order(epoch)[offset]]
-
-    def _order(self, epoch: int) -> list[int]:
-        if epoch not in self._orders:
-            order = list(range(len(self.prompts)))
-            if self.shuffle:
-                random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
-            self._orders = {epoch: order}  # positions only move forward
-        return self._orders[epoch]
 
 
 @dataclass(frozen=True)
@@ -253,7 +162,7 @@ class _GRPOTrainer:
         self,
         config: PipelineConfig,
         settings: GRPOSettings,
-        processes: _Processes,
+        processes: Processes,
         *,
         registry: PluginRegistry | None,
     ) -> None:
@@ -261,9 +170,7 @@ class _GRPOTrainer:
         self.processes = processes
         self.output_dir = Path(os.path.expanduser(settings.output_dir))
         self.seed = config.runtime.seed if settings.seed is None else settings.seed
-        self.prompts = _PromptStream(
-            _load_prompts(settings, config), seed=self.seed, shuffle=settings.shuffle
-        )
+        self.prompts = EpochStream(_load_prompts(settings, config), seed=self.seed, shuffle=settings.shuffle)
         runtime = config.runtime.model_copy(update={"device": processes.device})
         self.config = config.model_copy(update={"runtime": runtime})
         pipeline = TextToImagePipeline.from_config(self.config, registry=registry)
@@ -283,7 +190,7 @@ class _GRPOTrainer:
             generation.guidance_scale if settings.guidance_scale is None else settings.guidance_scale
         )
         for component in (self.tokenizer, self.decoder):
-            _freeze(component)
+            freeze(component)
         self._prompt_ids: dict[str, list[int]] = {}
 
     # ------------------------------------------------------------------------------ run
@@ -302,7 +209,7 @@ class _GRPOTrainer:
 
         if state is not None:
             assert checkpoint is not None
-            self.policy = _load_backbone(type(self._built_backbone), checkpoint / BACKBONE, self.config)
+            self.policy = load_backbone(type(self._built_backbone), checkpoint / BACKBONE, self.config)
         reference = self._reference(restored=state is not None)
         self._built_backbone = self.policy  # the starting weights live on only as the reference
         module = self.policy.trainable_module()
@@ -318,15 +225,7 @@ class _GRPOTrainer:
             start_step, data_position = state.step, state.data_position
             rng = state.rng_states
             restore_rng_state(rng[processes.rank] if len(rng) == processes.world_size else rng[0])
-        wrapped: torch.nn.Module | None = None
-        if processes.distributed:
-            # Image mode never reads the text head, so some parameters get no gradient.
-            cuda = processes.device.startswith("cuda")
-            wrapped = DistributedDataParallel(
-                module,
-                device_ids=[torch.device(processes.device).index] if cuda else None,
-                find_unused_parameters=True,
-            )
+        wrapped = wrap_module(module, processes)
 
         self.output_dir.mkdir(parents=True, exist_ok=True)
         if processes.is_main:
@@ -384,7 +283,7 @@ class _GRPOTrainer:
             return None
         # A resumed policy was loaded from its checkpoint, so the config's build is the start.
         reference = self._built_backbone if restored else copy.deepcopy(self._built_backbone)
-        _freeze(reference)
+        freeze(reference)
         return reference
 
     # ----------------------------------------------------------------------------- step
@@ -418,8 +317,8 @@ class _GRPOTrainer:
             optimizer.zero_grad(set_to_none=True)
             for index, (start, stop) in enumerate(chunks):
                 syncs = wrapped is None or index == len(chunks) - 1
-                no_sync = nullcontext() if syncs else _no_sync(wrapped)
-                with no_sync:
+                context = nullcontext() if syncs else no_sync(wrapped)
+                with context:
                     part = sequences.rows(start, stop)
                     logp = self._log_probs(self.policy, part, module=wrapped)
                     old = logp.detach() if old_logp is None else old_logp[start:stop]
@@ -616,23 +515,6 @@ class _GRPOTrainer:
             prune_checkpoints(self.output_dir, self.settings.keep_checkpoints)
         processes.barrier()
         return path
-
-
-def _no_sync(wrapped: torch.nn.Module | None) -> AbstractContextManager[Any]:
-    assert isinstance(wrapped, DistributedDataParallel)
-    return wrapped.no_sync()
-
-
-def _freeze(component: Any) -> None:
-    """Stop gradients into a component's modules (those it exposes as attributes)."""
-    for value in vars(component).values():
-        if isinstance(value, torch.nn.Module):
-            value.requires_grad_(False)
-
-
-def _load_backbone(cls: type[Backbone[Any]], path: Path, config: PipelineConfig) -> Backbone[Any]:
-    backbone = cls.from_pretrained(path)
-    return backbone.to(device=config.runtime.device, dtype=config.runtime.dtype)
 
 
 def _grid(settings: GRPOSettings, config: PipelineConfig, pixels_per_token: int) -> GridSize:

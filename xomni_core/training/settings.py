@@ -113,9 +113,88 @@ class GRPOSettings(BaseModel):
         return [p if isinstance(p, TrainingPrompt) else TrainingPrompt(prompt=p) for p in self.prompts]
 
 
+class SyntheticCaptions(BaseModel):
+    """Captioned scenes drawn by :mod:`xomni_core.synthetic`, seeded and rendered on the fly."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    split: Literal["train", "rl", "eval"] = Field("train", description="which split's captions")
+    n: int = Field(ge=1, description="number of scenes")
+    seed: int = Field(0, ge=0, description="scene ``i`` depends on (split, seed, i) only")
+    categories: tuple[str, ...] | None = Field(
+        None, min_length=1, description="scene categories to cycle through (None: all)"
+    )
+
+    @field_validator("categories")
+    @classmethod
+    def _known_categories(cls, categories: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if categories is not None:
+            from ..synthetic.scenes import check_categories  # numpy, Pillow and pydantic only
+
+            check_categories(categories)
+        return categories
+
+
+class SFTSettings(BaseModel):
+    """Supervised fine-tuning of the backbone on image-caption pairs.
+
+    The frozen tokenizer turns each image into a token grid (once, before training); the loss is
+    the mean negative log-likelihood of those tokens after ``caption + image_prefix``, teacher
+    forced, under the backbone's image-mode logits.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    synthetic: SyntheticCaptions | None = Field(
+        None, description="train on synthetic captioned scenes {split, n, seed, categories}"
+    )
+    data_file: str | None = Field(
+        None, description=".jsonl of {image, caption}; paths relative to the config (the file's to the file)"
+    )
+    height_px: int | None = Field(None, gt=0, description="image height (None: generation.height_px)")
+    width_px: int | None = Field(None, gt=0, description="image width (None: generation.width_px)")
+    batch_size: int = Field(8, ge=1, description="pairs per step and process")
+    learning_rate: float = Field(1e-5, gt=0.0, description="AdamW learning rate")
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay")
+    warmup_steps: int = Field(0, ge=0, description="steps of linear learning-rate warm-up from 0")
+    steps: int | None = Field(None, ge=1, description="optimisation steps (instead of epochs)")
+    epochs: int | None = Field(
+        None, ge=1, description="passes over the data (instead of steps); the last step may wrap around"
+    )
+    max_grad_norm: float | None = Field(1.0, gt=0.0, description="clip the gradient norm (None: never)")
+    shuffle: bool = Field(True, description="visit the pairs in a new seeded order each epoch")
+    seed: int | None = Field(None, ge=0, lt=2**31, description="seed of the data order (None: runtime.seed)")
+    output_dir: str = Field(
+        "outputs/sft",
+        min_length=1,
+        description="checkpoints, metrics and plot; relative to the working directory",
+    )
+    checkpoint_every: int = Field(
+        100, ge=1, description="steps between checkpoints (the last step always saves)"
+    )
+    keep_checkpoints: int | None = Field(2, ge=1, description="newest checkpoints kept (None: all)")
+
+    @model_validator(mode="after")
+    def _one_source_and_one_length(self) -> SFTSettings:
+        if (self.synthetic is None) == (self.data_file is None):
+            raise ValueError("give exactly one data source: synthetic {split, n, ...} or data_file (a path)")
+        if (self.steps is None) == (self.epochs is None):
+            raise ValueError("give exactly one of steps and epochs")
+        return self
+
+    def total_steps(self, num_pairs: int, world_size: int) -> int:
+        """Steps of the run: ``steps``, or enough global batches to cover ``epochs`` passes."""
+        if self.steps is not None:
+            return self.steps
+        assert self.epochs is not None
+        per_step = self.batch_size * world_size
+        return max(1, -(-self.epochs * num_pairs // per_step))
+
+
 class TrainingSettings(BaseModel):
     """How the ``xomni train`` commands train this pipeline."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     grpo: GRPOSettings | None = Field(None, description="settings of `xomni train grpo`")
+    sft: SFTSettings | None = Field(None, description="settings of `xomni train sft`")
