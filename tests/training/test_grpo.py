@@ -19,7 +19,8 @@ from xomni_core.config import load_config
 from xomni_core.folders import load_tensors
 from xomni_core.pipelines.build import build_component, prepare
 from xomni_core.training.checkpoint import STATE_FILE, list_checkpoints, load_trainer_state
-from xomni_core.training.grpo import TIMING_METRICS, train_grpo
+from xomni_core.training.grpo import train_grpo
+from xomni_core.training.loop import TIMING_METRICS
 from xomni_core.training.metrics import read_metrics
 
 # Four prompts of one length: batches of any split then pad identically.

@@ -15,8 +15,9 @@ from support import REPO, run_xomni
 from xomni_core.config import load_config
 from xomni_core.synthetic import render_scene, sample_scenes
 from xomni_core.training.checkpoint import list_checkpoints
+from xomni_core.training.loop import TIMING_METRICS
 from xomni_core.training.metrics import read_metrics
-from xomni_core.training.sft import PLOT_FILE, TIMING_METRICS, train_sft
+from xomni_core.training.sft import PLOT_FILE, train_sft
 from xomni_core.types import GREEDY, ImageGenerationRequest
 
 EXAMPLE = REPO / "examples" / "configs" / "tiny-sft.yaml"

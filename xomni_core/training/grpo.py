@@ -32,8 +32,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import sys
-import time
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -42,7 +40,6 @@ from typing import Any
 
 import torch
 from pydantic import ValidationError
-from tqdm.auto import tqdm
 
 from ..config import PipelineConfig, load_config
 from ..errors import ConfigError
@@ -53,23 +50,18 @@ from ..scoring import WeightedReward, score_all
 from ..types import DecodeRequest, GridSize, ImageGenerationRequest, RewardBatch, SemanticLatents, TokenGrid
 from .checkpoint import (
     BACKBONE,
-    TrainerState,
-    capture_rng_state,
-    checkpoint_path,
-    latest_checkpoint,
-    load_trainer_state,
-    prune_checkpoints,
-    remove_partial_checkpoints,
-    restore_rng_state,
-    save_checkpoint,
 )
 from .common import EpochStream, freeze, load_backbone
 from .distributed import Processes, no_sync, wrap_module
-from .metrics import PLOT_FILE, MetricsLog, plot_available, plot_rewards
+from .loop import (
+    find_resume_point,
+    make_optimizer,
+    restore_progress,
+    run_steps,
+    save_training_checkpoint,
+)
+from .metrics import PLOT_FILE, plot_rewards
 from .settings import GRPOSettings, TrainingPrompt
-
-#: Metrics that measure time and so differ between otherwise identical runs.
-TIMING_METRICS = ("step_time_s", "wall_time_s", "tokens_per_s")
 
 
 def stream_seed(seed: int, stream: int, index: int) -> int:
@@ -197,83 +189,44 @@ class _GRPOTrainer:
 
     def run(self, *, resume: bool, show_progress: bool) -> GRPOResult:
         settings, processes = self.settings, self.processes
-        checkpoint = latest_checkpoint(self.output_dir)
-        if checkpoint is not None and not resume:
-            raise ConfigError(
-                f"training.grpo.output_dir: {self.output_dir} already holds checkpoints (newest "
-                f"{checkpoint.name}); pass --resume to continue that run or choose another output_dir"
-            )
-        if resume and checkpoint is None and processes.is_main:
-            print(f"no checkpoint in {self.output_dir}; starting from step 0", file=sys.stderr)
-        state = load_trainer_state(checkpoint) if resume and checkpoint is not None else None
-
+        checkpoint, state = find_resume_point(
+            self.output_dir, section="grpo", resume=resume, processes=processes
+        )
         if state is not None:
             assert checkpoint is not None
             self.policy = load_backbone(type(self._built_backbone), checkpoint / BACKBONE, self.config)
         reference = self._reference(restored=state is not None)
         self._built_backbone = self.policy  # the starting weights live on only as the reference
-        module = self.policy.trainable_module()
-        parameters = [p for p in module.parameters() if p.requires_grad]
-        if not parameters:
-            raise ConfigError("the backbone's trainable_module() has no parameters that require gradients")
-        optimizer = torch.optim.AdamW(
-            parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay
+        module, parameters, optimizer = make_optimizer(
+            self.policy, learning_rate=settings.learning_rate, weight_decay=settings.weight_decay
         )
-        start_step, data_position = 0, 0
-        if state is not None:
-            optimizer.load_state_dict(state.optimizer)
-            start_step, data_position = state.step, state.data_position
-            rng = state.rng_states
-            restore_rng_state(rng[processes.rank] if len(rng) == processes.world_size else rng[0])
+        start_step, data_position = restore_progress(optimizer, state, processes)
         wrapped = wrap_module(module, processes)
-
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        if processes.is_main:
-            remove_partial_checkpoints(self.output_dir)
-        metrics = MetricsLog(self.output_dir, resume_step=start_step) if processes.is_main else None
-        can_plot = plot_available()
-        if processes.is_main and not can_plot:
-            print("matplotlib is not installed (pip install 'xomni[rl]'); no reward plot", file=sys.stderr)
-        records: list[dict[str, Any]] = list(metrics.records) if metrics is not None else []
-        plot_path: Path | None = None
-        saved: Path | None = checkpoint if state is not None else None
-        started = time.perf_counter()
-        progress = tqdm(
-            total=settings.steps,
-            initial=start_step,
-            desc="grpo",
-            unit="step",
-            disable=not (show_progress and processes.is_main),
+        outcome = run_steps(
+            name="grpo",
+            output_dir=self.output_dir,
+            processes=processes,
+            start_step=start_step,
+            total_steps=settings.steps,
+            data_position=data_position,
+            samples_per_step=settings.prompts_per_step,
+            checkpoint_every=settings.checkpoint_every,
+            resumed_from=checkpoint if state is not None else None,
+            step=lambda step, position: self._step(step, position, optimizer, parameters, wrapped, reference),
+            tokens=lambda record: record["samples"] * self.grid.num_tokens,
+            postfix=lambda record: {"reward": f"{record['reward_mean']:.4f}", "kl": f"{record['kl']:.2e}"},
+            save=lambda step, position: self._save(step, position, optimizer),
+            plot=plot_rewards,
+            plot_file=PLOT_FILE,
+            show_progress=show_progress,
         )
-        try:
-            for step in range(start_step + 1, settings.steps + 1):
-                step_started = time.perf_counter()
-                record = self._step(step, data_position, optimizer, parameters, wrapped, reference)
-                data_position += settings.prompts_per_step * processes.world_size
-                elapsed = time.perf_counter() - step_started
-                record["step_time_s"] = elapsed
-                record["wall_time_s"] = time.perf_counter() - started
-                record["tokens_per_s"] = record["samples"] * self.grid.num_tokens / elapsed
-                records.append(record)
-                if metrics is not None:
-                    metrics.write(record)
-                progress.update(1)
-                progress.set_postfix(reward=f"{record['reward_mean']:.4f}", kl=f"{record['kl']:.2e}")
-                if step % settings.checkpoint_every == 0 or step == settings.steps:
-                    saved = self._save(step, data_position, optimizer)
-                    if processes.is_main and can_plot:
-                        plot_path = plot_rewards(records, self.output_dir / PLOT_FILE)
-        finally:
-            progress.close()
-        if processes.is_main and can_plot and records and plot_path is None:
-            plot_path = plot_rewards(records, self.output_dir / PLOT_FILE)
         return GRPOResult(
             step=max(start_step, settings.steps),
             output_dir=self.output_dir,
             metrics_path=self.output_dir / "metrics.jsonl",
-            plot_path=plot_path,
-            checkpoint=saved,
-            records=records,
+            plot_path=outcome.plot_path,
+            checkpoint=outcome.checkpoint,
+            records=outcome.records,
             is_main_process=processes.is_main,
         )
 
@@ -500,21 +453,15 @@ class _GRPOTrainer:
     # ----------------------------------------------------------------------- checkpoints
 
     def _save(self, step: int, data_position: int, optimizer: torch.optim.Optimizer) -> Path:
-        processes = self.processes
-        rng_states = processes.gather_objects(capture_rng_state())
-        path = checkpoint_path(self.output_dir, step)
-        if processes.is_main:
-            state = TrainerState(
-                step=step,
-                data_position=data_position,
-                world_size=processes.world_size,
-                optimizer=optimizer.state_dict(),
-                rng_states=rng_states,
-            )
-            save_checkpoint(path, self.policy, state)
-            prune_checkpoints(self.output_dir, self.settings.keep_checkpoints)
-        processes.barrier()
-        return path
+        return save_training_checkpoint(
+            self.output_dir,
+            step=step,
+            data_position=data_position,
+            optimizer=optimizer,
+            policy=self.policy,
+            keep=self.settings.keep_checkpoints,
+            processes=self.processes,
+        )
 
 
 def _grid(settings: GRPOSettings, config: PipelineConfig, pixels_per_token: int) -> GridSize:

@@ -59,14 +59,42 @@ def plot_available() -> bool:
     return importlib.util.find_spec("matplotlib") is not None
 
 
-def plot_rewards(records: Sequence[dict[str, Any]], path: Path) -> Path:
-    """Draw the mean total reward per step (with its deviation as a band) and each reward's mean."""
+def _axes() -> tuple[Any, Any]:
+    """A figure drawn with the Agg canvas (no pyplot, no display) and its one set of axes."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(7.0, 4.0), dpi=100)
     FigureCanvasAgg(figure)
-    axes = figure.add_subplot(1, 1, 1)
+    return figure, figure.add_subplot(1, 1, 1)
+
+
+def _save_figure(figure: Any, axes: Any, path: Path, *, ylabel: str, title: str) -> Path:
+    axes.set_xlabel("step")
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.grid(True, alpha=0.3)
+    axes.legend(loc="best", fontsize="small")
+    figure.tight_layout()
+    with atomic_file(path) as tmp:
+        figure.savefig(tmp, format="png")
+    return path
+
+
+def plot_loss(records: Sequence[dict[str, Any]], path: Path) -> Path:
+    """Draw the training loss per step (log scale when it spans more than a factor of ten)."""
+    figure, axes = _axes()
+    steps = [r["step"] for r in records]
+    losses = [r["loss"] for r in records]
+    axes.plot(steps, losses, color="tab:blue", linewidth=1.5, label="image-token NLL")
+    if losses and min(losses) > 0 and max(losses) / min(losses) > 10:
+        axes.set_yscale("log")
+    return _save_figure(figure, axes, path, ylabel="loss (nats per token)", title="SFT loss per step")
+
+
+def plot_rewards(records: Sequence[dict[str, Any]], path: Path) -> Path:
+    """Draw the mean total reward per step (with its deviation as a band) and each reward's mean."""
+    figure, axes = _axes()
     steps = [r["step"] for r in records]
     mean = [r["reward_mean"] for r in records]
     std = [r["reward_std"] for r in records]
@@ -83,12 +111,4 @@ def plot_rewards(records: Sequence[dict[str, Any]], path: Path) -> Path:
     for name in names:
         values = [r.get("rewards", {}).get(name, {}).get("mean", math.nan) for r in records]
         axes.plot(steps, values, linewidth=1.0, label=name)
-    axes.set_xlabel("step")
-    axes.set_ylabel("reward")
-    axes.set_title("GRPO rewards per step")
-    axes.grid(True, alpha=0.3)
-    axes.legend(loc="best", fontsize="small")
-    figure.tight_layout()
-    with atomic_file(path) as tmp:
-        figure.savefig(tmp, format="png")
-    return path
+    return _save_figure(figure, axes, path, ylabel="reward", title="GRPO rewards per step")

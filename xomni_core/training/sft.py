@@ -17,16 +17,12 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from tqdm.auto import tqdm
 
-from ..atomic import atomic_file
 from ..config import PipelineConfig, load_config
 from ..errors import ConfigError, InputError
 from ..interfaces import Backbone, Tokenizer
@@ -35,26 +31,23 @@ from ..registry import PluginRegistry
 from ..types import GridSize
 from .checkpoint import (
     BACKBONE,
-    TrainerState,
-    capture_rng_state,
-    checkpoint_path,
-    latest_checkpoint,
-    load_trainer_state,
-    prune_checkpoints,
-    remove_partial_checkpoints,
-    restore_rng_state,
-    save_checkpoint,
 )
 from .common import EpochStream, freeze, load_backbone
 from .distributed import Processes, wrap_module
-from .metrics import METRICS_FILE, MetricsLog, plot_available
+from .loop import (
+    find_resume_point,
+    make_optimizer,
+    restore_progress,
+    run_steps,
+    save_training_checkpoint,
+)
+from .metrics import METRICS_FILE, plot_loss
 from .settings import SFTSettings
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-#: Metrics that measure time and so differ between otherwise identical runs.
-TIMING_METRICS = ("step_time_s", "wall_time_s", "tokens_per_s")
+
 PLOT_FILE = "loss.png"
 _ENCODE_BATCH = 32  # images per tokenizer call while caching the token grids
 
@@ -181,30 +174,6 @@ def load_pairs(settings: SFTSettings, config: PipelineConfig) -> list[CaptionedI
     return pairs
 
 
-def plot_loss(records: list[dict[str, Any]], path: Path) -> Path:
-    """Draw the training loss per step (log scale when it spans more than a factor of ten)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(7.0, 4.0), dpi=100)
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot(1, 1, 1)
-    steps = [r["step"] for r in records]
-    losses = [r["loss"] for r in records]
-    axes.plot(steps, losses, color="tab:blue", linewidth=1.5, label="image-token NLL")
-    if losses and min(losses) > 0 and max(losses) / min(losses) > 10:
-        axes.set_yscale("log")
-    axes.set_xlabel("step")
-    axes.set_ylabel("loss (nats per token)")
-    axes.set_title("SFT loss per step")
-    axes.grid(True, alpha=0.3)
-    axes.legend(loc="best", fontsize="small")
-    figure.tight_layout()
-    with atomic_file(path) as tmp:
-        figure.savefig(tmp, format="png")
-    return path
-
-
 @dataclass(frozen=True)
 class _Batch:
     """Left-padded prompt-plus-image sequences and the image tokens they end with."""
@@ -268,84 +237,56 @@ class _SFTTrainer:
 
     def run(self, *, resume: bool, show_progress: bool) -> SFTResult:
         settings, processes = self.settings, self.processes
-        checkpoint = latest_checkpoint(self.output_dir)
-        if checkpoint is not None and not resume:
-            raise ConfigError(
-                f"training.sft.output_dir: {self.output_dir} already holds checkpoints (newest "
-                f"{checkpoint.name}); pass --resume to continue that run or choose another output_dir"
-            )
-        if resume and checkpoint is None and processes.is_main:
-            print(f"no checkpoint in {self.output_dir}; starting from step 0", file=sys.stderr)
-        state = load_trainer_state(checkpoint) if resume and checkpoint is not None else None
+        checkpoint, state = find_resume_point(
+            self.output_dir, section="sft", resume=resume, processes=processes
+        )
         if state is not None:
             assert checkpoint is not None
             self.policy = load_backbone(type(self.policy), checkpoint / BACKBONE, self.config)
-
-        module = self.policy.trainable_module()
-        parameters = [p for p in module.parameters() if p.requires_grad]
-        if not parameters:
-            raise ConfigError("the backbone's trainable_module() has no parameters that require gradients")
-        optimizer = torch.optim.AdamW(
-            parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay
+        module, parameters, optimizer = make_optimizer(
+            self.policy, learning_rate=settings.learning_rate, weight_decay=settings.weight_decay
         )
-        start_step, data_position = 0, 0
-        if state is not None:
-            optimizer.load_state_dict(state.optimizer)
-            start_step, data_position = state.step, state.data_position
-            rng = state.rng_states
-            restore_rng_state(rng[processes.rank] if len(rng) == processes.world_size else rng[0])
+        start_step, data_position = restore_progress(optimizer, state, processes)
         wrapped = wrap_module(module, processes)
-
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        if processes.is_main:
-            remove_partial_checkpoints(self.output_dir)
-        metrics = MetricsLog(self.output_dir, resume_step=start_step) if processes.is_main else None
-        can_plot = plot_available()
-        if processes.is_main and not can_plot:
-            print("matplotlib is not installed (pip install 'xomni[rl]'); no loss plot", file=sys.stderr)
-        records: list[dict[str, Any]] = list(metrics.records) if metrics is not None else []
-        plot_path: Path | None = None
-        saved: Path | None = checkpoint if state is not None else None
-        started = time.perf_counter()
-        progress = tqdm(
-            total=self.total_steps,
-            initial=start_step,
-            desc="sft",
-            unit="step",
-            disable=not (show_progress and processes.is_main),
+        outcome = run_steps(
+            name="sft",
+            output_dir=self.output_dir,
+            processes=processes,
+            start_step=start_step,
+            total_steps=self.total_steps,
+            data_position=data_position,
+            samples_per_step=settings.batch_size,
+            checkpoint_every=settings.checkpoint_every,
+            resumed_from=checkpoint if state is not None else None,
+            step=lambda step, position: self._step(step, position, optimizer, parameters, wrapped),
+            tokens=lambda record: float(record["tokens"]),
+            postfix=lambda record: {
+                "loss": f"{record['loss']:.4f}",
+                "acc": f"{record['token_accuracy']:.3f}",
+            },
+            save=lambda step, position: save_training_checkpoint(
+                self.output_dir,
+                step=step,
+                data_position=position,
+                optimizer=optimizer,
+                policy=self.policy,
+                keep=settings.keep_checkpoints,
+                processes=processes,
+            ),
+            plot=plot_loss,
+            plot_file=PLOT_FILE,
+            show_progress=show_progress,
         )
-        try:
-            for step in range(start_step + 1, self.total_steps + 1):
-                step_started = time.perf_counter()
-                record = self._step(step, data_position, optimizer, parameters, wrapped)
-                data_position += settings.batch_size * processes.world_size
-                elapsed = time.perf_counter() - step_started
-                record["step_time_s"] = elapsed
-                record["wall_time_s"] = time.perf_counter() - started
-                record["tokens_per_s"] = record["tokens"] / elapsed
-                records.append(record)
-                if metrics is not None:
-                    metrics.write(record)
-                progress.update(1)
-                progress.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['token_accuracy']:.3f}")
-                if step % settings.checkpoint_every == 0 or step == self.total_steps:
-                    saved = self._save(step, data_position, optimizer)
-                    if processes.is_main and can_plot:
-                        plot_path = plot_loss(records, self.output_dir / PLOT_FILE)
-        finally:
-            progress.close()
-        if processes.is_main and can_plot and records and plot_path is None:
-            plot_path = plot_loss(records, self.output_dir / PLOT_FILE)
         return SFTResult(
             step=max(start_step, self.total_steps),
             output_dir=self.output_dir,
             metrics_path=self.output_dir / METRICS_FILE,
-            plot_path=plot_path,
-            checkpoint=saved,
+            plot_path=outcome.plot_path,
+            checkpoint=outcome.checkpoint,
             backbone=self.policy,
             grid=self.grid,
             examples=self.examples,
-            records=records,
+            records=outcome.records,
             is_main_process=processes.is_main,
         )
 
@@ -430,23 +371,6 @@ class _SFTTrainer:
         return nll, correct
 
     # ----------------------------------------------------------------------- checkpoints
-
-    def _save(self, step: int, data_position: int, optimizer: torch.optim.Optimizer) -> Path:
-        processes = self.processes
-        rng_states = processes.gather_objects(capture_rng_state())
-        path = checkpoint_path(self.output_dir, step)
-        if processes.is_main:
-            state = TrainerState(
-                step=step,
-                data_position=data_position,
-                world_size=processes.world_size,
-                optimizer=optimizer.state_dict(),
-                rng_states=rng_states,
-            )
-            save_checkpoint(path, self.policy, state)
-            prune_checkpoints(self.output_dir, self.settings.keep_checkpoints)
-        processes.barrier()
-        return path
 
 
 def _image_size(settings: SFTSettings, config: PipelineConfig) -> tuple[int, int]:

@@ -1,0 +1,176 @@
+"""What every trainer of the backbone does around its own step: resuming, the optimiser, the
+step loop with metrics, progress, checkpoints and the plot."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import ConfigError
+from ..interfaces import Backbone
+from .checkpoint import (
+    TrainerState,
+    capture_rng_state,
+    checkpoint_path,
+    latest_checkpoint,
+    load_trainer_state,
+    prune_checkpoints,
+    remove_partial_checkpoints,
+    restore_rng_state,
+    save_checkpoint,
+)
+from .distributed import Processes
+from .metrics import MetricsLog, plot_available
+
+Record = dict[str, Any]
+
+#: Metrics that measure time and so differ between otherwise identical runs.
+TIMING_METRICS = ("step_time_s", "wall_time_s", "tokens_per_s")
+
+
+def find_resume_point(
+    output_dir: Path, *, section: str, resume: bool, processes: Processes
+) -> tuple[Path | None, TrainerState | None]:
+    """The newest checkpoint and its state when resuming; refuses to overwrite a run otherwise."""
+    checkpoint = latest_checkpoint(output_dir)
+    if checkpoint is not None and not resume:
+        raise ConfigError(
+            f"training.{section}.output_dir: {output_dir} already holds checkpoints (newest "
+            f"{checkpoint.name}); pass --resume to continue that run or choose another output_dir"
+        )
+    if resume and checkpoint is None and processes.is_main:
+        print(f"no checkpoint in {output_dir}; starting from step 0", file=sys.stderr)
+    state = load_trainer_state(checkpoint) if resume and checkpoint is not None else None
+    return checkpoint, state
+
+
+def make_optimizer(
+    policy: Backbone[Any], *, learning_rate: float, weight_decay: float
+) -> tuple[torch.nn.Module, list[torch.nn.Parameter], torch.optim.Optimizer]:
+    """AdamW over the trainable parameters of ``policy``'s trainable module."""
+    module = policy.trainable_module()
+    parameters = [p for p in module.parameters() if p.requires_grad]
+    if not parameters:
+        raise ConfigError("the backbone's trainable_module() has no parameters that require gradients")
+    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=weight_decay)
+    return module, parameters, optimizer
+
+
+def restore_progress(
+    optimizer: torch.optim.Optimizer, state: TrainerState | None, processes: Processes
+) -> tuple[int, int]:
+    """``(step, data_position)`` to continue from, with optimiser and RNG states restored."""
+    if state is None:
+        return 0, 0
+    optimizer.load_state_dict(state.optimizer)
+    rng = state.rng_states
+    restore_rng_state(rng[processes.rank] if len(rng) == processes.world_size else rng[0])
+    return state.step, state.data_position
+
+
+def save_training_checkpoint(
+    output_dir: Path,
+    *,
+    step: int,
+    data_position: int,
+    optimizer: torch.optim.Optimizer,
+    policy: Backbone[Any],
+    keep: int | None,
+    processes: Processes,
+) -> Path:
+    """Every process's RNG state, written with the weights and optimiser by the main process."""
+    rng_states = processes.gather_objects(capture_rng_state())
+    path = checkpoint_path(output_dir, step)
+    if processes.is_main:
+        state = TrainerState(
+            step=step,
+            data_position=data_position,
+            world_size=processes.world_size,
+            optimizer=optimizer.state_dict(),
+            rng_states=rng_states,
+        )
+        save_checkpoint(path, policy, state)
+        prune_checkpoints(output_dir, keep)
+    processes.barrier()
+    return path
+
+
+@dataclass(frozen=True)
+class LoopOutcome:
+    records: list[Record]
+    plot_path: Path | None
+    checkpoint: Path | None
+
+
+def run_steps(
+    *,
+    name: str,
+    output_dir: Path,
+    processes: Processes,
+    start_step: int,
+    total_steps: int,
+    data_position: int,
+    samples_per_step: int,
+    checkpoint_every: int,
+    resumed_from: Path | None,
+    step: Callable[[int, int], Record],
+    tokens: Callable[[Record], float],
+    postfix: Callable[[Record], dict[str, str]],
+    save: Callable[[int, int], Path],
+    plot: Callable[[list[Record], Path], Path],
+    plot_file: str,
+    show_progress: bool,
+) -> LoopOutcome:
+    """Run ``step(step, data_position)`` from ``start_step + 1`` to ``total_steps``.
+
+    Each record gains its timings and throughput and goes to ``metrics.jsonl``; a checkpoint is
+    saved every ``checkpoint_every`` steps and at the end, the plot redrawn with it.
+    """
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if processes.is_main:
+        remove_partial_checkpoints(output_dir)
+    metrics = MetricsLog(output_dir, resume_step=start_step) if processes.is_main else None
+    can_plot = plot_available()
+    if processes.is_main and not can_plot:
+        print(f"matplotlib is not installed (pip install 'xomni[rl]'); no {plot_file}", file=sys.stderr)
+    records: list[Record] = list(metrics.records) if metrics is not None else []
+    plot_path: Path | None = None
+    saved = resumed_from
+    started = time.perf_counter()
+    progress = tqdm(
+        total=total_steps,
+        initial=start_step,
+        desc=name,
+        unit="step",
+        disable=not (show_progress and processes.is_main),
+    )
+    try:
+        for index in range(start_step + 1, total_steps + 1):
+            step_started = time.perf_counter()
+            record = step(index, data_position)
+            data_position += samples_per_step * processes.world_size
+            elapsed = time.perf_counter() - step_started
+            record["step_time_s"] = elapsed
+            record["wall_time_s"] = time.perf_counter() - started
+            record["tokens_per_s"] = tokens(record) / elapsed
+            records.append(record)
+            if metrics is not None:
+                metrics.write(record)
+            progress.update(1)
+            progress.set_postfix(postfix(record))
+            if index % checkpoint_every == 0 or index == total_steps:
+                saved = save(index, data_position)
+                if processes.is_main and can_plot:
+                    plot_path = plot(records, output_dir / plot_file)
+    finally:
+        progress.close()
+    if processes.is_main and can_plot and records and plot_path is None:
+        plot_path = plot(records, output_dir / plot_file)
+    return LoopOutcome(records, plot_path, saved)
