@@ -449,13 +449,7 @@ def _train_grpo(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     result = train_grpo(config, resume=args.resume, show_progress=not args.no_progress)
-    if result.is_main_process:
-        last = result.records[-1] if result.records else None
-        reward = f"; reward {last['reward_mean']:.4f} at step {last['step']}" if last else ""
-        print(f"trained to step {result.step}{reward}")
-        print(f"metrics: {result.metrics_path}" + (f", plot: {result.plot_path}" if result.plot_path else ""))
-        if result.checkpoint is not None:
-            print(f"backbone weights: {result.checkpoint / 'backbone'} (use it as backbone.weights)")
+    _report_training(result, metric="reward_mean", label="reward")
     return 0
 
 
@@ -465,14 +459,20 @@ def _train_sft(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     result = train_sft(config, resume=args.resume, show_progress=not args.no_progress)
-    if result.is_main_process:
-        last = result.records[-1] if result.records else None
-        loss = f"; loss {last['loss']:.4f} at step {last['step']}" if last else ""
-        print(f"trained to step {result.step}{loss}")
-        print(f"metrics: {result.metrics_path}" + (f", plot: {result.plot_path}" if result.plot_path else ""))
-        if result.checkpoint is not None:
-            print(f"backbone weights: {result.checkpoint / 'backbone'} (use it as backbone.weights)")
+    _report_training(result, metric="loss", label="loss")
     return 0
+
+
+def _report_training(result: Any, *, metric: str, label: str) -> None:
+    """The last step's headline metric and where the metrics, plot and weights are."""
+    if not result.is_main_process:
+        return
+    last = result.records[-1] if result.records else None
+    summary = f"; {label} {last[metric]:.4f} at step {last['step']}" if last else ""
+    print(f"trained to step {result.step}{summary}")
+    print(f"metrics: {result.metrics_path}" + (f", plot: {result.plot_path}" if result.plot_path else ""))
+    if result.checkpoint is not None:
+        print(f"backbone weights: {result.checkpoint / 'backbone'} (use it as backbone.weights)")
 
 
 def _export(args: argparse.Namespace) -> int:
