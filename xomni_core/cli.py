@@ -215,8 +215,8 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Judge images against synthetic scene specs (shapes, colours, counts, relations, "
         "rendered words) and print the accuracy per category. Pick one source of images: "
         "--ground-truth (the renderer's own, to check the judge), --config (drawn here by a pipeline) "
-        "or --images with --specs (a folder written by 'xomni generate' for prompts of a "
-        "--write-prompts file). --write-prompts only writes the split's prompts.",
+        "or --images (a folder written by 'xomni generate'; its prompts are read as captions, or "
+        "looked up in --specs, a --write-prompts file). --write-prompts only writes the split's prompts.",
     )
     source = compose.add_mutually_exclusive_group()
     source.add_argument("--ground-truth", action="store_true", help="score the renderer's own images")
@@ -225,7 +225,11 @@ def _build_parser() -> argparse.ArgumentParser:
     source.add_argument(
         "--write-prompts", metavar="FILE", help="write one {prompt, scene} JSON object a line and stop"
     )
-    compose.add_argument("--specs", metavar="FILE", help="prompt file (from --write-prompts) for --images")
+    compose.add_argument(
+        "--specs",
+        metavar="FILE",
+        help="prompt file (from --write-prompts) for --images; without it, prompts are parsed as captions",
+    )
     compose.add_argument("--split", default="eval", help="train, rl or eval (default: eval)")
     compose.add_argument("--n", type=int, default=140, help="number of prompts, shared across categories")
     compose.add_argument("--seed", type=int, default=0, help="seed of the prompts and of generation")
@@ -530,16 +534,14 @@ def _bench_compose(args: argparse.Namespace) -> int:
     if args.overrides and not args.config:
         raise XomniError("--set goes with --config")
     if args.images:
-        if not args.specs:
-            raise XomniError(
-                "--images needs --specs FILE, the prompt file from 'xomni bench compose --write-prompts'"
-            )
         if not Path(args.images).is_dir():
             raise XomniError(f"--images: folder {args.images} does not exist")
-        pairs = bench.read_prompts(args.specs)
+        pairs = bench.read_prompts(args.specs) if args.specs else None
         files, scenes = bench.read_generation_folder(args.images, pairs)
         images = bench.open_images(files)
-        info: dict[str, Any] = {"mode": "images", "images": str(args.images), "specs": str(args.specs)}
+        info: dict[str, Any] = {"mode": "images", "images": str(args.images)}
+        if args.specs:
+            info["specs"] = str(args.specs)
     else:
         scenes = sample_scenes(
             args.split,
@@ -570,7 +572,7 @@ def _bench_compose(args: argparse.Namespace) -> int:
             info = {"mode": "ground-truth", **info}
         else:
             raise XomniError(
-                "choose the images: --ground-truth, --config CONFIG, or --images DIR --specs FILE"
+                "choose the images: --ground-truth, --config CONFIG, or --images DIR [--specs FILE]"
             )
     report = bench.score_images(images, scenes, show_progress=not args.no_progress, info=info)
     print(report.table())

@@ -6,10 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from support import REPO
 
 from xomni_core.cli import main
-from xomni_core.synthetic import read_prompts, render_scene
+from xomni_core.synthetic import parse_caption, read_prompts, render_scene, sample_scenes
 
 TINY = REPO / "examples" / "configs" / "tiny-random.yaml"
 
@@ -67,6 +68,40 @@ def test_a_generate_folder_is_scored_against_the_prompt_file(tmp_path: Path) -> 
     assert [s["prompt"] for s in report["samples"]] == [prompt for prompt, _ in pairs]
 
 
+def write_generation_folder(folder: Path, prompts: list[str], images: list[Image.Image]) -> None:
+    """A folder laid out as 'xomni generate --out' writes it."""
+    folder.mkdir()
+    names = [f"image-{index:03d}.png" for index in range(len(images))]
+    for name, image in zip(names, images, strict=True):
+        image.save(folder / name)
+    record = {"images": names, "settings": {"prompts": prompts, "height_px": 128, "width_px": 128}}
+    (folder / "generation.json").write_text(json.dumps(record))
+
+
+def test_a_generate_folder_without_a_prompt_file_is_scored_against_its_parsed_prompts(tmp_path: Path) -> None:
+    prompts = ["two red circles left of a blue square", "three green triangles", "a small red square"]
+    prompts += [s.caption for s in sample_scenes("eval", 4, seed=9, categories=["position", "color_attr"])]
+    folder = tmp_path / "generated"
+    write_generation_folder(folder, prompts, [render_scene(parse_caption(p, seed=1)) for p in prompts])
+    out = tmp_path / "report.json"
+    assert main(["bench", "compose", "--images", str(folder), "--out", str(out), "--no-progress"]) == 0
+    report = json.loads(out.read_text())
+    assert report["mode"] == "images" and "specs" not in report and report["overall"] == 1.0
+    assert [s["prompt"] for s in report["samples"]] == prompts
+    assert report["samples"][0]["category"] == "position"
+
+
+def test_a_prompt_that_does_not_parse_is_named_in_the_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "generated"
+    blank = Image.new("RGB", (128, 128), "white")
+    write_generation_folder(folder, ["three green triangles", "a cat on a sofa"], [blank, blank])
+    assert main(["bench", "compose", "--images", str(folder), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "prompt 1" in err and "'a cat on a sofa'" in err and "--specs" in err and "Traceback" not in err
+
+
 def test_a_config_generates_and_scores_its_own_images(tmp_path: Path) -> None:
     out = tmp_path / "tiny.json"
     args = ["bench", "compose", "--config", str(TINY), "--n", "2", "--categories", "single_object,colors",
@@ -83,7 +118,7 @@ def test_a_config_generates_and_scores_its_own_images(tmp_path: Path) -> None:
         (["--ground-truth", "--split", "evl"], "Did you mean 'eval'"),
         (["--ground-truth", "--categories", "colours"], "unknown category"),
         (["--images", "/no/such/folder", "--specs", "x.jsonl"], "does not exist"),
-        (["--images", "."], "needs --specs"),
+        (["--images", "."], "has no generation.json"),
         ([], "choose the images"),
     ],
 )

@@ -17,6 +17,7 @@ from xomni_core.synthetic import (
     SceneSpec,
     corrupt_scene,
     find_blobs,
+    parse_caption,
     render_scene,
     sample_scenes,
 )
@@ -113,6 +114,56 @@ def test_wrong_or_missing_words_are_judged_incorrect(judge: SceneJudge, kind: st
     verdicts = [judge(render_scene(b), s).correct for s, b in zip(scenes, bad, strict=True) if b is not None]
     assert len(verdicts) == 12
     assert sum(not v for v in verdicts) / len(verdicts) >= 0.9
+
+
+def headline_scene(second_circle_x_px: float) -> SceneSpec:
+    """Two red circles (the second at ``second_circle_x_px``) and a blue square in the middle."""
+
+    def obj(shape: str, color: str, x: float, y: float) -> dict[str, object]:
+        return {"shape": shape, "color": color, "center_x_px": x, "center_y_px": y, "half_size_px": 11}
+
+    return SceneSpec.model_validate(
+        {
+            "category": "position",
+            "width_px": 128,
+            "height_px": 128,
+            "background": "white",
+            "objects": [obj("circle", "red", 22, 40), obj("circle", "red", second_circle_x_px, 88),
+                        obj("square", "blue", 64, 64)],
+            "relation": {"subject": 0, "predicate": "left of", "object": 2},
+        }
+    )  # fmt: skip
+
+
+def test_every_object_of_a_counted_subject_must_be_on_the_named_side(judge: SceneJudge) -> None:
+    scene = headline_scene(22)
+    assert scene.caption == "two red circles left of a blue square"
+    assert judge(render_scene(scene), scene).correct
+    straggler = judge(render_scene(headline_scene(106)), scene)
+    assert [c.name for c in straggler.checks if not c.passed] == ["left of"]
+    missing = scene.model_copy(update={"objects": scene.objects[1:]})
+    assert judge(render_scene(missing), scene).failures()[0].startswith("2 red circles: found")
+
+
+def test_counted_subjects_are_judged_right_when_drawn_and_wrong_when_corrupted(judge: SceneJudge) -> None:
+    scenes = [s for s in sample_scenes("eval", 150, seed=16, categories=["position"]) if len(s.objects) == 3]
+    assert len(scenes) >= 40
+    assert all(judge(render_scene(s), s).correct for s in scenes)
+    for kind in ("color", "shape", "count", "relation", "swap_colors"):
+        wrong = [(s, corrupt_scene(s, kind, seed=i)) for i, s in enumerate(scenes)]
+        verdicts = [judge(render_scene(bad), scene).correct for scene, bad in wrong if bad is not None]
+        assert len(verdicts) >= 20, kind
+        assert sum(not v for v in verdicts) / len(verdicts) >= 0.9, kind
+
+
+@pytest.mark.parametrize("split", ["train", "rl", "eval"])
+def test_renders_of_parsed_captions_are_judged_correct(judge: SceneJudge, split: str) -> None:
+    scenes = sample_scenes(split, 120, seed=17, categories=OBJECT_CATEGORIES)
+    scenes += sample_scenes(split, 2, seed=17, categories=["text"])
+    for scene in scenes:
+        parsed = parse_caption(scene.caption, seed=5)
+        verdict = judge(render_scene(parsed), parsed)
+        assert verdict.correct, (parsed.caption, verdict.failures())
 
 
 def test_blurred_and_compressed_ground_truth_stays_correct(judge: SceneJudge) -> None:

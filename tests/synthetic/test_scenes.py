@@ -16,10 +16,13 @@ from xomni_core.synthetic import (
     SceneRelation,
     SceneSpec,
     SceneWord,
+    parse_caption,
     read_prompts,
     sample_scenes,
     write_prompts,
 )
+
+HEADLINE = "two red circles left of a blue square"
 
 
 def test_same_seed_gives_the_same_scenes_and_a_longer_list_extends_a_shorter_one() -> None:
@@ -76,11 +79,93 @@ def test_captions_state_what_each_category_checks() -> None:
     assert spec("color_attr", red, blue).caption == "a red circle and a blue square"
     assert spec("colors", red, mentions_background=True).caption == "a red circle on a white background"
     relation = SceneRelation(subject=1, predicate="right of", object=0)
-    assert (
-        spec("position", red, blue, relation=relation).caption == "a blue square to the right of a red circle"
-    )
+    assert spec("position", red, blue, relation=relation).caption == "a blue square right of a red circle"
+    group = SceneRelation(subject=0, predicate="left of", object=2)
+    assert spec("position", red, obj("circle", "red", 40), blue, relation=group).caption == HEADLINE
     word = SceneWord(text="CAT", color="black", center_x_px=64, center_y_px=64, font_size_px=24)
     assert spec("text", word=word).caption == 'the word "CAT"'
+
+
+def test_about_a_third_of_position_scenes_have_a_counted_subject_on_the_named_side() -> None:
+    scenes = sample_scenes("train", 300, seed=5, categories=["position"])
+    grouped = [s for s in scenes if len(s.objects) == 3]
+    assert 0.25 <= len(grouped) / len(scenes) <= 0.42
+    for scene in grouped:
+        assert scene.relation is not None
+        subjects = scene.group_of(scene.relation.subject)
+        assert len(subjects) == 2 and scene.relation.object not in subjects
+        assert scene.caption.startswith("two ")
+        assert [n for _, _, n in scene.groups()] == [2, 1]
+        other = scene.objects[scene.relation.object]
+        for index in subjects:
+            dx = other.center_x_px - scene.objects[index].center_x_px
+            dy = other.center_y_px - scene.objects[index].center_y_px
+            along = {"left of": dx, "right of": -dx, "above": dy, "below": -dy}[scene.relation.predicate]
+            across = dy if scene.relation.predicate in ("left of", "right of") else dx
+            assert along >= 0.2 * 128 and along >= 1.5 * abs(across)
+
+
+def test_the_headline_prompt_is_a_sampled_caption() -> None:
+    assert HEADLINE in {s.caption for s in sample_scenes("eval", 300, seed=1, categories=["position"])}
+
+
+def test_a_position_scene_holds_only_its_subject_group_and_one_object() -> None:
+    scene = parse_caption(HEADLINE)
+    data = scene.model_dump()
+    with pytest.raises(ValueError, match="position scene holds its subject"):
+        SceneSpec.model_validate({**data, "objects": [*data["objects"], data["objects"][2]]})
+    with pytest.raises(ValueError, match="needs a relation"):
+        SceneSpec.model_validate({**data, "relation": None})
+
+
+@pytest.mark.parametrize("split", ["train", "rl", "eval"])
+def test_parsing_a_sampled_caption_gives_back_its_claims(split: str) -> None:
+    for scene in sample_scenes(split, 700, seed=6):
+        parsed = parse_caption(scene.caption, seed=3)
+        assert parsed.caption == scene.caption
+        assert parsed.category == scene.category
+        assert parsed.groups() == scene.groups()
+        assert parsed.held_out() == scene.held_out()
+
+
+def test_parsing_the_headline_prompt_gives_a_counted_subject() -> None:
+    scene = parse_caption(HEADLINE, width_px=96, height_px=64, seed=2)
+    assert (scene.category, scene.width_px, scene.height_px) == ("position", 96, 64)
+    assert scene.groups() == [("red", "circle", 2), ("blue", "square", 1)]
+    assert scene.relation == SceneRelation(subject=0, predicate="left of", object=2)
+    assert parse_caption(HEADLINE, seed=2) == parse_caption(HEADLINE, seed=2)
+    assert parse_caption(HEADLINE, seed=2) != parse_caption(HEADLINE, seed=3)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("  Two red circles to the left of a blue square. ", HEADLINE),
+        ("A small red circle on a GRAY background", "a small red circle on a gray background"),
+        ('The word "Cat"', 'the word "Cat"'),
+    ],
+)
+def test_parsing_forgives_case_spacing_a_full_stop_and_the_old_predicates(text: str, expected: str) -> None:
+    assert parse_caption(text).caption == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a red dog", "captions look like: .*two red circles left of a blue square"),
+        ("a red circle and a blue square and a green triangle", "captions look like"),
+        ("two red circles left of two blue squares", "captions look like"),
+        ("a gray circle", "gray is a background colour"),
+        ("a white circle on a white background", "does not show on a white background"),
+        ("a red circle left of a red circle", "different colours or shapes"),
+        ("1 red circles", "2 to 9 objects"),
+        ("100 red circles", "2 to 9 objects"),
+    ],
+)
+def test_text_outside_the_grammar_is_an_input_error_that_quotes_it(text: str, message: str) -> None:
+    with pytest.raises(InputError, match=message) as caught:
+        parse_caption(text)
+    assert repr(text) in str(caught.value)
 
 
 def test_scene_survives_a_json_round_trip_and_rides_along_as_metadata() -> None:

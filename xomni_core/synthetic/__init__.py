@@ -2,29 +2,22 @@
 
 Scenes (:mod:`.scenes`) are seeded, JSON-serialisable specs with a caption; :mod:`.render` draws
 them with Pillow, :mod:`.detect` judges any image against a spec's caption, and :mod:`.bench`
-turns verdicts into per-category accuracy. Importing this package needs numpy, Pillow and
-pydantic only; the OCR engine and the pipelines load when first used.
+turns verdicts into per-category accuracy. Importing this package needs pydantic only (scenes
+and detector params); numpy and Pillow load with the first name of :mod:`.detect`,
+:mod:`.render` or :mod:`.bench`, the OCR engine and the pipelines when first used.
 """
 
 from __future__ import annotations
 
-from .bench import (
-    BenchReport,
-    CategoryScore,
-    SampleResult,
-    generate_images,
-    ground_truth_images,
-    read_generation_folder,
-    read_prompts,
-    score_images,
-    write_prompts,
-)
-from .detect import Blob, Check, DetectorParams, Judgement, SceneJudge, find_blobs, load_ocr_reward
-from .render import render_scene
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .params import DetectorParams
 from .scenes import (
     BACKGROUNDS,
     CATEGORIES,
     CORRUPTIONS,
+    EXAMPLE_CAPTIONS,
     HELD_OUT_PAIRS,
     HELD_OUT_WORDS,
     OBJECT_COLORS,
@@ -43,13 +36,60 @@ from .scenes import (
     caption,
     corrupt_scene,
     in_split,
+    parse_caption,
     sample_scenes,
 )
+
+if TYPE_CHECKING:
+    from .bench import (
+        BenchReport,
+        CategoryScore,
+        SampleResult,
+        generate_images,
+        ground_truth_images,
+        read_generation_folder,
+        read_prompts,
+        score_images,
+        write_prompts,
+    )
+    from .detect import Blob, Check, Judgement, SceneJudge, find_blobs, load_ocr_reward
+    from .render import render_scene
+
+# Names whose modules import numpy and Pillow, loaded on first access.
+_LAZY = {
+    **dict.fromkeys(
+        (
+            "BenchReport",
+            "CategoryScore",
+            "SampleResult",
+            "generate_images",
+            "ground_truth_images",
+            "read_generation_folder",
+            "read_prompts",
+            "score_images",
+            "write_prompts",
+        ),
+        "bench",
+    ),
+    **dict.fromkeys(("Blob", "Check", "Judgement", "SceneJudge", "find_blobs", "load_ocr_reward"), "detect"),
+    "render_scene": "render",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "BACKGROUNDS",
     "CATEGORIES",
     "CORRUPTIONS",
+    "EXAMPLE_CAPTIONS",
     "HELD_OUT_PAIRS",
     "HELD_OUT_WORDS",
     "OBJECT_COLORS",
@@ -80,6 +120,7 @@ __all__ = [
     "ground_truth_images",
     "in_split",
     "load_ocr_reward",
+    "parse_caption",
     "read_generation_folder",
     "read_prompts",
     "render_scene",

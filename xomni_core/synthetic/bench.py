@@ -23,7 +23,7 @@ from ..atomic import atomic_file
 from ..errors import InputError
 from .detect import SceneJudge
 from .render import render_scene
-from .scenes import CATEGORIES, SceneSpec
+from .scenes import CATEGORIES, SceneSpec, parse_caption
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -194,11 +194,12 @@ def read_prompts(path: str | os.PathLike[str]) -> list[tuple[str, SceneSpec]]:
 
 
 def read_generation_folder(
-    folder: str | os.PathLike[str], prompts: Sequence[tuple[str, SceneSpec]]
+    folder: str | os.PathLike[str], prompts: Sequence[tuple[str, SceneSpec]] | None = None
 ) -> tuple[list[Path], list[SceneSpec]]:
     """The image files listed in ``folder/generation.json`` and the scene of each one's prompt.
 
-    Equal prompts make equal demands, so any scene with the image's prompt will do.
+    Equal prompts make equal demands, so any scene with the image's prompt will do. Without
+    ``prompts`` (a prompt file's pairs), each prompt is read with :func:`parse_caption`.
     """
     root = Path(folder)
     record_path = root / "generation.json"
@@ -211,11 +212,15 @@ def read_generation_folder(
     try:
         record = json.loads(record_path.read_text())
         files = [root / str(name) for name in record["images"]]
-        used = [str(p) for p in record["settings"]["prompts"]]
-    except (ValueError, KeyError, TypeError) as exc:
+        settings = record["settings"]
+        used = [str(p) for p in settings["prompts"]]
+        size = (int(settings.get("width_px", 128)), int(settings.get("height_px", 128)))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise InputError(f"{record_path} is not a generation record: {exc}") from exc
     if len(files) != len(used):
         raise InputError(f"{record_path} lists {len(files)} images for {len(used)} prompts")
+    if prompts is None:
+        prompts = [(prompt, _parsed(prompt, index, size, record_path)) for index, prompt in enumerate(used)]
     by_prompt = {prompt: scene for prompt, scene in prompts}
     by_caption = {scene.caption: scene for _, scene in prompts}
     missing = [p for p in used if p not in by_prompt and p not in by_caption]
@@ -227,6 +232,16 @@ def read_generation_folder(
     if absent:
         raise InputError(f"{len(absent)} image(s) listed in {record_path} are missing, e.g. {absent[0]}")
     return files, [by_prompt.get(p) or by_caption[p] for p in used]
+
+
+def _parsed(prompt: str, index: int, size: tuple[int, int], record_path: Path) -> SceneSpec:
+    try:
+        return parse_caption(prompt, width_px=size[0], height_px=size[1])
+    except InputError as exc:
+        raise InputError(
+            f"{record_path}, prompt {index}: {exc}. Other prompts need their scenes from a prompt file "
+            "(--specs FILE, written by --write-prompts)"
+        ) from exc
 
 
 def open_images(paths: Iterable[Path]) -> Iterator[Image]:

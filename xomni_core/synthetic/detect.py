@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import ImageOps
-from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import PluginError
 from ..types import RewardBatch
-from .scenes import OBJECT_COLORS, PALETTE, SIZE_THRESHOLD, ColorName, SceneSpec, Shape
+from .params import DetectorParams
+from .scenes import OBJECT_COLORS, PALETTE, ColorName, SceneSpec, Shape
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -35,30 +35,6 @@ if TYPE_CHECKING:
 
 _NAMES: tuple[ColorName, ...] = tuple(PALETTE)
 _RGB = np.array([PALETTE[name] for name in _NAMES], dtype=np.float32)
-
-
-class DetectorParams(BaseModel):
-    """Thresholds of the detector; fractions are of the image's width, height or area."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    max_color_distance: float = Field(80.0, gt=0, description="RGB distance to accept a palette colour.")
-    color_ratio: float = Field(
-        0.75, gt=0, le=1, description="Nearest colour must be this much closer than the second."
-    )
-    min_area_frac: float = Field(0.002, ge=0, lt=1, description="Smaller blobs are ignored as noise.")
-    square_fill: float = Field(0.88, description="Box fill at or above which a blob is a square.")
-    triangle_fill: float = Field(0.62, description="Box fill below which a blob is a triangle.")
-    triangle_top_share: float = Field(0.38, description="Top-half share below which a blob is a triangle.")
-    size_threshold: float = Field(
-        SIZE_THRESHOLD, gt=0, description="Half box side over the shorter image side that splits small/large."
-    )
-    relation_margin: float = Field(
-        0.02, ge=0, description="Centroid offset needed for left/right/above/below."
-    )
-    region_edge: float = Field(0.4, gt=0, le=0.5, description="'left' means a centroid x below this.")
-    region_center: float = Field(0.15, gt=0, le=0.5, description="'center' means within this of the middle.")
-    ocr_threads: int = Field(1, ge=0, description="onnxruntime threads of the default OCR reward.")
 
 
 @dataclass(frozen=True)
@@ -266,7 +242,8 @@ class SceneJudge:
             rel = scene.relation
             subject, other = scene.objects[rel.subject], scene.objects[rel.object]
             a, b = matched[subject.color, subject.shape], matched[other.color, other.shape]
-            checks.append(self._check_relation(rel.predicate, a[0] if len(a) == 1 else None,
+            count = len(scene.group_of(rel.subject))
+            checks.append(self._check_relation(rel.predicate, a if len(a) == count else None,
                                                b[0] if len(b) == 1 else None, width, height))  # fmt: skip
         if scene.mentions_background:
             checks.append(
@@ -308,20 +285,26 @@ class SceneJudge:
         return Check(f"in region {region}", passed, f"centroid at ({x:.2f}, {y:.2f}) of the image")
 
     def _check_relation(
-        self, predicate: str, a: Blob | None, b: Blob | None, width: int, height: int
+        self, predicate: str, subjects: Sequence[Blob] | None, b: Blob | None, width: int, height: int
     ) -> Check:
-        if a is None or b is None:
-            return Check(predicate, False, "an object was not found exactly once")
-        dx = (b.center_x_px - a.center_x_px) / width
-        dy = (b.center_y_px - a.center_y_px) / height
+        """Every subject blob must stand on the named side of the object blob ``b``."""
+        if subjects is None or b is None:
+            return Check(predicate, False, "the subject or the object was not found as often as named")
         margin = self.params.relation_margin
-        passed = {
-            "left of": dx > margin,
-            "right of": -dx > margin,
-            "above": dy > margin,
-            "below": -dy > margin,
-        }
-        return Check(predicate, passed[predicate], f"offset to the other object ({dx:+.2f}, {dy:+.2f})")
+        passed = True
+        offsets = []
+        for a in subjects:
+            dx = (b.center_x_px - a.center_x_px) / width
+            dy = (b.center_y_px - a.center_y_px) / height
+            offsets.append(f"({dx:+.2f}, {dy:+.2f})")
+            passed &= {
+                "left of": dx > margin,
+                "right of": -dx > margin,
+                "above": dy > margin,
+                "below": -dy > margin,
+            }[predicate]
+        label = "offset" if len(offsets) == 1 else "offsets"
+        return Check(predicate, passed, f"{label} to the other object {', '.join(offsets)}")
 
 
 def load_ocr_reward(*, threads: int = 1) -> Reward[Any]:

@@ -5,7 +5,7 @@ with a prompt as per-sample metadata (``{"scene": ...}``). It holds both the *as
 caption makes (colours, shapes, counts, a relation, a word, and optionally a size, a region
 or the background) and the *layout* the renderer draws (centres and sizes in px). A judge only
 checks the assertions, which are exactly what :func:`caption` writes, so two specs with the
-same caption are the same requirement.
+same caption are the same requirement; :func:`parse_caption` reads a caption back into a spec.
 
 Splits are deterministic: ``train`` and ``rl`` never contain a held-out (colour, shape) pair or
 word, ``eval`` holds every caption that does plus a fixed share of the others, and the three
@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import difflib
 import random
+import re
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -94,12 +95,6 @@ _REGION_PHRASES: dict[Region, str] = {
     "bottom": "at the bottom",
     "center": "in the center",
 }
-_PREDICATE_PHRASES: dict[Predicate, str] = {
-    "left of": "to the left of",
-    "right of": "to the right of",
-    "above": "above",
-    "below": "below",
-}
 # Half sizes as fractions of the shorter image side. An asserted size is drawn from its band; an
 # unasserted one from the whole range. A judge separates the bands at SIZE_THRESHOLD.
 SMALL_BAND = (0.075, 0.095)
@@ -145,7 +140,11 @@ class SceneWord(BaseModel):
 
 
 class SceneRelation(BaseModel):
-    """``objects[subject]`` is ``predicate`` ``objects[object]``, judged on centroids."""
+    """``objects[subject]`` is ``predicate`` ``objects[object]``, judged on centroids.
+
+    The subject may be a counted group: every object of ``objects[subject]``'s colour and shape
+    (see :meth:`SceneSpec.group_of`) must stand on the named side of the object.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -181,6 +180,15 @@ class SceneSpec(BaseModel):
                 raise ValueError(
                     f"relation names objects {self.relation.subject} and {self.relation.object} of {n}"
                 )
+            if self.category == "position":
+                subjects = self.group_of(self.relation.subject)
+                if self.relation.object in subjects or len(subjects) + 1 != n:
+                    raise ValueError(
+                        "a position scene holds its subject (one object, or a group of one colour and "
+                        "shape) and one object of another colour or shape"
+                    )
+        elif self.category == "position":
+            raise ValueError("a position scene needs a relation")
         if self.category == "text" and self.word is None:
             raise ValueError("a text scene needs a word")
         if self.category != "text" and not self.objects:
@@ -198,6 +206,11 @@ class SceneSpec(BaseModel):
             counts[obj.color, obj.shape] = counts.get((obj.color, obj.shape), 0) + 1
         return [(color, shape, n) for (color, shape), n in counts.items()]
 
+    def group_of(self, index: int) -> tuple[int, ...]:
+        """Indices of the objects with the colour and shape of ``objects[index]``."""
+        key = self.objects[index].color, self.objects[index].shape
+        return tuple(i for i, obj in enumerate(self.objects) if (obj.color, obj.shape) == key)
+
     def held_out(self) -> bool:
         """Whether the scene holds a held-out (colour, shape) pair or word."""
         pairs = any((o.color, o.shape) in HELD_OUT_PAIRS for o in self.objects)
@@ -212,8 +225,11 @@ class SceneSpec(BaseModel):
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, Any]) -> SceneSpec | None:
-        """The scene in per-sample metadata written by :meth:`metadata`, or ``None`` if absent."""
+        """The scene in per-sample metadata written by :meth:`metadata` (or as a JSON string, as a
+        dataset column may hold it), or ``None`` if absent."""
         scene = metadata.get("scene")
+        if isinstance(scene, str | bytes):
+            return cls.from_json(scene)
         return None if scene is None else cls.model_validate(scene)
 
     def to_json(self) -> str:
@@ -231,13 +247,13 @@ def caption(scene: SceneSpec) -> str:
         assert scene.word is not None
         return f'the word "{scene.word.text}"'
     if scene.category == "counting":
-        color, shape, n = scene.groups()[0]
-        return f"{_COUNT_WORDS.get(n, str(n))} {color} {shape}s"
+        return _counted(*scene.groups()[0])
     if scene.category == "position":
         assert scene.relation is not None
         rel = scene.relation
-        phrase = _PREDICATE_PHRASES[rel.predicate]
-        return f"{_noun(objs[rel.subject])} {phrase} {_noun(objs[rel.object])}"
+        subject, count = objs[rel.subject], len(scene.group_of(rel.subject))
+        noun = _noun(subject) if count == 1 else _counted(subject.color, subject.shape, count)
+        return f"{noun} {rel.predicate} {_noun(objs[rel.object])}"
     text = " and ".join(_noun(obj) for obj in objs)
     if objs[0].region is not None:
         text += f" {_REGION_PHRASES[objs[0].region]}"
@@ -251,8 +267,160 @@ def _noun(obj: SceneObject) -> str:
     return f"{_article(words[0])} {' '.join(words)}"
 
 
+def _counted(color: ColorName, shape: Shape, count: int) -> str:
+    return f"{_COUNT_WORDS.get(count, str(count))} {color} {shape}s"
+
+
 def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
+
+
+#: One caption per template, shown when a caption does not parse.
+EXAMPLE_CAPTIONS: tuple[str, ...] = (
+    "a large orange triangle on the left",
+    "a red circle on a white background",
+    "a green circle and a green square",
+    "a red circle and a blue square",
+    "three yellow triangles",
+    "two red circles left of a blue square",
+    'the word "CAT"',
+)
+
+_COLORS: dict[str, ColorName] = {name: name for name in PALETTE}
+_SHAPE_NAMES: dict[str, Shape] = {name: name for name in SHAPES}
+_SIZES: dict[str, Size] = {"small": "small", "large": "large"}
+_PREDICATE_NAMES: dict[str, Predicate] = {name: name for name in PREDICATES}
+_NUMBERS = {word: n for n, word in _COUNT_WORDS.items()}
+_MAX_COUNT = 9  # about as many small shapes as fit apart on the image
+_COLOR_RE = "|".join(PALETTE)
+_SHAPE_RE = "|".join(SHAPES)
+_NOUN_RE = re.compile(rf"an? (?:(small|large) )?({_COLOR_RE}) ({_SHAPE_RE})")
+_GROUP_RE = re.compile(rf"({'|'.join(_NUMBERS)}|\d+) ({_COLOR_RE}) ({_SHAPE_RE})s")
+_PREDICATE_RE = re.compile(r" (?:to the )?(left of|right of) | (above|below) ")
+_BACKGROUND_RE = re.compile(rf" on an? ({_COLOR_RE}) background$")
+_WORD_RE = re.compile(r'the word "([^"]+)"', re.IGNORECASE)
+
+_Noun = tuple[ColorName, Shape, Size | None]
+_Layout = Callable[[random.Random, int, int], SceneSpec | None]
+
+
+def parse_caption(text: str, *, width_px: int = 128, height_px: int = 128, seed: int = 0) -> SceneSpec:
+    """The scene a caption asks for: the inverse of :func:`caption` for every category.
+
+    The assertions come from ``text`` (case, extra spaces and a final full stop aside; "to the
+    left of" reads as "left of"); the layout is drawn from ``seed`` so that the rendered scene
+    bears them out. Text outside the grammar raises :class:`InputError` with examples.
+    """
+    if min(width_px, height_px) < 32:
+        raise InputError(f"scenes need at least 32 x 32 px, got {width_px} x {height_px}")
+    clean = " ".join(text.split()).removesuffix(".")
+    rng = random.Random(f"xomni-parse/{seed}/{clean}")
+    word = _WORD_RE.fullmatch(clean)
+    if word:
+        return _word_scene(rng, rng.choice(BACKGROUNDS), word[1], width_px, height_px)
+    layout = _parse_shapes(text, clean.lower())
+    for _ in range(20):
+        scene = layout(rng, width_px, height_px)
+        if scene is not None:
+            return scene
+    raise InputError(f"cannot lay out the caption {text!r} in {width_px} x {height_px} px")
+
+
+def _parse_shapes(text: str, clean: str) -> _Layout:
+    """How to lay out a caption about shapes; ``text`` is the caption as given, for errors."""
+    group = _GROUP_RE.fullmatch(clean)
+    if group:
+        color, shape, count = _group_of(text, group)
+        return lambda rng, w, h: _scene_of(
+            rng, "counting", _free_background(rng, [color]), [(color, shape)] * count, w, h
+        )
+    relation = _PREDICATE_RE.search(clean)
+    if relation:
+        return _parse_position(text, clean, relation)
+    body, mentioned = clean, None
+    background = _BACKGROUND_RE.search(body)
+    if background:
+        body, mentioned = body[: background.start()], _COLORS[background[1]]
+    region = next((r for r, phrase in _REGION_PHRASES.items() if body.endswith(f" {phrase}")), None)
+    if region is not None:
+        body = body.removesuffix(f" {_REGION_PHRASES[region]}")
+    nouns = [_noun_of(text, part) for part in body.split(" and ")]
+    colors = [color for color, _, _ in nouns]
+    if mentioned in colors:
+        raise InputError(f"caption {text!r}: a {mentioned} object does not show on a {mentioned} background")
+    if len(nouns) == 1:
+        plain = region is None and nouns[0][2] is None and mentioned is not None
+        category: Category = "colors" if plain else "single_object"
+        return lambda rng, w, h: _mentioning(
+            _single_scene(rng, category, mentioned or _free_background(rng, colors), nouns[0], region, w, h),
+            mentioned,
+        )
+    if len(nouns) > 2 or region is not None or nouns[0][:2] == nouns[1][:2]:
+        raise _unknown(text)
+    category = "two_object" if colors[0] == colors[1] else "color_attr"
+    pairs = [(color, shape) for color, shape, _ in nouns]
+    sizes = [size for _, _, size in nouns]
+    return lambda rng, w, h: _mentioning(
+        _scene_of(rng, category, mentioned or _free_background(rng, colors), pairs, w, h, sizes), mentioned
+    )
+
+
+def _parse_position(text: str, clean: str, relation: re.Match[str]) -> _Layout:
+    predicate = _PREDICATE_NAMES[relation[1] or relation[2]]
+    left, right = clean[: relation.start()], clean[relation.end() :]
+    group = _GROUP_RE.fullmatch(left)
+    if group:
+        color, shape, count = _group_of(text, group)
+        subject: _Noun = (color, shape, None)
+    else:
+        subject, count = _noun_of(text, left), 1
+    other = _noun_of(text, right)
+    if other[:2] == subject[:2]:
+        raise InputError(f"caption {text!r}: the two related objects need different colours or shapes")
+    colors = [subject[0], other[0]]
+    return lambda rng, w, h: _position_scene(
+        rng, _free_background(rng, colors), subject, count, other, predicate, w, h
+    )
+
+
+def _noun_of(text: str, part: str) -> _Noun:
+    match = _NOUN_RE.fullmatch(part)
+    if match is None:
+        raise _unknown(text)
+    size = None if match[1] is None else _SIZES[match[1]]
+    return _object_color(text, match[2]), _SHAPE_NAMES[match[3]], size
+
+
+def _group_of(text: str, match: re.Match[str]) -> tuple[ColorName, Shape, int]:
+    count = _NUMBERS.get(match[1]) or int(match[1])
+    if not 2 <= count <= _MAX_COUNT:
+        raise InputError(f"caption {text!r}: a counted group holds 2 to {_MAX_COUNT} objects")
+    return _object_color(text, match[2]), _SHAPE_NAMES[match[3]], count
+
+
+def _object_color(text: str, name: str) -> ColorName:
+    color = _COLORS[name]
+    if color not in OBJECT_COLORS:
+        raise InputError(
+            f"caption {text!r}: {name} is a background colour; objects are {', '.join(OBJECT_COLORS)}"
+        )
+    return color
+
+
+def _free_background(rng: random.Random, colors: Sequence[ColorName]) -> ColorName:
+    # Gray is a background only, so some background is always free.
+    return rng.choice([b for b in BACKGROUNDS if b not in colors])
+
+
+def _mentioning(scene: SceneSpec | None, background: ColorName | None) -> SceneSpec | None:
+    if scene is None or background is None:
+        return scene
+    return scene.model_copy(update={"mentions_background": True})
+
+
+def _unknown(text: str) -> InputError:
+    examples = "; ".join(EXAMPLE_CAPTIONS)
+    return InputError(f"cannot read the caption {text!r}; captions look like: {examples}")
 
 
 def split_of_caption(text: str) -> Split:
@@ -335,18 +503,7 @@ def _sample_single(rng: random.Random, w: int, h: int) -> SceneSpec | None:
     region: Region | None = rng.choice((None, *REGIONS))
     color = rng.choice(_colors_for(background))
     shape = rng.choice(SHAPES)
-    half = _half_size(rng, size, w, h)
-    if region is None:
-        placed = _place(rng, [half], w, h)
-        if placed is None:
-            return None
-        cx, cy = placed[0]
-    else:
-        cx, cy = _region_center(rng, region, half, w, h)
-    obj = SceneObject(
-        shape=shape, color=color, center_x_px=cx, center_y_px=cy, half_size_px=half, size=size, region=region
-    )
-    return SceneSpec(category="single_object", width_px=w, height_px=h, background=background, objects=(obj,))
+    return _single_scene(rng, "single_object", background, (color, shape, size), region, w, h)
 
 
 def _sample_two(rng: random.Random, w: int, h: int) -> SceneSpec | None:
@@ -386,48 +543,13 @@ def _sample_position(rng: random.Random, w: int, h: int) -> SceneSpec | None:
     if first == second:
         return None
     predicate = rng.choice(PREDICATES)
-    side = min(w, h)
-    halves = [_half_size(rng, None, w, h) for _ in range(2)]
-    for _ in range(_MAX_TRIES):
-        placed = _place(rng, halves, w, h)
-        if placed is None:
-            return None
-        (ax, ay), (bx, by) = placed
-        along, across = (bx - ax, by - ay) if predicate in ("left of", "right of") else (by - ay, bx - ax)
-        if predicate in ("right of", "below"):
-            along = -along
-        # The subject lies clearly on the named side, along the dominant axis.
-        if along >= 0.2 * side and along >= 1.5 * abs(across):
-            objs = tuple(
-                SceneObject(shape=s, color=c, center_x_px=x, center_y_px=y, half_size_px=half)
-                for (c, s), (x, y), half in zip((first, second), placed, halves, strict=True)
-            )
-            relation = SceneRelation(subject=0, predicate=predicate, object=1)
-            return SceneSpec(
-                category="position", width_px=w, height_px=h, background=background, objects=objs,
-                relation=relation,
-            )  # fmt: skip
-    return None
+    count = 2 if rng.random() < 1 / 3 else 1
+    return _position_scene(rng, background, (*first, None), count, (*second, None), predicate, w, h)
 
 
 def _sample_text(rng: random.Random, w: int, h: int) -> SceneSpec | None:
-    from .render import text_width_px
-
     background = rng.choice(BACKGROUNDS)
-    text = rng.choice(WORDS)
-    ink: ColorName = "white" if background == "black" else "black"
-    font_size = max(8, round(0.19 * min(w, h)))
-    while font_size > 8 and text_width_px(text, font_size) > 0.8 * w:
-        font_size -= 1
-    slack = max(0.0, (0.9 * w - text_width_px(text, font_size)) / 2)
-    word = SceneWord(
-        text=text,
-        color=ink,
-        center_x_px=w / 2 + rng.uniform(-slack, slack),
-        center_y_px=rng.uniform(0.3, 0.7) * h,
-        font_size_px=font_size,
-    )
-    return SceneSpec(category="text", width_px=w, height_px=h, background=background, word=word)
+    return _word_scene(rng, background, rng.choice(WORDS), w, h)
 
 
 _SAMPLERS = {
@@ -500,18 +622,112 @@ def _scene_of(
     pairs: Sequence[tuple[ColorName, Shape]],
     w: int,
     h: int,
+    sizes: Sequence[Size | None] = (),
 ) -> SceneSpec | None:
+    """Objects placed anywhere; ``sizes[i]``, when given, asserts object ``i``'s size."""
+    sizes = list(sizes) or [None] * len(pairs)
     # Crowded scenes draw smaller shapes so that four always fit.
     top = LARGE_BAND[1] if len(pairs) <= 2 else 0.13
-    halves = [rng.uniform(SMALL_BAND[0], top) * min(w, h) for _ in pairs]
+    halves = [_half_in(rng, size, top, w, h) for size in sizes]
     placed = _place(rng, halves, w, h)
     if placed is None:
         return None
     objs = tuple(
-        SceneObject(shape=shape, color=color, center_x_px=x, center_y_px=y, half_size_px=half)
-        for (color, shape), (x, y), half in zip(pairs, placed, halves, strict=True)
+        SceneObject(shape=shape, color=color, center_x_px=x, center_y_px=y, half_size_px=half, size=size)
+        for (color, shape), (x, y), half, size in zip(pairs, placed, halves, sizes, strict=True)
     )
     return SceneSpec(category=category, width_px=w, height_px=h, background=background, objects=objs)
+
+
+def _single_scene(
+    rng: random.Random,
+    category: Category,
+    background: ColorName,
+    noun: tuple[ColorName, Shape, Size | None],
+    region: Region | None,
+    w: int,
+    h: int,
+) -> SceneSpec | None:
+    color, shape, size = noun
+    half = _half_size(rng, size, w, h)
+    if region is None:
+        placed = _place(rng, [half], w, h)
+        if placed is None:
+            return None
+        cx, cy = placed[0]
+    else:
+        cx, cy = _region_center(rng, region, half, w, h)
+    obj = SceneObject(
+        shape=shape, color=color, center_x_px=cx, center_y_px=cy, half_size_px=half, size=size, region=region
+    )
+    return SceneSpec(category=category, width_px=w, height_px=h, background=background, objects=(obj,))
+
+
+def _position_scene(
+    rng: random.Random,
+    background: ColorName,
+    subject: tuple[ColorName, Shape, Size | None],
+    count: int,
+    other: tuple[ColorName, Shape, Size | None],
+    predicate: Predicate,
+    w: int,
+    h: int,
+) -> SceneSpec | None:
+    """``count`` subject objects, each clearly on the ``predicate`` side of the other object."""
+    side = min(w, h)
+    top = LARGE_BAND[1] if count == 1 else 0.13
+    nouns = [subject] * count + [other]
+    halves = [_half_in(rng, size, top, w, h) for _, _, size in nouns]
+    for _ in range(_MAX_TRIES):
+        placed = _place(rng, halves, w, h)
+        if placed is None:
+            return None
+        bx, by = placed[-1]
+        if all(_clearly(predicate, bx - ax, by - ay, side) for ax, ay in placed[:-1]):
+            objs = tuple(
+                SceneObject(shape=s, color=c, center_x_px=x, center_y_px=y, half_size_px=half, size=size)
+                for (c, s, size), (x, y), half in zip(nouns, placed, halves, strict=True)
+            )
+            relation = SceneRelation(subject=0, predicate=predicate, object=count)
+            return SceneSpec(
+                category="position", width_px=w, height_px=h, background=background, objects=objs,
+                relation=relation,
+            )  # fmt: skip
+    return None
+
+
+def _clearly(predicate: Predicate, dx: float, dy: float, side: int) -> bool:
+    """Whether an offset ``(dx, dy)`` to the other object puts the subject clearly on the named
+    side: far enough along the predicate's axis, and mostly along it."""
+    along, across = (dx, dy) if predicate in ("left of", "right of") else (dy, dx)
+    if predicate in ("right of", "below"):
+        along = -along
+    return along >= 0.2 * side and along >= 1.5 * abs(across)
+
+
+def _word_scene(rng: random.Random, background: ColorName, text: str, w: int, h: int) -> SceneSpec:
+    from .render import text_width_px
+
+    ink: ColorName = "white" if background == "black" else "black"
+    font_size = max(8, round(0.19 * min(w, h)))
+    while font_size > 8 and text_width_px(text, font_size) > 0.8 * w:
+        font_size -= 1
+    slack = max(0.0, (0.9 * w - text_width_px(text, font_size)) / 2)
+    word = SceneWord(
+        text=text,
+        color=ink,
+        center_x_px=w / 2 + rng.uniform(-slack, slack),
+        center_y_px=rng.uniform(0.3, 0.7) * h,
+        font_size_px=font_size,
+    )
+    return SceneSpec(category="text", width_px=w, height_px=h, background=background, word=word)
+
+
+def _half_in(rng: random.Random, size: Size | None, top: float, w: int, h: int) -> float:
+    """A half size from ``size``'s band, or from the small band's bottom to ``top`` if unasserted."""
+    if size is not None:
+        return _half_size(rng, size, w, h)
+    return rng.uniform(SMALL_BAND[0], top) * min(w, h)
 
 
 Corruption = Literal["color", "shape", "count", "relation", "swap_colors", "word", "missing_word"]
@@ -523,9 +739,10 @@ def corrupt_scene(scene: SceneSpec, kind: str, *, seed: int = 0) -> SceneSpec | 
     does not apply to its category.
 
     ``color``/``shape`` repaint or reshape the first object, ``count`` removes or adds one of the
-    counted objects, ``relation`` swaps the two related objects' places, ``swap_colors`` swaps
-    the colours of two differently coloured objects, ``word`` draws another word and
-    ``missing_word`` draws none. Judge the result against the original ``scene``.
+    counted objects (of a counting scene or a position scene's counted subject), ``relation``
+    swaps the places of the object and the (first) subject, ``swap_colors`` swaps the colours of
+    two differently coloured objects, ``word`` draws another word and ``missing_word`` draws
+    none. Judge the result against the original ``scene``.
     """
     if kind not in CORRUPTIONS:
         raise InputError(f"unknown corruption '{kind}'; known: {', '.join(CORRUPTIONS)}")
@@ -548,16 +765,15 @@ def corrupt_scene(scene: SceneSpec, kind: str, *, seed: int = 0) -> SceneSpec | 
     elif kind == "shape":
         objs[0] = objs[0].model_copy(update={"shape": rng.choice([s for s in SHAPES if s != objs[0].shape])})
     elif kind == "count":
-        if scene.category != "counting":
+        counted = _counted_indices(scene)
+        if not counted:
             return None
-        if rng.random() < 0.5 or len(objs) >= 4:
-            objs.pop(rng.randrange(len(objs)))
-        else:
-            extra = _add_like(rng, objs, scene.width_px, scene.height_px)
-            if extra is None:
-                objs.pop(rng.randrange(len(objs)))
-            else:
-                objs.append(extra)
+        extra = None
+        if rng.random() >= 0.5 and len(counted) < 4:
+            extra = _add_like(rng, [objs[i] for i in counted], objs, scene.width_px, scene.height_px)
+        if extra is None:
+            return _without(scene, counted[rng.randrange(len(counted))])
+        objs.append(extra)
     elif kind == "relation":
         if scene.relation is None:
             return None
@@ -584,8 +800,35 @@ def corrupt_scene(scene: SceneSpec, kind: str, *, seed: int = 0) -> SceneSpec | 
     return scene.model_copy(update={"objects": tuple(objs)})
 
 
-def _add_like(rng: random.Random, objs: list[SceneObject], w: int, h: int) -> SceneObject | None:
-    half = min(o.half_size_px for o in objs)
+def _counted_indices(scene: SceneSpec) -> tuple[int, ...]:
+    """The objects of the counted group: all of a counting scene, a position scene's group subject."""
+    if scene.category == "counting":
+        return tuple(range(len(scene.objects)))
+    if scene.category == "position" and scene.relation is not None:
+        members = scene.group_of(scene.relation.subject)
+        return members if len(members) > 1 else ()
+    return ()
+
+
+def _without(scene: SceneSpec, index: int) -> SceneSpec:
+    """``scene`` less ``objects[index]``, its relation (if any) still naming the same objects."""
+    objs = scene.objects[:index] + scene.objects[index + 1 :]
+    update: dict[str, Any] = {"objects": objs}
+    rel = scene.relation
+    if rel is not None:
+        # The subject's group keeps a member: a removed subject hands over to the next one.
+        subject = next(i for i in scene.group_of(rel.subject) if i != index)
+        update["relation"] = rel.model_copy(
+            update={"subject": subject - (subject > index), "object": rel.object - (rel.object > index)}
+        )
+    return scene.model_copy(update=update)
+
+
+def _add_like(
+    rng: random.Random, like: Sequence[SceneObject], objs: Sequence[SceneObject], w: int, h: int
+) -> SceneObject | None:
+    """One more object like ``like[0]``, as small as the smallest of ``like``, clear of ``objs``."""
+    half = min(o.half_size_px for o in like)
     gap = _GAP * min(w, h)
     border = 0.03 * min(w, h)
     for _ in range(_MAX_TRIES):
@@ -596,5 +839,5 @@ def _add_like(rng: random.Random, objs: list[SceneObject], w: int, h: int) -> Sc
             or abs(y - o.center_y_px) >= half + o.half_size_px + gap
             for o in objs
         ):
-            return objs[0].model_copy(update={"center_x_px": x, "center_y_px": y, "half_size_px": half})
+            return like[0].model_copy(update={"center_x_px": x, "center_y_px": y, "half_size_px": half})
     return None

@@ -1,0 +1,25 @@
+"""Parameters of the compositional-judge reward (pydantic only, no numpy or torch)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from xomni_core import ComponentParams
+from xomni_core.synthetic import DetectorParams
+
+
+class ComposeJudgeParams(ComponentParams):
+    """How a judgement becomes a score, and the detector's thresholds.
+
+    ``checks``: the share of the caption's claims the image bears out (a graded signal for
+    training). ``correct``: 1 when every claim holds, else 0 (what the benchmark counts).
+    """
+
+    score: Literal["checks", "correct"] = Field(
+        "checks", description="share of passed checks, or 1/0 for all checks passing"
+    )
+    detector: DetectorParams = Field(
+        default_factory=DetectorParams, description="thresholds of the shape and colour detector"
+    )

@@ -1,0 +1,131 @@
+"""The compose-judge reward scores images with the benchmark's scene judge, against a scene from
+per-sample metadata or the prompt read as a caption."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from xomni_core import InputError, RewardBatch
+from xomni_core.registry import PluginRegistry
+from xomni_core.synthetic import SceneSpec, corrupt_scene, parse_caption, render_scene, sample_scenes
+from xomni_plugins.rewards.compose_judge import ComposeJudgeParams
+from xomni_plugins.rewards.compose_judge.model import ComposeJudgeReward
+
+HEADLINE = "two red circles left of a blue square"
+
+
+def reward(**params: object) -> ComposeJudgeReward:
+    return ComposeJudgeReward.from_params(ComposeJudgeParams.model_validate(params))
+
+
+def scenes() -> list[SceneSpec]:
+    return sample_scenes("rl", 12, seed=4, categories=["single_object", "counting", "position", "color_attr"])
+
+
+def test_it_is_registered_and_builds_from_validated_params() -> None:
+    spec = PluginRegistry.discover(use_environment=False).get("reward", "compose-judge")
+    implementation = spec.load()
+    assert implementation is ComposeJudgeReward and implementation.params_class is spec.params
+    params = spec.params.model_validate({"score": "correct", "detector": {"relation_margin": 0.05}})
+    built = implementation.from_params(params)
+    assert built.judge.params.relation_margin == 0.05
+
+
+def test_descriptor_and_params_import_neither_torch_nor_numpy() -> None:
+    code = (
+        "import sys\n"
+        "from xomni_plugins.rewards import compose_judge\n"
+        "compose_judge.PLUGIN.params()\n"
+        "heavy = {'torch', 'numpy', 'PIL', 'rapidocr_onnxruntime', 'onnxruntime'}\n"
+        "print(','.join(sorted(heavy & set(sys.modules))))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == ""
+
+
+def test_true_renders_score_one_and_corrupted_renders_score_less() -> None:
+    judge = reward()
+    truth = scenes()
+    wrong = [corrupt_scene(s, "color", seed=i) or s for i, s in enumerate(truth)]
+    metadata = [s.metadata() for s in truth]
+    prompts = [s.caption for s in truth]
+    good = judge.score(RewardBatch([render_scene(s) for s in truth], prompts, metadata))
+    bad = judge.score(RewardBatch([render_scene(s) for s in wrong], prompts, metadata))
+    assert good.name == "compose-judge" and good.scores == (1.0,) * len(truth)
+    assert all(0.0 <= score < 1.0 for score in bad.scores)
+    assert bad.details["correct"] == (0.0,) * len(truth)
+    assert bad.details["checks"] == bad.scores
+
+
+def test_correct_mode_scores_one_or_zero() -> None:
+    truth = scenes()[:4]
+    wrong = [corrupt_scene(s, "shape", seed=0) or s for s in truth]
+    images = [render_scene(s) for s in truth + wrong]
+    result = reward(score="correct").score(
+        RewardBatch(images, [s.caption for s in truth + truth], [s.metadata() for s in truth + truth])
+    )
+    assert result.scores == (1.0,) * 4 + (0.0,) * 4
+
+
+def test_without_metadata_the_prompt_is_parsed_at_the_image_size() -> None:
+    scene = parse_caption(HEADLINE, width_px=96, height_px=64, seed=7)
+    image, wrong = render_scene(scene), render_scene(corrupt_scene(scene, "relation") or scene)
+    judge = reward()
+    parsed = judge.score(RewardBatch([image, wrong], [HEADLINE, HEADLINE]))
+    given = judge.score(RewardBatch([image, wrong], ["any words", "any words"], [scene.metadata()] * 2))
+    assert parsed.scores == given.scores
+    assert parsed.scores[0] == 1.0 and parsed.scores[1] < 1.0
+
+
+def test_a_metadata_scene_wins_over_the_prompt() -> None:
+    scene = scenes()[2]
+    result = reward().score(RewardBatch([render_scene(scene)], ["three green triangles"], [scene.metadata()]))
+    assert result.scores == (1.0,)
+
+
+def test_trl_style_call_reads_the_scene_column() -> None:
+    truth = scenes()[:3]
+    function = reward(score="correct").as_reward_function()
+    images = [render_scene(s) for s in truth]
+    prompts = [s.caption for s in truth]
+    assert function.__name__ == "compose-judge"
+    assert function(prompts, images, scene=[s.model_dump(mode="json") for s in truth]) == [1.0] * 3
+    assert function(prompts, images, scene=[s.to_json() for s in truth]) == [1.0] * 3
+    assert function(prompts, images) == [1.0] * 3
+
+
+def test_words_are_read_by_the_lazy_ocr_reward() -> None:
+    pytest.importorskip("rapidocr_onnxruntime")
+    scene = sample_scenes("rl", 1, seed=4, categories=["text"])[0]
+    missing = corrupt_scene(scene, "missing_word")
+    assert missing is not None
+    judge = reward()
+    batch = RewardBatch([render_scene(scene), render_scene(missing)], [scene.caption] * 2)
+    assert judge.score(batch).scores == (1.0, 0.0)
+
+
+def test_bad_metadata_names_the_plugin_and_the_field() -> None:
+    scene = scenes()[0]
+    broken = {"scene": {**scene.model_dump(mode="json"), "category": "landscape"}}
+    with pytest.raises(InputError, match=r"reward 'compose-judge': sample 0 metadata 'scene\.category'"):
+        reward().score(RewardBatch([render_scene(scene)], [scene.caption], [broken]))
+
+
+def test_a_prompt_that_is_no_caption_without_a_scene_is_an_input_error() -> None:
+    image = render_scene(scenes()[0])
+    with pytest.raises(
+        InputError, match=r"compose-judge': sample 0 has no metadata 'scene'.*'a cat on a sofa'"
+    ):
+        reward().score(RewardBatch([image], ["a cat on a sofa"]))
+
+
+def test_params_survive_a_save_and_load(tmp_path: Path) -> None:
+    original = reward(score="correct", detector={"min_area_frac": 0.004})
+    original.save_pretrained(tmp_path / "judge")
+    loaded = ComposeJudgeReward.from_pretrained(tmp_path / "judge")
+    assert loaded.params == original.params
+    assert loaded.judge.params.min_area_frac == 0.004

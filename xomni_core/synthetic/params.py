@@ -1,0 +1,31 @@
+"""Thresholds of the scene detector: pydantic only, so reward params can hold them without numpy."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .scenes import SIZE_THRESHOLD
+
+
+class DetectorParams(BaseModel):
+    """Thresholds of the detector; fractions are of the image's width, height or area."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_color_distance: float = Field(80.0, gt=0, description="RGB distance to accept a palette colour.")
+    color_ratio: float = Field(
+        0.75, gt=0, le=1, description="Nearest colour must be this much closer than the second."
+    )
+    min_area_frac: float = Field(0.002, ge=0, lt=1, description="Smaller blobs are ignored as noise.")
+    square_fill: float = Field(0.88, description="Box fill at or above which a blob is a square.")
+    triangle_fill: float = Field(0.62, description="Box fill below which a blob is a triangle.")
+    triangle_top_share: float = Field(0.38, description="Top-half share below which a blob is a triangle.")
+    size_threshold: float = Field(
+        SIZE_THRESHOLD, gt=0, description="Half box side over the shorter image side that splits small/large."
+    )
+    relation_margin: float = Field(
+        0.02, ge=0, description="Centroid offset needed for left/right/above/below."
+    )
+    region_edge: float = Field(0.4, gt=0, le=0.5, description="'left' means a centroid x below this.")
+    region_center: float = Field(0.15, gt=0, le=0.5, description="'center' means within this of the middle.")
+    ocr_threads: int = Field(1, ge=0, description="onnxruntime threads of the default OCR reward.")
