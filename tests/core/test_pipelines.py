@@ -75,7 +75,10 @@ def test_pretrained_folders_load_through_the_real_loaders(
     expected = pipeline("a green star", seed=1, show_progress=False)
     actual = loaded("a green star", seed=1, show_progress=False)
     assert actual.tokens.rows() == expected.tokens.rows()
-    assert np.array_equal(pixels(actual.images[0]), pixels(expected.images[0]))
+    # Loaded tensors may sit at other memory alignments, which can change the summation order of
+    # vectorised kernels in the last float bit: at most one level of 255 after rounding.
+    difference = np.abs(pixels(actual.images[0]).astype(int) - pixels(expected.images[0]).astype(int))
+    assert difference.max() <= 1
 
 
 def test_chat_answers_about_an_image_from_the_command_line(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ from xomni_export.specs.decoder import (
     decoder_export_spec,
 )
 
-from .model import FluxPipeline, SemanticFluxTransformer, decode_vae_latents
+from .model import SemanticFluxTransformer, decode_vae_latents, latent_image_ids
 
 if TYPE_CHECKING:
     from diffusers import AutoencoderKL
@@ -152,7 +152,7 @@ def export_graphs(decoder: FluxSemanticDecoder, precision: Precision) -> list[Gr
         inputs = {
             "latents": torch.randn(batch, tokens, params.in_channels, generator=generator),
             "timestep": torch.rand(batch, generator=generator),
-            "img_ids": FluxPipeline._prepare_latent_image_ids(batch, grid_h, tokens // grid_h, "cpu", dtype),
+            "img_ids": latent_image_ids(grid_h, tokens // grid_h, "cpu", dtype),
             "semantic": torch.randn(batch, tokens, params.semantic_channels, generator=generator),
             "guidance": 1.0 + 4.0 * torch.rand(batch, generator=generator),
         }

@@ -18,19 +18,19 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler
 from diffusers.configuration_utils import register_to_config
 from diffusers.image_processor import VaeImageProcessor
+from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.transformers.transformer_flux import FluxTransformer2DModel
+from diffusers.schedulers.scheduling_flow_match_euler_discrete import FlowMatchEulerDiscreteScheduler
 from pydantic import ValidationError
 from torch import nn
 from tqdm.auto import tqdm
-from transformers.utils import logging as transformers_logging
 
 from xomni_core import (
     CheckpointError,
@@ -46,16 +46,6 @@ from xomni_core import (
 from xomni_core.text_tokenizers import build_byte_tokenizer
 
 from .params import FLUX_MAX_T5_LENGTH, FluxSemanticParams
-
-# The FLUX pipeline module imports image processors that warn about a missing torchvision,
-# which this decoder never uses.
-_verbosity = transformers_logging.get_verbosity()
-transformers_logging.set_verbosity_error()
-try:
-    from diffusers import FluxPipeline
-    from diffusers.pipelines.flux.pipeline_flux import calculate_shift, retrieve_timesteps
-finally:
-    transformers_logging.set_verbosity(_verbosity)
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -394,25 +384,21 @@ class FluxSemanticDecoder(Decoder[FluxSemanticParams]):
         channels = self.params.vae_latent_channels
         generator = torch.Generator(device="cpu").manual_seed(seed)
         noise = torch.randn((batch_size, channels, 2 * grid_h, 2 * grid_w), generator=generator)
-        packed = FluxPipeline._pack_latents(noise, batch_size, channels, 2 * grid_h, 2 * grid_w)
+        packed = pack_latents(noise)
         return packed.to(device=self.device, dtype=self.dtype)
 
     def timesteps(self, num_inference_steps: int, num_image_tokens: int) -> torch.Tensor:
         """Set the scheduler for a run and return its timesteps (FLUX's shifted sigmas * 1000)."""
         config = self.scheduler.config
-        mu = calculate_shift(
-            num_image_tokens,
-            config.get("base_image_seq_len", 256),
-            config.get("max_image_seq_len", 4096),
-            config.get("base_shift", 0.5),
-            config.get("max_shift", 1.15),
-        )
+        # FLUX's shift mu grows linearly with the number of image tokens.
+        base_len, max_len = config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096)
+        base_shift, max_shift = config.get("base_shift", 0.5), config.get("max_shift", 1.15)
+        slope = (max_shift - base_shift) / (max_len - base_len)
+        mu = num_image_tokens * slope + (base_shift - slope * base_len)
         sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps).tolist()
-        timesteps, _ = retrieve_timesteps(
-            self.scheduler, num_inference_steps, self.device, sigmas=sigmas, mu=mu
-        )
+        self.scheduler.set_timesteps(sigmas=sigmas, device=self.device, mu=mu)
         self.scheduler.set_begin_index(0)
-        return timesteps
+        return cast(torch.Tensor, self.scheduler.timesteps)
 
     @torch.no_grad()
     def decode(self, request: DecodeRequest) -> list[Image]:
@@ -437,7 +423,7 @@ class FluxSemanticDecoder(Decoder[FluxSemanticParams]):
         negative = self.encode_prompts([""] * batch, batch) if scale > 1.0 else None
         # Row-major flattening matches the order in which FLUX packs its image tokens.
         semantic = values.to(self.device, self.dtype).flatten(2).transpose(1, 2)
-        image_ids = FluxPipeline._prepare_latent_image_ids(batch, grid_h, grid_w, self.device, self.dtype)
+        image_ids = latent_image_ids(grid_h, grid_w, self.device, self.dtype)
         latents = self.initial_noise(batch, grid_h, grid_w, request.seed)
 
         for t in tqdm(
@@ -454,7 +440,7 @@ class FluxSemanticDecoder(Decoder[FluxSemanticParams]):
         """VAE-decode packed latents into RGB images of ``grid * pixels_per_token`` pixels."""
         height_px, width_px = grid_h * self.pixels_per_token, grid_w * self.pixels_per_token
         scale_factor = self.params.vae_scale_factor
-        latents = FluxPipeline._unpack_latents(latents, height_px, width_px, scale_factor)
+        latents = unpack_latents(latents, height_px, width_px, scale_factor)
         pixels = self._decode_vae(latents)
         processor = VaeImageProcessor(vae_scale_factor=2 * scale_factor)
         images: list[Image] = processor.postprocess(pixels.float(), output_type="pil")
@@ -570,6 +556,40 @@ class FluxSemanticDecoder(Decoder[FluxSemanticParams]):
 
 
 # ------------------------------------------------------------------------------- helpers
+# FLUX's latent layout, written out so that sampling needs no diffusers pipeline module: those
+# import the whole pipeline machinery and the transformers CLIP and T5 models.
+
+
+def pack_latents(latents: torch.Tensor) -> torch.Tensor:
+    """FLUX packing: latents ``(batch, channels, height, width)`` become one token per 2x2 patch,
+    ``(batch, (height // 2) * (width // 2), channels * 4)``, tokens in row-major order."""
+    batch, channels, height, width = latents.shape
+    patches = latents.view(batch, channels, height // 2, 2, width // 2, 2).permute(0, 2, 4, 1, 3, 5)
+    return patches.reshape(batch, (height // 2) * (width // 2), channels * 4)
+
+
+def unpack_latents(
+    packed: torch.Tensor, height_px: int, width_px: int, vae_scale_factor: int
+) -> torch.Tensor:
+    """Inverse of :func:`pack_latents` for an image of ``height_px x width_px`` pixels and a VAE
+    that downsamples by ``vae_scale_factor``: ``(batch, channels // 4, height, width)``."""
+    batch, _, channels = packed.shape
+    # Packing needs even latent sizes: round the pixel sizes down to whole 2x2 patches.
+    height = 2 * (int(height_px) // (vae_scale_factor * 2))
+    width = 2 * (int(width_px) // (vae_scale_factor * 2))
+    patches = packed.view(batch, height // 2, width // 2, channels // 4, 2, 2).permute(0, 3, 1, 4, 2, 5)
+    return patches.reshape(batch, channels // 4, height, width)
+
+
+def latent_image_ids(
+    grid_h: int, grid_w: int, device: torch.device | str, dtype: torch.dtype
+) -> torch.Tensor:
+    """FLUX's rotary ids of the packed image tokens, ``(grid_h * grid_w, 3)``: ``(0, row, column)``
+    in row-major order."""
+    ids = torch.zeros(grid_h, grid_w, 3)
+    ids[..., 1] = ids[..., 1] + torch.arange(grid_h)[:, None]
+    ids[..., 2] = ids[..., 2] + torch.arange(grid_w)[None, :]
+    return ids.reshape(grid_h * grid_w, 3).to(device=device, dtype=dtype)
 
 
 def decode_vae_latents(vae: AutoencoderKL, latents: torch.Tensor) -> torch.Tensor:

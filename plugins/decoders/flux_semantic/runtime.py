@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import torch
-from diffusers import FlowMatchEulerDiscreteScheduler
+from diffusers.schedulers.scheduling_flow_match_euler_discrete import FlowMatchEulerDiscreteScheduler
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from xomni_core import CheckpointError, Decoder, InputError, PluginError, read_component_file, torch_dtype
