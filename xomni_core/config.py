@@ -265,6 +265,11 @@ def resolve_config(config: PipelineConfig, registry: PluginRegistry) -> Resolved
     return ResolvedConfig(config, components)
 
 
+def validation_message(exc: ValidationError, model: type[BaseModel], *, prefix: str = "") -> str:
+    """One readable line per problem of ``exc``: the field path, what was given and expected."""
+    return _describe(exc, prefix=prefix, plugin=None, model=model)
+
+
 def _describe(exc: ValidationError, *, prefix: str, plugin: PluginSpec | None, model: type[BaseModel]) -> str:
     owner = f" of {plugin.kind} plugin '{plugin.name}'" if plugin else ""
     messages = []

@@ -8,6 +8,7 @@ from .settings import GRPOSettings, SFTSettings, TrainingPrompt, TrainingSetting
 
 if TYPE_CHECKING:
     from .grpo import GRPOResult, train_grpo
+    from .schedules import warmup_cosine
     from .sft import SFTResult, train_sft
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "TrainingSettings",
     "train_grpo",
     "train_sft",
+    "warmup_cosine",
 ]
 
 _LAZY = {
@@ -26,6 +28,7 @@ _LAZY = {
     "train_grpo": "xomni_core.training.grpo",
     "SFTResult": "xomni_core.training.sft",
     "train_sft": "xomni_core.training.sft",
+    "warmup_cosine": "xomni_core.training.schedules",
 }
 
 

@@ -1,0 +1,1 @@
+"""Training recipes that build whole pipelines out of the reference components."""

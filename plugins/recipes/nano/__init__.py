@@ -1,0 +1,22 @@
+"""xomni-nano: the reference X-Omni pipeline at laptop size, trained from scratch on synthetic scenes."""
+
+from __future__ import annotations
+
+from .evaluate import ComparisonReport, compare
+from .recipe import NanoResult, combined_hash, hash_files, run_nano_recipe
+from .settings import PIPELINE_TEMPLATE, NanoData, NanoEval, NanoGRPO, NanoRecipe, NanoSFT
+
+__all__ = [
+    "PIPELINE_TEMPLATE",
+    "ComparisonReport",
+    "NanoData",
+    "NanoEval",
+    "NanoGRPO",
+    "NanoRecipe",
+    "NanoResult",
+    "NanoSFT",
+    "combined_hash",
+    "compare",
+    "hash_files",
+    "run_nano_recipe",
+]

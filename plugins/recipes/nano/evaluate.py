@@ -1,0 +1,147 @@
+"""The held-out comparison of the nano recipe: SFT single, SFT best-of-N, GRPO single.
+
+All three draw the same eval-split prompts with the same decoder and sampling. Sample ``k`` of
+prompt ``i`` uses seed ``seed + k * n + i``, so the SFT single sample is the first of the SFT
+best-of-N candidates and the GRPO single sample starts from the same seed. Best-of-N keeps the
+candidate the pipeline's reward (the compositional judge's share of passed checks, read from
+the prompt alone) scores highest, the earliest on ties; the benchmark then judges it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL.Image import Image
+
+from xomni_core import TextToImagePipeline, atomic_file
+from xomni_core.synthetic import CATEGORIES, BenchReport, SceneJudge, SceneSpec, sample_scenes, score_images
+
+from .settings import NanoEval
+
+
+@dataclass(frozen=True)
+class ComparisonReport:
+    """Accuracy per category (``modes[mode][category]``, overall included) of each mode."""
+
+    modes: dict[str, dict[str, float]]
+    info: dict[str, Any]
+
+    def overall(self) -> dict[str, float]:
+        return {mode: scores["overall"] for mode, scores in self.modes.items()}
+
+    def table(self) -> str:
+        """A Markdown table, categories down, modes across, accuracies in percent."""
+        modes = list(self.modes)
+        rows = [c for c in (*CATEGORIES, "overall") if c in next(iter(self.modes.values()))]
+        lines = [
+            "| category | " + " | ".join(modes) + " |",
+            "|---|" + "---:|" * len(modes),
+        ]
+        for row in rows:
+            cells = [f"{100 * self.modes[mode][row]:.1f}" for mode in modes]
+            name = f"**{row}**" if row == "overall" else row
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        return "\n".join(lines) + "\n"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.info,
+            "overall": self.overall(),
+            "categories": self.modes,
+        }
+
+    def write(self, folder: str | os.PathLike[str]) -> None:
+        root = Path(folder)
+        with atomic_file(root / "comparison.json") as tmp:
+            tmp.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        with atomic_file(root / "comparison.md") as tmp:
+            tmp.write_text(self.table())
+
+    @classmethod
+    def read(cls, path: str | os.PathLike[str]) -> ComparisonReport:
+        record = json.loads(Path(path).read_text())
+        info = {k: v for k, v in record.items() if k not in ("overall", "categories")}
+        return cls(modes=record["categories"], info=info)
+
+
+def compare(
+    sft_config: str | os.PathLike[str],
+    grpo_config: str | os.PathLike[str],
+    settings: NanoEval,
+    *,
+    best_of: int,
+    image_px: int,
+    show_progress: bool = True,
+    reports_dir: str | os.PathLike[str] | None = None,
+) -> ComparisonReport:
+    """Score the three modes on ``settings.scenes`` eval-split prompts."""
+    scenes = sample_scenes("eval", settings.scenes, seed=settings.seed, width_px=image_px, height_px=image_px)
+    judge = SceneJudge()
+    sft = TextToImagePipeline.from_config(sft_config)
+    candidates, rewards = [], []
+    for k in range(best_of):
+        images, scores = _draw(
+            sft,
+            scenes,
+            settings,
+            seed=settings.seed + k * len(scenes),
+            label=f"SFT {k + 1}/{best_of}",
+            show_progress=show_progress,
+        )
+        candidates.append(images)
+        rewards.append(scores)
+    picks = [max(range(best_of), key=lambda k: (rewards[k][i], -k)) for i in range(len(scenes))]
+    best = [candidates[k][i] for i, k in enumerate(picks)]
+    del sft
+    grpo = TextToImagePipeline.from_config(grpo_config)
+    grpo_images, _ = _draw(
+        grpo, scenes, settings, seed=settings.seed, label="GRPO", show_progress=show_progress
+    )
+    reports = {
+        "sft_single": score_images(candidates[0], scenes, judge=judge),
+        f"sft_best_of_{best_of}": score_images(best, scenes, judge=judge),
+        "grpo_single": score_images(grpo_images, scenes, judge=judge),
+    }
+    if reports_dir is not None:
+        for mode, report in reports.items():
+            report.write_json(Path(reports_dir) / f"{mode}.json")
+    return ComparisonReport(
+        modes={mode: _accuracies(report) for mode, report in reports.items()},
+        info={"split": "eval", "scenes": len(scenes), "seed": settings.seed, "best_of": best_of},
+    )
+
+
+def _draw(
+    pipeline: TextToImagePipeline,
+    scenes: Sequence[SceneSpec],
+    settings: NanoEval,
+    *,
+    seed: int,
+    label: str,
+    show_progress: bool,
+) -> tuple[list[Image], list[float]]:
+    """One image per scene and the pipeline's reward for it."""
+    from tqdm.auto import tqdm
+
+    images: list[Image] = []
+    rewards: list[float] = []
+    for start in tqdm(
+        range(0, len(scenes), settings.batch_size), desc=f"eval {label}", disable=not show_progress
+    ):
+        chunk = scenes[start : start + settings.batch_size]
+        result = pipeline([s.caption for s in chunk], seed=seed + start, show_progress=False)
+        assert result.scores is not None, "the eval pipelines carry the compose-judge reward"
+        images += result.images
+        rewards += result.scores.total
+    return images, rewards
+
+
+def _accuracies(report: BenchReport) -> dict[str, float]:
+    scores = {name: score.accuracy for name, score in report.categories().items()}
+    scores["overall"] = report.overall
+    return scores

@@ -1,0 +1,366 @@
+"""``xomni train nano``: every stage of the xomni-nano pipeline, from synthetic scenes to GRPO.
+
+Stages, each seeded and each written to its own folder under ``OUT`` before the next starts:
+
+1. ``tokenizer``: SigLIP-VQ trained with IBQ on rendered train-split scenes.
+2. ``decoder``: the semantic FLUX decoder's VAE, then its transformer on (VAE latent, semantic
+   latent) pairs of the same scenes.
+3. ``sft``: the X-Omni backbone fine-tuned on train-split captions (``xomni train sft``).
+4. ``grpo``: GRPO of that backbone on rl-split prompts, rewarded by the compositional judge
+   (``xomni train grpo`` with the ``compose-judge`` reward).
+5. ``eval``: SFT single sample, SFT best-of-N and GRPO single sample on the eval split.
+
+``OUT/model`` is then a self-contained pipeline folder (``pipeline.yaml``, the three components
+and ``provenance.json`` with the command, settings, timings, benchmark and file hashes).
+With ``resume``, finished stages (listed in ``OUT/stages.json``) are loaded instead of rerun.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from xomni_core import InputError, __version__, atomic_directory, atomic_file
+from xomni_core.synthetic import render_scene, sample_scenes
+from xomni_plugins.decoders.flux_semantic.model import FluxSemanticDecoder
+from xomni_plugins.decoders.flux_semantic.params import FluxSemanticParams
+from xomni_plugins.decoders.flux_semantic.training import (
+    fit_latent_scaling,
+    packed_latents,
+    train_flow,
+    train_vae,
+)
+from xomni_plugins.tokenizers.siglip_vq.model import SigLIPVQTokenizer
+from xomni_plugins.tokenizers.siglip_vq.params import SigLIPVQParams
+from xomni_plugins.tokenizers.siglip_vq.training import train_ibq
+
+from .evaluate import ComparisonReport, compare
+from .settings import NanoRecipe, pipeline_template
+
+STAGES = ("tokenizer", "decoder", "sft", "grpo", "eval")
+REWARD = {"plugin": "compose-judge", "params": {"score": "checks"}}
+
+
+@dataclass(frozen=True)
+class NanoResult:
+    """Where the trained pipeline is and how it scored."""
+
+    model_dir: Path
+    report: ComparisonReport
+    seconds: dict[str, float]
+
+
+def run_nano_recipe(
+    out_dir: str | os.PathLike[str],
+    recipe: NanoRecipe | None = None,
+    *,
+    resume: bool = False,
+    show_progress: bool = True,
+    command: Sequence[str] | None = None,
+    log: Callable[[str], None] = print,
+) -> NanoResult:
+    """Run the recipe into ``out_dir``; see the module docstring for the stages."""
+    recipe = recipe or NanoRecipe()
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()) and not resume:
+        raise InputError(f"{out} is not empty: pick a new folder, or pass --resume to continue a run in it")
+    out.mkdir(parents=True, exist_ok=True)
+    if recipe.threads is not None:
+        torch.set_num_threads(recipe.threads)
+    run = _Run(out, recipe, show_progress, log)
+    run.check_same_recipe()
+    run.stage("tokenizer", run.train_tokenizer)
+    run.stage("decoder", run.train_decoder)
+    run.stage("sft", run.train_backbone)
+    run.stage("grpo", run.reinforce_backbone)
+    run.stage("eval", run.evaluate)
+    model_dir = run.write_model_folder(command or sys.argv)
+    report = ComparisonReport.read(out / "eval" / "comparison.json")
+    return NanoResult(model_dir, report, run.seconds())
+
+
+class _Run:
+    def __init__(
+        self, out: Path, recipe: NanoRecipe, show_progress: bool, log: Callable[[str], None]
+    ) -> None:
+        self.out = out
+        self.recipe = recipe
+        self.show_progress = show_progress
+        self.log = log
+        self.state_path = out / "stages.json"
+        self.state: dict[str, Any] = (
+            json.loads(self.state_path.read_text()) if self.state_path.is_file() else {}
+        )
+        self._pixels: torch.Tensor | None = None
+
+    # ---------------------------------------------------------------------------- bookkeeping
+
+    def check_same_recipe(self) -> None:
+        recorded = self.state.get("recipe")
+        current = self.recipe.model_dump(mode="json")
+        if recorded is not None and recorded != current:
+            raise InputError(
+                f"{self.out} holds a run of different recipe settings; resume it with the same settings "
+                "or start in a new folder"
+            )
+        self.state["recipe"] = current
+        self._save_state()
+
+    def stage(self, name: str, body: Callable[[], dict[str, Any]]) -> None:
+        done = self.state.setdefault("stages", {})
+        if name in done:
+            self.log(f"[{name}] done in an earlier run ({done[name]['seconds']:.0f} s), skipped")
+            return
+        self.log(f"[{name}] starting")
+        start = time.perf_counter()
+        summary = body()
+        seconds = time.perf_counter() - start
+        done[name] = {"seconds": seconds, **summary}
+        self._save_state()
+        details = ", ".join(
+            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items()
+        )
+        self.log(f"[{name}] finished in {seconds:.0f} s" + (f": {details}" if details else ""))
+
+    def seconds(self) -> dict[str, float]:
+        return {name: float(s["seconds"]) for name, s in self.state.get("stages", {}).items()}
+
+    def _save_state(self) -> None:
+        with atomic_file(self.state_path) as tmp:
+            tmp.write_text(json.dumps(self.state, indent=2) + "\n")
+
+    # ---------------------------------------------------------------------------------- data
+
+    @property
+    def pixels(self) -> torch.Tensor:
+        """The train-split images in ``[-1, 1]``, rendered on first use."""
+        if self._pixels is None:
+            data = self.recipe.data
+            scenes = sample_scenes(
+                "train", data.train_images, seed=data.seed, width_px=data.image_px, height_px=data.image_px
+            )
+            rendered = np.stack([np.asarray(render_scene(scene)) for scene in scenes])
+            self._pixels = torch.from_numpy(rendered).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+        return self._pixels
+
+    def _config(self, **sections: Any) -> dict[str, Any]:
+        config = pipeline_template()
+        config["runtime"]["seed"] = self.recipe.seed
+        for slot in ("tokenizer", "backbone", "decoder"):
+            folder = sections.pop(slot, None)
+            if folder is not None:
+                config[slot] = {"plugin": config[slot]["plugin"], "weights": str(folder)}
+        config.update(sections)
+        return config
+
+    def _write_config(self, name: str, config: dict[str, Any]) -> Path:
+        path = self.out / name
+        with atomic_file(path) as tmp:
+            tmp.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
+
+    # -------------------------------------------------------------------------------- stages
+
+    def train_tokenizer(self) -> dict[str, Any]:
+        params = SigLIPVQParams.model_validate(pipeline_template()["tokenizer"]["params"])
+        tokenizer = SigLIPVQTokenizer.from_params(params, seed=self.recipe.seed)
+        result = train_ibq(tokenizer, self.pixels, self.recipe.tokenizer, show_progress=self.show_progress)
+        tokenizer.save_pretrained(self.out / "tokenizer")
+        return {"reconstruction_mse": result.reconstruction, "codes_used": result.codes_used}
+
+    def train_decoder(self) -> dict[str, Any]:
+        params = FluxSemanticParams.model_validate(pipeline_template()["decoder"]["params"])
+        decoder = FluxSemanticDecoder.from_params(params, seed=self.recipe.seed)
+        vae = train_vae(decoder, self.pixels, self.recipe.vae, show_progress=self.show_progress)
+        fit_latent_scaling(decoder, self.pixels[:1024])
+        tokenizer = SigLIPVQTokenizer.from_pretrained(self.out / "tokenizer")
+        clean = packed_latents(decoder, self.pixels)
+        with torch.no_grad():
+            semantic = torch.cat(
+                [
+                    tokenizer.decode(tokenizer.encode(self.pixels[i : i + 256])).values
+                    for i in range(0, len(self.pixels), 256)
+                ]
+            )
+        grid = (semantic.shape[2], semantic.shape[3])
+        flow = train_flow(
+            decoder,
+            clean,
+            semantic.flatten(2).transpose(1, 2),
+            grid,
+            self.recipe.flow,
+            show_progress=self.show_progress,
+        )
+        decoder.save_pretrained(self.out / "decoder")
+        return {"vae_loss": vae.final_loss, "flow_loss": flow.final_loss}
+
+    def train_backbone(self) -> dict[str, Any]:
+        from xomni_core.training.sft import train_sft
+
+        sft = self.recipe.sft
+        px = self.recipe.data.image_px
+        config = self._config(
+            tokenizer=self.out / "tokenizer",
+            decoder=self.out / "decoder",
+            training={
+                "sft": {
+                    "synthetic": {"split": "train", "n": sft.scenes, "seed": self.recipe.data.seed},
+                    "height_px": px,
+                    "width_px": px,
+                    "batch_size": sft.batch_size,
+                    "learning_rate": sft.learning_rate,
+                    "weight_decay": sft.weight_decay,
+                    "warmup_steps": sft.warmup_steps,
+                    "steps": sft.steps,
+                    "checkpoint_every": sft.steps,
+                    "keep_checkpoints": 1,
+                    "output_dir": str(self.out / "sft"),
+                }
+            },
+        )
+        result = train_sft(self._write_config("sft.yaml", config), show_progress=self.show_progress)
+        assert result.checkpoint is not None
+        _replace_dir(result.checkpoint / "backbone", self.out / "backbone-sft")
+        return {"loss": float(result.records[-1]["loss"])}
+
+    def reinforce_backbone(self) -> dict[str, Any]:
+        from xomni_core.training.grpo import train_grpo
+
+        grpo = self.recipe.grpo
+        px = self.recipe.data.image_px
+        scenes = sample_scenes("rl", grpo.prompts, seed=self.recipe.data.seed, width_px=px, height_px=px)
+        prompts = self.out / "rl-prompts.jsonl"
+        with atomic_file(prompts) as tmp:
+            tmp.write_text(
+                "".join(json.dumps({"prompt": s.caption, "metadata": s.metadata()}) + "\n" for s in scenes)
+            )
+        config = self._config(
+            tokenizer=self.out / "tokenizer",
+            backbone=self.out / "backbone-sft",
+            decoder=self.out / "decoder",
+            rewards=[REWARD],
+            training={
+                "grpo": {
+                    "steps": grpo.steps,
+                    "group_size": grpo.group_size,
+                    "prompts_per_step": grpo.prompts_per_step,
+                    "learning_rate": grpo.learning_rate,
+                    "kl_coef": grpo.kl_coef,
+                    "clip_epsilon": grpo.clip_epsilon,
+                    "sampling": grpo.sampling.model_dump(),
+                    "height_px": px,
+                    "width_px": px,
+                    "num_inference_steps": grpo.num_inference_steps,
+                    "prompts_file": str(prompts),
+                    "checkpoint_every": grpo.steps,
+                    "keep_checkpoints": 1,
+                    "output_dir": str(self.out / "grpo"),
+                }
+            },
+        )
+        result = train_grpo(self._write_config("grpo.yaml", config), show_progress=self.show_progress)
+        assert result.checkpoint is not None
+        _replace_dir(result.checkpoint / "backbone", self.out / "backbone-grpo")
+        rewards = [float(r["reward_mean"]) for r in result.records]
+        tenth = max(1, len(rewards) // 10)
+        return {
+            "reward_first_tenth": sum(rewards[:tenth]) / tenth,
+            "reward_last_tenth": sum(rewards[-tenth:]) / tenth,
+        }
+
+    def evaluate(self) -> dict[str, Any]:
+        folders = {"tokenizer": self.out / "tokenizer", "decoder": self.out / "decoder"}
+        sft = self._write_config(
+            "pipeline-sft.yaml", self._config(**folders, backbone=self.out / "backbone-sft", rewards=[REWARD])
+        )
+        grpo = self._write_config(
+            "pipeline-grpo.yaml",
+            self._config(**folders, backbone=self.out / "backbone-grpo", rewards=[REWARD]),
+        )
+        report = compare(
+            sft,
+            grpo,
+            self.recipe.eval,
+            best_of=self.recipe.best_of,
+            image_px=self.recipe.data.image_px,
+            show_progress=self.show_progress,
+            reports_dir=self.out / "eval",
+        )
+        report.write(self.out / "eval")
+        return {name: round(100 * acc, 1) for name, acc in report.overall().items()}
+
+    # ---------------------------------------------------------------------------- the result
+
+    def write_model_folder(self, command: Sequence[str]) -> Path:
+        """``OUT/model``: the GRPO pipeline with relative weights, and its provenance."""
+        target = self.out / "model"
+        config = self._config(tokenizer="tokenizer", backbone="backbone", decoder="decoder")
+        report = json.loads((self.out / "eval" / "comparison.json").read_text())
+        with atomic_directory(target) as tmp:
+            shutil.copytree(self.out / "tokenizer", tmp / "tokenizer")
+            shutil.copytree(self.out / "backbone-grpo", tmp / "backbone")
+            shutil.copytree(self.out / "decoder", tmp / "decoder")
+            (tmp / "pipeline.yaml").write_text(
+                "# xomni-nano, trained by `xomni train nano` (see provenance.json)\n"
+                + yaml.safe_dump(config, sort_keys=False)
+            )
+            files = hash_files(tmp)
+            provenance = {
+                "name": "xomni-nano",
+                "xomni_version": __version__,
+                "command": " ".join(_portable_command(command)),
+                "recipe": self.recipe.model_dump(mode="json"),
+                "seconds": self.seconds(),
+                "machine": {
+                    "python": platform.python_version(),
+                    "torch": torch.__version__,
+                    "threads": torch.get_num_threads(),
+                    "processor": platform.processor() or platform.machine(),
+                },
+                "benchmark": {"overall": report["overall"], "categories": report["categories"]},
+                "sha256": files,
+                "weights_sha256": combined_hash(files),
+            }
+            (tmp / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
+        return target
+
+
+def hash_files(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file below ``folder`` except ``provenance.json``, by relative path."""
+    hashes = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.name != "provenance.json":
+            hashes[path.relative_to(folder).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return hashes
+
+
+def combined_hash(files: dict[str, str]) -> str:
+    """One hash for a whole folder: SHA-256 over the sorted ``path:hash`` lines."""
+    lines = "".join(f"{path}:{digest}\n" for path, digest in sorted(files.items()))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def _replace_dir(source: Path, target: Path) -> None:
+    with atomic_directory(target) as tmp:
+        shutil.copytree(source, tmp, dirs_exist_ok=True)
+
+
+def _portable_command(command: Sequence[str]) -> list[str]:
+    """The command line with the program as ``xomni``, not a path on this machine."""
+    words = list(command)
+    if words and Path(words[0]).name in ("xomni", "cli.py", "__main__.py"):
+        words[0] = "xomni"
+    return words

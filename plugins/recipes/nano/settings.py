@@ -1,0 +1,96 @@
+"""Settings of the xomni-nano recipe: data, one section per stage, and the evaluation.
+
+The defaults are the recipe that produced the shipped weights; ``--set stage.field=value`` on
+the command line changes any of them (``--set grpo.steps=200``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from xomni_core import SamplingParams
+from xomni_plugins.decoders.flux_semantic.training import FlowSettings, VAESettings
+from xomni_plugins.tokenizers.siglip_vq.training import IBQSettings
+
+#: The architecture of the nano pipeline (components, generation defaults).
+PIPELINE_TEMPLATE = Path(__file__).with_name("pipeline.yaml")
+
+
+class NanoData(BaseModel):
+    """The synthetic training images that the tokenizer and decoder learn from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    train_images: int = Field(4000, ge=8, description="train-split scenes rendered once for stages 1-2")
+    image_px: int = Field(128, ge=32, description="side of every image, a multiple of 16")
+    seed: int = Field(0, ge=0, description="seed of the scenes")
+
+
+class NanoSFT(BaseModel):
+    """Backbone supervised fine-tuning on train-split captions (``xomni train sft``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scenes: int = Field(6000, ge=1, description="train-split scenes, rendered and tokenized once")
+    steps: int = Field(2500, ge=1)
+    batch_size: int = Field(32, ge=1)
+    learning_rate: float = Field(1e-3, gt=0.0)
+    warmup_steps: int = Field(100, ge=0)
+    weight_decay: float = Field(0.01, ge=0.0)
+
+
+class NanoGRPO(BaseModel):
+    """GRPO of the SFT backbone on rl-split prompts, rewarded by the compositional judge."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prompts: int = Field(2000, ge=1, description="rl-split scenes whose captions are the prompts")
+    steps: int = Field(150, ge=1)
+    group_size: int = Field(8, ge=2)
+    prompts_per_step: int = Field(4, ge=1)
+    learning_rate: float = Field(1e-4, gt=0.0)
+    kl_coef: float = Field(0.01, ge=0.0)
+    clip_epsilon: float = Field(0.2, gt=0.0, lt=1.0)
+    sampling: SamplingParams = Field(SamplingParams(temperature=1.0, min_p=0.03))
+    num_inference_steps: int = Field(8, ge=1, description="decoder steps of the rollouts")
+
+
+class NanoEval(BaseModel):
+    """The held-out comparison: SFT single sample, SFT best-of-N, GRPO single sample."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scenes: int = Field(210, ge=1, description="eval-split scenes, shared across the categories")
+    seed: int = Field(0, ge=0, description="seed of the scenes and of sampling")
+    best_of: int | None = Field(None, ge=2, description="N of best-of-N (None: the GRPO group size)")
+    batch_size: int = Field(16, ge=1, description="prompts per pipeline call")
+
+
+class NanoRecipe(BaseModel):
+    """Every stage of ``xomni train nano``, in order."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    seed: int = Field(0, ge=0, description="seed of every random initialisation")
+    threads: int | None = Field(2, ge=1, description="torch CPU threads (None: torch's default)")
+    data: NanoData = NanoData()
+    tokenizer: IBQSettings = IBQSettings()
+    vae: VAESettings = VAESettings()
+    flow: FlowSettings = FlowSettings()
+    sft: NanoSFT = NanoSFT()
+    grpo: NanoGRPO = NanoGRPO()
+    eval: NanoEval = NanoEval()
+
+    @property
+    def best_of(self) -> int:
+        return self.eval.best_of or self.grpo.group_size
+
+
+def pipeline_template() -> dict[str, Any]:
+    """The nano pipeline config (no weights, no training section) as a dict."""
+    loaded: dict[str, Any] = yaml.safe_load(PIPELINE_TEMPLATE.read_text())
+    return loaded

@@ -1,0 +1,87 @@
+"""`xomni train nano` end to end at a few steps per stage: every stage runs, resumes and records."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from xomni_core import InputError, TextToImagePipeline
+from xomni_core.cli import main
+from xomni_plugins.recipes.nano import NanoRecipe, combined_hash, hash_files, run_nano_recipe
+
+QUICK = {
+    "threads": None,
+    "data": {"train_images": 16},
+    "tokenizer": {"steps": 2, "batch_size": 4, "warmup_steps": 1},
+    "vae": {"steps": 2, "batch_size": 2, "warmup_steps": 1},
+    "flow": {"steps": 2, "batch_size": 4, "warmup_steps": 1},
+    "sft": {"scenes": 16, "steps": 2, "batch_size": 4, "warmup_steps": 1},
+    "grpo": {"prompts": 4, "steps": 1, "group_size": 2, "prompts_per_step": 1, "num_inference_steps": 2},
+    "eval": {"scenes": 7, "batch_size": 7},
+}
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("nano")
+    run_nano_recipe(out, NanoRecipe.model_validate(QUICK), show_progress=False, command=["xomni", "train"])
+    return out
+
+
+def test_every_stage_leaves_its_folder_and_timing(quick_run: Path) -> None:
+    stages = json.loads((quick_run / "stages.json").read_text())["stages"]
+    assert list(stages) == ["tokenizer", "decoder", "sft", "grpo", "eval"]
+    assert all(stage["seconds"] > 0 for stage in stages.values())
+    for folder in ("tokenizer", "decoder", "backbone-sft", "backbone-grpo"):
+        assert (quick_run / folder / "xomni_component.json").is_file()
+
+
+def test_comparison_covers_three_modes_and_every_category(quick_run: Path) -> None:
+    report = json.loads((quick_run / "eval" / "comparison.json").read_text())
+    assert list(report["overall"]) == ["sft_single", "sft_best_of_2", "grpo_single"]
+    for scores in report["categories"].values():
+        assert len(scores) == 8  # seven categories and overall
+        assert all(0.0 <= value <= 1.0 for value in scores.values())
+    assert "| **overall** |" in (quick_run / "eval" / "comparison.md").read_text()
+
+
+def test_model_folder_is_a_pipeline_with_provenance(quick_run: Path) -> None:
+    model = quick_run / "model"
+    provenance = json.loads((model / "provenance.json").read_text())
+    files = hash_files(model)
+    assert provenance["sha256"] == files
+    assert provenance["weights_sha256"] == combined_hash(files)
+    assert provenance["command"] == "xomni train"
+    assert provenance["recipe"] == NanoRecipe.model_validate(QUICK).model_dump(mode="json")
+    config = yaml.safe_load((model / "pipeline.yaml").read_text())
+    assert config["backbone"] == {"plugin": "x-omni", "weights": "backbone"}
+    pipeline = TextToImagePipeline.from_config(model / "pipeline.yaml")
+    image = pipeline("a red circle", show_progress=False).images[0]
+    assert image.size == (128, 128)
+
+
+def test_resume_skips_finished_stages(quick_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = (quick_run / "backbone-grpo" / "model.safetensors").stat().st_mtime_ns
+    run_nano_recipe(quick_run, NanoRecipe.model_validate(QUICK), resume=True, show_progress=False)
+    assert (quick_run / "backbone-grpo" / "model.safetensors").stat().st_mtime_ns == before
+    assert capsys.readouterr().out.count("done in an earlier run") == 5
+
+
+def test_resume_with_other_settings_is_refused(quick_run: Path) -> None:
+    other = NanoRecipe.model_validate({**QUICK, "seed": 1})
+    with pytest.raises(InputError, match="different recipe settings"):
+        run_nano_recipe(quick_run, other, resume=True, show_progress=False)
+
+
+def test_a_used_folder_needs_resume(quick_run: Path) -> None:
+    with pytest.raises(InputError, match="--resume"):
+        run_nano_recipe(quick_run, NanoRecipe.model_validate(QUICK), show_progress=False)
+
+
+def test_cli_names_a_bad_setting(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "nano", "--out", str(tmp_path), "--set", "grpo.step=3"]) == 2
+    err = capsys.readouterr().err
+    assert "--set grpo.step" in err and "did you mean 'steps'" in err
