@@ -56,13 +56,17 @@ class FlowSettings(BaseModel):
 
     steps: int = Field(2000, ge=1, description="optimiser steps")
     batch_size: int = Field(32, ge=1, description="images per step")
-    learning_rate: float = Field(1e-3, gt=0.0, description="AdamW peak learning rate (cosine decay)")
+    learning_rate: float = Field(2e-3, gt=0.0, description="AdamW peak learning rate (cosine decay)")
     warmup_steps: int = Field(100, ge=0, description="linear warm-up steps")
     max_grad_norm: float = Field(1.0, gt=0.0, description="clip the gradient norm")
     token_drop: float = Field(
         0.1, ge=0.0, lt=1.0, description="share of samples whose semantic latents are all dropped"
     )
-    logit_mean: float = Field(0.0, description="mean of the logit-normal timestep density")
+    logit_mean: float = Field(
+        1.0,
+        description="mean of the logit-normal timestep density; above 0 favours the noisy steps, "
+        "where the image must come from the semantic latents",
+    )
     logit_std: float = Field(1.0, gt=0.0, description="deviation of the logit-normal timestep density")
     seed: int = Field(0, ge=0, description="seed of batches, noise and timesteps")
 
@@ -192,13 +196,14 @@ def train_flow(
     schedule = warmup_cosine(optimizer, settings.warmup_steps, settings.steps)
     history: list[dict[str, float]] = []
     for step in tqdm(range(settings.steps), desc="decoder transformer", disable=not show_progress):
+        # Draws come from one CPU generator, so a seed gives the same batches on every device.
         rows = torch.randint(len(clean), (settings.batch_size,), generator=generator)
-        x0, condition = clean[rows], semantic[rows]
+        x0, condition = clean[rows.to(clean.device)], semantic[rows.to(semantic.device)]
         keep = torch.rand(settings.batch_size, 1, 1, generator=generator) >= settings.token_drop
-        condition = condition * keep
+        condition = condition * keep.to(condition.device)
         normal = torch.randn(settings.batch_size, generator=generator)
-        t = torch.sigmoid(settings.logit_mean + settings.logit_std * normal)
-        noise = torch.randn(x0.shape, generator=generator)
+        t = torch.sigmoid(settings.logit_mean + settings.logit_std * normal).to(x0.device)
+        noise = torch.randn(x0.shape, generator=generator).to(x0.device)
         noisy = (1 - t.view(-1, 1, 1)) * x0 + t.view(-1, 1, 1) * noise
         velocity = transformer(
             hidden_states=noisy,

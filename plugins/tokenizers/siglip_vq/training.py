@@ -92,7 +92,7 @@ def train_ibq(
     generator = torch.Generator().manual_seed(settings.seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
-        painter = PatchPainter(params.z_channels, settings.patch_px)
+        painter = PatchPainter(params.z_channels, settings.patch_px).to(pixels.device)
     target_side = pixels.shape[-1] // params.patch_size_px * settings.patch_px
     model.train()
     optimizer = torch.optim.AdamW(
@@ -101,7 +101,9 @@ def train_ibq(
     schedule = warmup_cosine(optimizer, settings.warmup_steps, settings.steps)
     history: list[dict[str, float]] = []
     for step in tqdm(range(settings.steps), desc="tokenizer (IBQ)", disable=not show_progress):
-        batch = pixels[torch.randint(len(pixels), (settings.batch_size,), generator=generator)]
+        batch = pixels[
+            torch.randint(len(pixels), (settings.batch_size,), generator=generator).to(pixels.device)
+        ]
         skip = float(torch.rand((), generator=generator)) < settings.skip_quantization
         latents, losses = _forward(tokenizer, batch, settings, skip=skip)
         painted = painter(latents)
