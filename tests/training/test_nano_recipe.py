@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,8 @@ import yaml
 
 from xomni_core import InputError, TextToImagePipeline
 from xomni_core.cli import main
-from xomni_plugins.recipes.nano import NanoRecipe, combined_hash, hash_files, run_nano_recipe
+from xomni_core.models import combined_hash, hash_files
+from xomni_plugins.recipes.nano import NanoRecipe, run_nano_recipe
 
 QUICK = {
     "threads": None,
@@ -27,7 +29,15 @@ QUICK = {
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("nano")
-    run_nano_recipe(out, NanoRecipe.model_validate(QUICK), show_progress=False, command=["xomni", "train"])
+    # A relative OUT, as typed on the command line: the configs the stages write must still work.
+    cwd = Path.cwd()
+    os.chdir(out.parent)
+    try:
+        run_nano_recipe(
+            out.name, NanoRecipe.model_validate(QUICK), show_progress=False, command=["xomni", "train"]
+        )
+    finally:
+        os.chdir(cwd)
     return out
 
 

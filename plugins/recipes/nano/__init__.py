@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .evaluate import ComparisonReport, compare
-from .recipe import NanoResult, combined_hash, hash_files, run_nano_recipe
+from .recipe import NanoResult, run_nano_recipe
 from .settings import PIPELINE_TEMPLATE, NanoData, NanoEval, NanoGRPO, NanoRecipe, NanoSFT
 
 __all__ = [
@@ -15,8 +15,6 @@ __all__ = [
     "NanoRecipe",
     "NanoResult",
     "NanoSFT",
-    "combined_hash",
     "compare",
-    "hash_files",
     "run_nano_recipe",
 ]

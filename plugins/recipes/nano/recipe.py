@@ -17,7 +17,6 @@ With ``resume``, finished stages (listed in ``OUT/stages.json``) are loaded inst
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -34,6 +33,7 @@ import torch
 import yaml
 
 from xomni_core import InputError, __version__, atomic_directory, atomic_file
+from xomni_core.models import combined_hash, hash_files
 from xomni_core.synthetic import render_scene, sample_scenes
 from xomni_plugins.decoders.flux_semantic.model import FluxSemanticDecoder
 from xomni_plugins.decoders.flux_semantic.params import FluxSemanticParams
@@ -74,7 +74,7 @@ def run_nano_recipe(
 ) -> NanoResult:
     """Run the recipe into ``out_dir``; see the module docstring for the stages."""
     recipe = recipe or NanoRecipe()
-    out = Path(out_dir)
+    out = Path(out_dir).resolve()
     if out.exists() and any(out.iterdir()) and not resume:
         raise InputError(f"{out} is not empty: pick a new folder, or pass --resume to continue a run in it")
     out.mkdir(parents=True, exist_ok=True)
@@ -336,21 +336,6 @@ class _Run:
             }
             (tmp / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
         return target
-
-
-def hash_files(folder: Path) -> dict[str, str]:
-    """SHA-256 of every file below ``folder`` except ``provenance.json``, by relative path."""
-    hashes = {}
-    for path in sorted(folder.rglob("*")):
-        if path.is_file() and path.name != "provenance.json":
-            hashes[path.relative_to(folder).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return hashes
-
-
-def combined_hash(files: dict[str, str]) -> str:
-    """One hash for a whole folder: SHA-256 over the sorted ``path:hash`` lines."""
-    lines = "".join(f"{path}:{digest}\n" for path, digest in sorted(files.items()))
-    return hashlib.sha256(lines.encode()).hexdigest()
 
 
 def _replace_dir(source: Path, target: Path) -> None:
