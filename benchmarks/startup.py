@@ -1,9 +1,11 @@
-"""Startup cost: `xomni plugins list`, `xomni config validate` and a whole tiny `xomni generate`
+"""Startup cost: `xomni plugins list`, `xomni config validate` and whole `xomni generate` runs
 against `import torch`.
 
 Runs each command in a fresh interpreter, interleaved round by round so that machine noise
-hits all of them alike, and reports the median wall time. The generate run (random weights,
-64 x 64 px, 4 decoder steps) is almost all fixed cost: imports and building components. Usage:
+hits all of them alike, and reports the median wall time. Two generate runs: the README's main
+command (the shipped xomni-nano model, no config, 128 x 128 px), whose image is then judged by
+the compositional benchmark, and the tiny random-weight config (64 x 64 px, 4 decoder steps),
+almost all fixed cost: imports and building components. Usage:
 
     .venv/bin/python benchmarks/startup.py --rounds 15 --json benchmarks/startup.json
 """
@@ -25,17 +27,31 @@ CONFIG = REPO / "examples" / "configs" / "tiny-random.yaml"
 CLI = [sys.executable, "-m", "xomni_core.cli"]
 
 
+PROMPT = "two red circles left of a blue square"
+README_COMMAND = f'xomni generate "{PROMPT}"'
+
+
 def commands(out: Path) -> dict[str, list[str]]:
-    """The commands to time; ``generate`` writes its image into ``out``."""
-    prompt = "two red circles left of a blue square"
-    generate = [*CLI, "generate", prompt, "--config", str(CONFIG), "--out", str(out), "--no-progress"]
+    """The commands to time; the generate runs write their images below ``out``."""
+    tiny = [*CLI, "generate", PROMPT, "--config", str(CONFIG), "--out", str(out / "tiny"), "--no-progress"]
     return {
         "python -c pass": [sys.executable, "-c", "pass"],
         "xomni plugins list": [*CLI, "plugins", "list"],
         "xomni config validate": [*CLI, "config", "validate", str(CONFIG)],
         'python -c "import torch"': [sys.executable, "-c", "import torch"],
-        "xomni generate (tiny-random)": generate,
+        "xomni generate (tiny-random)": tiny,
+        README_COMMAND: [*CLI, "generate", PROMPT, "--out", str(out / "nano")],
     }
+
+
+def judge_readme_image(out: Path) -> list[str]:
+    """The benchmark's failed checks for the README command's image (empty: judged correct)."""
+    from PIL import Image
+
+    from xomni_core.synthetic import SceneJudge, parse_caption
+
+    with Image.open(out / "nano" / "image-000.png") as image:
+        return SceneJudge().judge(image.convert("RGB"), parse_caption(PROMPT)).failures()
 
 
 def wall_time(command: list[str]) -> float:
@@ -57,6 +73,7 @@ def main() -> None:
         for _ in range(args.rounds):
             for name, command in timed.items():
                 samples[name].append(wall_time(command))
+        failures = judge_readme_image(Path(out))
     torch_median = statistics.median(samples['python -c "import torch"'])
     rows = [
         {
@@ -71,8 +88,11 @@ def main() -> None:
     for row in rows:
         ratio = row["ratio_to_import_torch"]
         print(f"{row['command']:30} {row['median_s']:9.3f} {row['min_s']:7.3f} {ratio:16.2f}")
+    verdict = "correct" if not failures else "wrong: " + "; ".join(failures)
+    print(f"{README_COMMAND}: the compositional benchmark judges its image {verdict}")
     if args.json:
-        args.json.write_text(json.dumps({"rounds": args.rounds, "results": rows}, indent=2) + "\n")
+        record = {"rounds": args.rounds, "results": rows, "readme_image_failures": failures}
+        args.json.write_text(json.dumps(record, indent=2) + "\n")
 
 
 if __name__ == "__main__":

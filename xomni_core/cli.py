@@ -86,9 +86,17 @@ def _build_parser() -> argparse.ArgumentParser:
     schema.add_argument("--out", help="write to this file instead of standard output")
     schema.set_defaults(handler=_config_schema)
 
+    models = commands.add_parser(
+        "models", help="pipelines shipped with xomni: where they are, what they scored, intact or not"
+    )
+    models.add_argument("--json", action="store_true", help="machine-readable output")
+    models.set_defaults(handler=_models)
+
     generate = commands.add_parser("generate", help="text to image")
     generate.add_argument("prompts", nargs="+", metavar="PROMPT", help="one image per prompt")
-    generate.add_argument("--config", required=True, help="pipeline config file")
+    generate.add_argument(
+        "--config", help="pipeline config file (default: the shipped xomni-nano model, 128 x 128 px scenes)"
+    )
     _add_overrides(generate)
     generate.add_argument("--out", default="outputs", help="folder for PNGs and generation.json")
     generate.add_argument("--height", type=int, help="image height in px (multiple of 16)")
@@ -142,7 +150,9 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Export a config's components, check them against PyTorch on unseen shapes "
         "(--validate), and write OUT/pipeline.<backend>.yaml that runs the exported artefacts.",
     )
-    export.add_argument("config", help="pipeline config file")
+    export.add_argument(
+        "config", nargs="?", help="pipeline config file (default: the shipped xomni-nano model)"
+    )
     _add_overrides(export)
     export.add_argument(
         "--component",
@@ -437,11 +447,49 @@ def _config_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _models(args: argparse.Namespace) -> int:
+    from .models import SHIPPED_MODELS, provenance, shipped_model_dir, verify_shipped_model
+
+    rows = []
+    for name in SHIPPED_MODELS:
+        folder = shipped_model_dir(name)
+        record = provenance(name)
+        try:
+            verify_shipped_model(name)
+            intact = "intact"
+        except XomniError as exc:
+            intact = f"CHANGED: {exc}"
+        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+        rows.append(
+            {
+                "name": name,
+                "config": str(folder / "pipeline.yaml"),
+                "size_mb": round(size / 2**20, 1),
+                "weights_sha256": record["weights_sha256"],
+                "files": intact,
+                "command": record["command"],
+                "benchmark_overall": record["benchmark"]["overall"],
+            }
+        )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        scores = ", ".join(f"{mode} {100 * acc:.1f}%" for mode, acc in row["benchmark_overall"].items())
+        print(f"{row['name']} (default)" if row["name"] == SHIPPED_MODELS[0] else row["name"])
+        print(f"  config:  {row['config']}")
+        print(f"  size:    {row['size_mb']} MB, sha256 {row['weights_sha256'][:16]}..., files {row['files']}")
+        print(f"  made by: {row['command']}")
+        print(f"  compose benchmark (eval split): {scores}")
+    return 0 if all(row["files"] == "intact" for row in rows) else EXIT_USAGE
+
+
 def _generate(args: argparse.Namespace) -> int:
     from .config import load_config
     from .generate_command import run_generate
+    from .models import default_pipeline_config
 
-    config = load_config(args.config, args.overrides)
+    config = load_config(args.config or default_pipeline_config(), args.overrides)
     return run_generate(config, args)
 
 
@@ -528,8 +576,10 @@ def _export(args: argparse.Namespace) -> int:
     from xomni_export.command import SLOTS, run_export
 
     components = SLOTS if args.component == "all" else (args.component,)
+    from .models import default_pipeline_config
+
     results = run_export(
-        args.config,
+        args.config or default_pipeline_config(),
         overrides=args.overrides,
         components=components,
         export_format=args.format,
