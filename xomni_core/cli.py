@@ -456,9 +456,9 @@ def _models(args: argparse.Namespace) -> int:
         record = provenance(name)
         try:
             verify_shipped_model(name)
-            intact = "intact"
+            files = "intact"
         except XomniError as exc:
-            intact = f"CHANGED: {exc}"
+            files = f"CHANGED: {exc}"
         size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
         rows.append(
             {
@@ -466,14 +466,15 @@ def _models(args: argparse.Namespace) -> int:
                 "config": str(folder / "pipeline.yaml"),
                 "size_mb": round(size / 2**20, 1),
                 "weights_sha256": record["weights_sha256"],
-                "files": intact,
+                "files": files,
                 "command": record["command"],
                 "benchmark_overall": record["benchmark"]["overall"],
             }
         )
+    all_intact = all(row["files"] == "intact" for row in rows)
     if args.json:
         print(json.dumps(rows, indent=2))
-        return 0
+        return 0 if all_intact else EXIT_USAGE
     for row in rows:
         scores = ", ".join(f"{mode} {100 * acc:.1f}%" for mode, acc in row["benchmark_overall"].items())
         print(f"{row['name']} (default)" if row["name"] == SHIPPED_MODELS[0] else row["name"])
@@ -481,7 +482,7 @@ def _models(args: argparse.Namespace) -> int:
         print(f"  size:    {row['size_mb']} MB, sha256 {row['weights_sha256'][:16]}..., files {row['files']}")
         print(f"  made by: {row['command']}")
         print(f"  compose benchmark (eval split): {scores}")
-    return 0 if all(row["files"] == "intact" for row in rows) else EXIT_USAGE
+    return 0 if all_intact else EXIT_USAGE
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -575,9 +576,9 @@ def _report_training(result: Any, *, metric: str, label: str) -> None:
 def _export(args: argparse.Namespace) -> int:
     from xomni_export.command import SLOTS, run_export
 
-    components = SLOTS if args.component == "all" else (args.component,)
     from .models import default_pipeline_config
 
+    components = SLOTS if args.component == "all" else (args.component,)
     results = run_export(
         args.config or default_pipeline_config(),
         overrides=args.overrides,
