@@ -7,7 +7,7 @@ command (the shipped xomni-nano model, no config, 128 x 128 px), whose image is 
 the compositional benchmark, and the tiny random-weight config (64 x 64 px, 4 decoder steps),
 almost all fixed cost: imports and building components. Usage:
 
-    .venv/bin/python benchmarks/startup.py --rounds 15 --json benchmarks/startup.json
+    .venv/bin/python benchmarks/startup.py --rounds 10 --json benchmarks/startup.json
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The shipped xomni-nano pipeline: intact files, the README's prompt drawn right, export to onnxruntime."""
+"""The shipped xomni-nano pipeline: intact files, the default of generate and export, onnxruntime parity."""
 
 from __future__ import annotations
 
