@@ -1,0 +1,50 @@
+"""The ceiling a backbone cannot pass: eval-split scenes encoded by the pipeline's tokenizer and
+drawn back by its decoder, judged by the compositional benchmark.
+
+A perfect backbone would emit exactly these tokens, so the accuracy here bounds what SFT, best-of-N
+or GRPO can reach with this tokenizer and decoder. Usage:
+
+    .venv/bin/python benchmarks/token_ceiling.py --n 210 --json benchmarks/token_ceiling.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from xomni_core import DecodeRequest
+from xomni_core.models import default_pipeline_config
+from xomni_core.pipelines import TextToImagePipeline
+from xomni_core.synthetic import render_scene, sample_scenes, score_images
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, help="pipeline config (default: the shipped xomni-nano)")
+    parser.add_argument("--n", type=int, default=210, help="eval-split scenes")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the scenes and the decoder noise")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--json", type=Path, help="write results to this file")
+    args = parser.parse_args()
+    pipeline = TextToImagePipeline.from_config(args.config or default_pipeline_config())
+    height_px, width_px = pipeline.config.generation.height_px, pipeline.config.generation.width_px
+    scenes = sample_scenes("eval", args.n, seed=args.seed, width_px=width_px, height_px=height_px)
+    drawn = []
+    for start in range(0, len(scenes), args.batch_size):
+        chunk = scenes[start : start + args.batch_size]
+        grid = pipeline.tokenizer.encode_images([render_scene(scene) for scene in chunk])
+        latents = pipeline.tokenizer.decode(grid)
+        drawn += pipeline.decoder.decode(DecodeRequest(latents=latents, seed=args.seed + start))
+    report = score_images(drawn, scenes)
+    accuracies = {name: score.accuracy for name, score in report.categories().items()}
+    accuracies["overall"] = report.overall
+    print(f"{'category':15} {'accuracy %':>10}")
+    for name, accuracy in accuracies.items():
+        print(f"{name:15} {100 * accuracy:10.1f}")
+    if args.json:
+        args.json.write_text(json.dumps({"scenes": len(scenes), "seed": args.seed, **accuracies}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
