@@ -43,7 +43,9 @@ def main() -> None:
     for name, accuracy in accuracies.items():
         print(f"{name:15} {100 * accuracy:10.1f}")
     if args.json:
-        args.json.write_text(json.dumps({"scenes": len(scenes), "seed": args.seed, **accuracies}, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps({"scenes": len(scenes), "seed": args.seed, **accuracies}, indent=2) + "\n"
+        )
 
 
 if __name__ == "__main__":
