@@ -15,13 +15,23 @@ import torch
 import yaml
 from support import REPO, run_xomni
 
+from xomni_core import (
+    DecodeRequest,
+    GridSize,
+    ImageGenerationRequest,
+    RewardBatch,
+    SemanticLatents,
+    TextToImagePipeline,
+)
 from xomni_core.config import load_config
 from xomni_core.folders import load_tensors
 from xomni_core.pipelines.build import build_component, prepare
+from xomni_core.scoring import score_all
 from xomni_core.training.checkpoint import STATE_FILE, list_checkpoints, load_trainer_state
-from xomni_core.training.grpo import train_grpo
+from xomni_core.training.grpo import DRAW_STRIDE, stream_seed, train_grpo
 from xomni_core.training.loop import TIMING_METRICS
 from xomni_core.training.metrics import read_metrics
+from xomni_core.training.settings import GRPOSettings
 
 # Four prompts of one length: batches of any split then pad identically.
 EQUAL_PROMPTS = ["a red apple", "a red piano", "a red chair", "a red plane"]
@@ -225,3 +235,46 @@ def test_micro_batches_change_memory_not_the_step(colour_setup: Any, tmp_path: P
         runs[micro] = train_grpo(load_config(data=data), show_progress=False).records
     _assert_records_close(runs[4], runs[None], rel=1e-5)
     assert runs[None][1]["clip_fraction"] > 0.0  # the second update on a rollout is clipped
+
+
+def test_decoder_draws_credit_each_sample_with_its_mean_reward_over_renderings(
+    colour_setup: Any, tmp_path: Path
+) -> None:
+    data = colour_setup.config(steps=1, prompts_per_step=1, decoder_draws=2, output_dir=str(tmp_path / "two"))
+    config = load_config(data=data)
+    drawn_twice = train_grpo(config, show_progress=False).records[0]["reward_mean"]
+    once = colour_setup.config(steps=1, prompts_per_step=1, output_dir=str(tmp_path / "one"))
+    drawn_once = train_grpo(load_config(data=once), show_progress=False).records[0]["reward_mean"]
+
+    # The same step by hand: the step's tokens, each drawn with the group's noise of draw 0 and 1.
+    pipeline = TextToImagePipeline.from_config(config)
+    settings = GRPOSettings.model_validate(data["training"]["grpo"])
+    (prompt,) = settings.prompts
+    group = settings.group_size
+    tokens = pipeline.backbone.generate_image_tokens(
+        ImageGenerationRequest(
+            prompts=(prompt,) * group,
+            grid=GridSize(2, 2),
+            sampling=settings.sampling,
+            seed=stream_seed(0, 0, 0),
+        )
+    )
+    latents = pipeline.tokenizer.decode(tokens)
+    means = []
+    for draw in range(2):
+        images = [
+            pipeline.decoder.decode(
+                DecodeRequest(
+                    latents=SemanticLatents(latents.values[i : i + 1]),
+                    prompts=(prompt,),
+                    num_inference_steps=1,
+                    seed=stream_seed(0, 1, draw * DRAW_STRIDE),
+                )
+            )[0]
+            for i in range(group)
+        ]
+        scored = score_all(pipeline.rewards, RewardBatch(images, [prompt] * group, [{}] * group))
+        means.append(sum(scored.total) / group)
+    assert drawn_once == pytest.approx(means[0], abs=1e-9)
+    assert drawn_twice == pytest.approx((means[0] + means[1]) / 2, abs=1e-9)
+    assert means[1] != pytest.approx(means[0], abs=1e-6)

@@ -63,6 +63,10 @@ from .loop import (
 from .metrics import PLOT_FILE, plot_rewards
 from .settings import GRPOSettings, TrainingPrompt
 
+#: Index offset between the decoder draws of one prompt (``decoder_draws``): draw ``d`` of
+#: prompt ``i`` is seeded ``stream_seed(seed, 1, i + d * DRAW_STRIDE)``.
+DRAW_STRIDE = 2**24
+
 
 def stream_seed(seed: int, stream: int, index: int) -> int:
     """The seed of item ``index`` of random stream ``stream`` (0: image-token samples, 1: decoder
@@ -332,18 +336,24 @@ class _GRPOTrainer:
         totals: list[float] = []
         per_reward: dict[str, list[float]] = {}
         advantages: list[torch.Tensor] = []
+        draws = self.settings.decoder_draws
         for index, item in enumerate(items):
             group_ids = ids[index * group : (index + 1) * group]
-            images = self._decode(
-                TokenGrid(group_ids), item.prompt, seed=stream_seed(self.seed, 1, first + index)
-            )
-            scored = score_all(
-                self.rewards, RewardBatch(images, [item.prompt] * group, [item.metadata] * group)
-            )
-            totals.extend(scored.total)
-            for name, scores in scored.per_reward.items():
-                per_reward.setdefault(name, []).extend(scores)
-            rewards = torch.tensor(scored.total, dtype=torch.float64)
+            rewards = torch.zeros(group, dtype=torch.float64)
+            parts: dict[str, torch.Tensor] = {}
+            for draw in range(draws):
+                seed = stream_seed(self.seed, 1, first + index + draw * DRAW_STRIDE)
+                images = self._decode(TokenGrid(group_ids), item.prompt, seed=seed)
+                scored = score_all(
+                    self.rewards, RewardBatch(images, [item.prompt] * group, [item.metadata] * group)
+                )
+                rewards += torch.tensor(scored.total, dtype=torch.float64) / draws
+                for name, scores in scored.per_reward.items():
+                    part = parts.setdefault(name, torch.zeros(group, dtype=torch.float64))
+                    part += torch.tensor(scores, dtype=torch.float64) / draws
+            totals.extend(rewards.tolist())
+            for name, part in parts.items():
+                per_reward.setdefault(name, []).extend(part.tolist())
             deviation = rewards.std(unbiased=False)
             advantages.append((rewards - rewards.mean()) / (deviation + self.settings.advantage_eps))
         names = tuple(per_reward)

@@ -66,6 +66,12 @@ class GRPOSettings(BaseModel):
         description="shared: a group's images start from the same decoder noise, so their rewards "
         "differ by their tokens only; independent: each image draws its own",
     )
+    decoder_draws: int = Field(
+        1,
+        ge=1,
+        description="decoder draws per token sample; its reward is their mean, so a sample is "
+        "credited for its tokens rather than for one lucky or unlucky rendering",
+    )
     prompts: tuple[str | TrainingPrompt, ...] = Field(
         (), description="training prompts, each a string or {prompt, metadata}"
     )
