@@ -448,14 +448,14 @@ def _config_schema(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from .models import SHIPPED_MODELS, provenance, shipped_model_dir, verify_shipped_model
+    from .models import SHIPPED_MODELS, provenance, shipped_model_dir, verify_model_folder
 
     rows = []
     for name in SHIPPED_MODELS:
         folder = shipped_model_dir(name)
         record = provenance(name)
         try:
-            verify_shipped_model(name)
+            verify_model_folder(folder)
             files = "intact"
         except XomniError as exc:
             files = f"CHANGED: {exc}"

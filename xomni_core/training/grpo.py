@@ -338,12 +338,12 @@ class _GRPOTrainer:
         advantages: list[torch.Tensor] = []
         draws = self.settings.decoder_draws
         for index, item in enumerate(items):
-            group_ids = ids[index * group : (index + 1) * group]
+            latents = self.tokenizer.decode(TokenGrid(ids[index * group : (index + 1) * group]))
             rewards = torch.zeros(group, dtype=torch.float64)
             parts: dict[str, torch.Tensor] = {}
             for draw in range(draws):
                 seed = stream_seed(self.seed, 1, first + index + draw * DRAW_STRIDE)
-                images = self._decode(TokenGrid(group_ids), item.prompt, seed=seed)
+                images = self._decode(latents, item.prompt, seed=seed)
                 scored = score_all(
                     self.rewards, RewardBatch(images, [item.prompt] * group, [item.metadata] * group)
                 )
@@ -365,8 +365,7 @@ class _GRPOTrainer:
             advantages=torch.cat(advantages),
         )
 
-    def _decode(self, grid: TokenGrid, prompt: str, *, seed: int) -> list[Any]:
-        latents = self.tokenizer.decode(grid)
+    def _decode(self, latents: SemanticLatents, prompt: str, *, seed: int) -> list[Any]:
         if self.settings.decoder_noise == "independent":
             requests = [latents]
         else:  # one image per request, each from the group's noise
