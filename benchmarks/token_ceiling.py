@@ -25,6 +25,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=210, help="eval-split scenes")
     parser.add_argument("--seed", type=int, default=0, help="seed of the scenes and the decoder noise")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--guidance-scale", type=float, help="decoder CFG scale (default: the pipeline's)")
+    parser.add_argument("--steps", type=int, help="decoder steps (default: the pipeline's)")
     parser.add_argument("--json", type=Path, help="write results to this file")
     args = parser.parse_args()
     pipeline = TextToImagePipeline.from_config(args.config or default_pipeline_config())
@@ -35,7 +37,14 @@ def main() -> None:
         chunk = scenes[start : start + args.batch_size]
         grid = pipeline.tokenizer.encode_images([render_scene(scene) for scene in chunk])
         latents = pipeline.tokenizer.decode(grid)
-        drawn += pipeline.decoder.decode(DecodeRequest(latents=latents, seed=args.seed + start))
+        drawn += pipeline.decoder.decode(
+            DecodeRequest(
+                latents=latents,
+                seed=args.seed + start,
+                guidance_scale=args.guidance_scale,
+                num_inference_steps=args.steps,
+            )
+        )
     report = score_images(drawn, scenes)
     accuracies = {name: score.accuracy for name, score in report.categories().items()}
     accuracies["overall"] = report.overall

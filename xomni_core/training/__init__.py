@@ -8,6 +8,7 @@ from .settings import GRPOSettings, SFTSettings, TrainingPrompt, TrainingSetting
 
 if TYPE_CHECKING:
     from .grpo import GRPOResult, train_grpo
+    from .losses import object_weights
     from .schedules import warmup_cosine
     from .sft import SFTResult, train_sft
 
@@ -18,6 +19,7 @@ __all__ = [
     "SFTSettings",
     "TrainingPrompt",
     "TrainingSettings",
+    "object_weights",
     "train_grpo",
     "train_sft",
     "warmup_cosine",
@@ -29,6 +31,7 @@ _LAZY = {
     "SFTResult": "xomni_core.training.sft",
     "train_sft": "xomni_core.training.sft",
     "warmup_cosine": "xomni_core.training.schedules",
+    "object_weights": "xomni_core.training.losses",
 }
 
 

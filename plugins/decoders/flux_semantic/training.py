@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
-from xomni_core.training import warmup_cosine
+from xomni_core.training import object_weights, warmup_cosine
 
 from .model import FluxSemanticDecoder, latent_image_ids, pack_latents
 
@@ -126,15 +126,6 @@ def train_vae(
             on_step(step, record)
     vae.eval()
     return _result(history)
-
-
-def object_weights(pixels: torch.Tensor, object_weight: float) -> torch.Tensor:
-    """Per-pixel loss weights ``(B, 1, H, W)`` with mean 1: ``1 + object_weight`` where a pixel
-    differs from its image's median (background) colour, 1 elsewhere."""
-    background = pixels.flatten(2).median(dim=2).values[:, :, None, None]
-    objects = ((pixels - background).abs().amax(dim=1, keepdim=True) > 0.1).to(pixels.dtype)
-    weight = 1.0 + object_weight * objects
-    return weight / weight.mean()
 
 
 @torch.no_grad()

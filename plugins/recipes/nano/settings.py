@@ -35,7 +35,7 @@ class NanoSFT(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    scenes: int = Field(6000, ge=1, description="train-split scenes, rendered and tokenized once")
+    scenes: int = Field(16000, ge=1, description="train-split scenes, rendered and tokenized once")
     steps: int = Field(2500, ge=1)
     batch_size: int = Field(32, ge=1)
     learning_rate: float = Field(1e-3, gt=0.0)

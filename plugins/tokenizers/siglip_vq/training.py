@@ -3,7 +3,9 @@
 The released tokenizer learns semantics by feeding its latents to a small language model. For
 images whose meaning *is* their layout (flat shapes and colours), a training-only head that
 paints each token's 16 x 16 px patch at low resolution from the decoded latent is the same
-signal at a fraction of the cost: a token must say which colours lie where inside its patch.
+signal at a fraction of the cost: a token must say which colours lie where inside its patch. Pixels
+away from the background weigh more in its loss, as in the decoder's VAE: objects cover a few
+percent of a scene, and the codes should describe them rather than the background.
 
 IBQ, per token: cosine logits to every code over a temperature, a softmax, and the hard one-hot
 of its argmax passed straight through (``hard - soft.detach() + soft``). The resulting index
@@ -23,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from tqdm.auto import tqdm
 
-from xomni_core.training import warmup_cosine
+from xomni_core.training import object_weights, warmup_cosine
 
 from .model import SigLIPVQTokenizer
 
@@ -47,6 +49,12 @@ class IBQSettings(BaseModel):
         0.1, ge=0.0, lt=1.0, description="share of steps that decode unquantised features"
     )
     patch_px: int = Field(8, ge=1, description="side of the low-resolution patch each token paints")
+    object_weight: float = Field(
+        10.0,
+        ge=0.0,
+        description="extra weight of painted pixels away from the background colour; objects cover "
+        "a few percent of a scene, so without it codes spend themselves on backgrounds",
+    )
     seed: int = Field(0, ge=0, description="seed of the head's initialisation and the batch order")
 
 
@@ -108,7 +116,8 @@ def train_ibq(
         latents, losses = _forward(tokenizer, batch, settings, skip=skip)
         painted = painter(latents)
         target = F.adaptive_avg_pool2d(batch, (target_side, target_side))
-        losses["reconstruction"] = F.mse_loss(painted, target)
+        weight = object_weights(target, settings.object_weight)
+        losses["reconstruction"] = ((painted - target).pow(2) * weight).mean()
         total = (
             losses["reconstruction"]
             + settings.commitment * losses["commitment"]
