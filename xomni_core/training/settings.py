@@ -168,6 +168,13 @@ class SFTSettings(BaseModel):
         None, ge=1, description="passes over the data (instead of steps); the last step may wrap around"
     )
     max_grad_norm: float | None = Field(1.0, gt=0.0, description="clip the gradient norm (None: never)")
+    caption_drop: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="share of pairs trained on the image prefix alone, which teaches the "
+        "unconditional branch that classifier-free guidance (sampling.cfg_scale) contrasts with",
+    )
     shuffle: bool = Field(True, description="visit the pairs in a new seeded order each epoch")
     seed: int | None = Field(None, ge=0, lt=2**31, description="seed of the data order (None: runtime.seed)")
     output_dir: str = Field(

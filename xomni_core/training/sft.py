@@ -5,8 +5,10 @@ and each caption into the ids generation conditions on, ``tokenize(caption + ima
 w))``. A step takes ``batch_size`` pairs per process from a seeded, per-epoch shuffled stream,
 left-pads ``prompt ids + image-token ids`` like the generation loop (attention mask, position ids
 counting real tokens only) and minimises the mean negative log-likelihood of the image tokens
-under the backbone's image-mode logits, teacher forced. ``DistributedDataParallel`` averages
-gradients over processes, so N processes with batch B take the step one process takes on N * B.
+under the backbone's image-mode logits, teacher forced. With ``caption_drop``, a seeded share
+of pairs is conditioned on the image prefix alone: the negative prompt that classifier-free
+guidance at generation contrasts with. ``DistributedDataParallel`` averages gradients over
+processes, so N processes with batch B take the step one process takes on N * B.
 
 The pair at global position ``k`` of the stream depends on the run's seed and ``k`` only, so a
 run resumed from a checkpoint (weights, optimiser, data position, RNG states) continues exactly
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -225,6 +228,7 @@ class _SFTTrainer:
         grid = grids[0].grid
         ids = torch.cat([g.ids.clone() for g in grids]).reshape(len(pairs), -1).cpu()
         prefix = self.policy.image_prefix(grid.grid_h, grid.grid_w)
+        self.unconditional_ids = self.policy.tokenize(prefix)
         prompt_ids: dict[str, list[int]] = {}
         examples = []
         for pair, tokens in zip(pairs, ids, strict=True):
@@ -302,7 +306,10 @@ class _SFTTrainer:
     ) -> dict[str, Any]:
         settings, processes = self.settings, self.processes
         first = data_position + processes.rank * settings.batch_size
-        batch = self._batch([self.stream[first + i] for i in range(settings.batch_size)])
+        batch = self._batch(
+            [self.stream[first + i] for i in range(settings.batch_size)],
+            [self._drops_caption(first + i) for i in range(settings.batch_size)],
+        )
         learning_rate = settings.learning_rate
         if settings.warmup_steps:
             learning_rate *= min(1.0, step / settings.warmup_steps)
@@ -332,9 +339,19 @@ class _SFTTrainer:
             "learning_rate": learning_rate,
         }
 
-    def _batch(self, examples: list[SFTExample]) -> _Batch:
+    def _drops_caption(self, position: int) -> bool:
+        """Whether the pair at global stream position ``position`` trains the unconditional branch;
+        a function of the run's seed and the position only, like the stream itself."""
+        drop = self.settings.caption_drop
+        return drop > 0.0 and random.Random(f"{self.seed}:{position}").random() < drop
+
+    def _batch(self, examples: list[SFTExample], drop_caption: list[bool]) -> _Batch:
         vocab = self.policy.vocab
-        rows = [ex.prompt_ids + (ex.tokens + vocab.image_token_offset).tolist() for ex in examples]
+        rows = [
+            (self.unconditional_ids if drop else ex.prompt_ids)
+            + (ex.tokens + vocab.image_token_offset).tolist()
+            for ex, drop in zip(examples, drop_caption, strict=True)
+        ]
         length = max(len(row) for row in rows)
         input_ids = torch.full((len(rows), length), vocab.pad_id, dtype=torch.long)
         attention_mask = torch.zeros((len(rows), length), dtype=torch.long)

@@ -223,6 +223,7 @@ class _Run:
                     "batch_size": sft.batch_size,
                     "learning_rate": sft.learning_rate,
                     "weight_decay": sft.weight_decay,
+                    "caption_drop": sft.caption_drop,
                     "warmup_steps": sft.warmup_steps,
                     "steps": sft.steps,
                     "checkpoint_every": sft.steps,

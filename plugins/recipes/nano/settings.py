@@ -35,12 +35,15 @@ class NanoSFT(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    scenes: int = Field(16000, ge=1, description="train-split scenes, rendered and tokenized once")
+    scenes: int = Field(6000, ge=1, description="train-split scenes, rendered and tokenized once")
     steps: int = Field(2500, ge=1)
     batch_size: int = Field(32, ge=1)
     learning_rate: float = Field(1e-3, gt=0.0)
     warmup_steps: int = Field(100, ge=0)
     weight_decay: float = Field(0.01, ge=0.0)
+    caption_drop: float = Field(
+        0.0, ge=0.0, lt=1.0, description="share of pairs trained on the image prefix alone (for CFG)"
+    )
 
 
 class NanoGRPO(BaseModel):

@@ -3,9 +3,9 @@
 The released tokenizer learns semantics by feeding its latents to a small language model. For
 images whose meaning *is* their layout (flat shapes and colours), a training-only head that
 paints each token's 16 x 16 px patch at low resolution from the decoded latent is the same
-signal at a fraction of the cost: a token must say which colours lie where inside its patch. Pixels
-away from the background weigh more in its loss, as in the decoder's VAE: objects cover a few
-percent of a scene, and the codes should describe them rather than the background.
+signal at a fraction of the cost: a token must say which colours lie where inside its patch.
+``object_weight`` weighs pixels away from the background up in that loss, as the decoder's VAE
+does: objects cover a few percent of a scene, and unweighted codes describe mostly background.
 
 IBQ, per token: cosine logits to every code over a temperature, a softmax, and the hard one-hot
 of its argmax passed straight through (``hard - soft.detach() + soft``). The resulting index
@@ -50,10 +50,10 @@ class IBQSettings(BaseModel):
     )
     patch_px: int = Field(8, ge=1, description="side of the low-resolution patch each token paints")
     object_weight: float = Field(
-        10.0,
+        0.0,
         ge=0.0,
         description="extra weight of painted pixels away from the background colour; objects cover "
-        "a few percent of a scene, so without it codes spend themselves on backgrounds",
+        "a few percent of a scene, and at 10 the codes describe them far better",
     )
     seed: int = Field(0, ge=0, description="seed of the head's initialisation and the batch order")
 
