@@ -210,6 +210,9 @@ class _SFTTrainer:
         self.tokenizer: Tokenizer[Any] = tokenizer
         self.policy: Backbone[Any] = backbone
         self.examples, self.grid = self._encode(load_pairs(settings, config))
+        self.unconditional_ids = self.policy.tokenize(
+            self.policy.image_prefix(self.grid.grid_h, self.grid.grid_w)
+        )
         self.stream = EpochStream(self.examples, seed=self.seed, shuffle=settings.shuffle)
         self.total_steps = settings.total_steps(len(self.examples), processes.world_size)
 
@@ -228,7 +231,6 @@ class _SFTTrainer:
         grid = grids[0].grid
         ids = torch.cat([g.ids.clone() for g in grids]).reshape(len(pairs), -1).cpu()
         prefix = self.policy.image_prefix(grid.grid_h, grid.grid_w)
-        self.unconditional_ids = self.policy.tokenize(prefix)
         prompt_ids: dict[str, list[int]] = {}
         examples = []
         for pair, tokens in zip(pairs, ids, strict=True):
