@@ -27,6 +27,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--guidance-scale", type=float, help="decoder CFG scale (default: the pipeline's)")
     parser.add_argument("--steps", type=int, help="decoder steps (default: the pipeline's)")
+    parser.add_argument("--noise-scale", type=float, help="decoder initial-noise scale (default: its own)")
     parser.add_argument("--json", type=Path, help="write results to this file")
     args = parser.parse_args()
     pipeline = TextToImagePipeline.from_config(args.config or default_pipeline_config())
@@ -43,6 +44,7 @@ def main() -> None:
                 seed=args.seed + start,
                 guidance_scale=args.guidance_scale,
                 num_inference_steps=args.steps,
+                noise_scale=args.noise_scale,
             )
         )
     report = score_images(drawn, scenes)

@@ -104,6 +104,7 @@ def _build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--seed", type=int, help="seed (default: runtime.seed)")
     generate.add_argument("--steps", type=int, help="decoder inference steps")
     generate.add_argument("--guidance", type=float, help="decoder guidance scale")
+    generate.add_argument("--noise-scale", type=float, help="decoder initial-noise scale (0: deterministic)")
     generate.add_argument("--temperature", type=float, help="0 for greedy")
     generate.add_argument("--top-k", type=int)
     generate.add_argument("--top-p", type=float)

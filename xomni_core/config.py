@@ -89,6 +89,9 @@ class GenerationSettings(BaseModel):
     sampling: SamplingParams = SamplingParams(temperature=1.0, min_p=0.03)
     num_inference_steps: int | None = Field(None, ge=1, description="decoder steps (None: its default)")
     guidance_scale: float | None = Field(None, ge=0.0, description="decoder CFG (None: its default)")
+    noise_scale: float | None = Field(
+        None, ge=0.0, description="decoder initial-noise scale, 0 is deterministic (None: its default)"
+    )
 
 
 class PipelineConfig(BaseModel):

@@ -42,6 +42,7 @@ def run_generate(config: PipelineConfig, args: argparse.Namespace) -> int:
         seed=args.seed,
         num_inference_steps=args.steps,
         guidance_scale=args.guidance,
+        noise_scale=args.noise_scale,
         show_progress=not args.no_progress,
     )
     out = Path(args.out)

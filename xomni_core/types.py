@@ -189,14 +189,19 @@ class TextGenerationRequest(BaseModel):
 class DecodeRequest:
     """Semantic latents (and optional prompts) for a decoder to render.
 
-    ``None`` settings fall back to the decoder's own defaults.
+    ``None`` settings fall back to the decoder's own defaults. ``noise_scale`` scales the initial
+    noise of a diffusion decoder (1 samples the model's distribution, 0 decodes deterministically);
+    with ``shared_noise`` every image of the request starts from the same noise, so images differ
+    by their latents alone.
     """
 
     latents: SemanticLatents
     prompts: tuple[str, ...] | None = None
     num_inference_steps: int | None = None
     guidance_scale: float | None = None
+    noise_scale: float | None = None
     seed: int = 0
+    shared_noise: bool = False
     show_progress: bool = False
 
     def __post_init__(self) -> None:
@@ -204,6 +209,13 @@ class DecodeRequest:
             raise InputError(
                 f"DecodeRequest has {len(self.prompts)} prompts for {self.latents.batch_size} latent grids"
             )
+        check_noise_scale(self.noise_scale)
+
+
+def check_noise_scale(noise_scale: float | None) -> None:
+    """Refuse a negative (or NaN) decoder noise scale with an :class:`InputError`."""
+    if noise_scale is not None and not noise_scale >= 0.0:
+        raise InputError(f"decoder noise_scale must be at least 0, got {noise_scale}")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from support import REPO, run_xomni
 
-from xomni_core import ConfigError, InputError
+from xomni_core import ConfigError, DecodeRequest, InputError
 from xomni_core.config import load_config
 from xomni_core.pipelines import ImageUnderstandingPipeline, TextToImagePipeline
 
@@ -61,6 +61,18 @@ def test_same_seed_gives_same_tokens_and_pixels(pipeline: TextToImagePipeline) -
     assert first.tokens.rows() == again.tokens.rows()
     assert np.array_equal(pixels(first.images[0]), pixels(again.images[0]))
     assert first.tokens.rows() != other.tokens.rows()
+
+
+def test_generation_noise_scale_reaches_the_decoder() -> None:
+    quiet = TextToImagePipeline.from_config(load_config(TINY, ["generation.noise_scale=0"]))
+    result = quiet("a blue triangle", seed=4, show_progress=False)
+    latents = quiet.tokenizer.decode(result.tokens)
+    prompts = ("a blue triangle",)
+    redrawn = quiet.decoder.decode(DecodeRequest(latents, prompts=prompts, seed=5, noise_scale=0.0))
+    noisy = quiet.decoder.decode(DecodeRequest(latents, prompts=prompts, seed=5))
+    assert result.settings["noise_scale"] == 0.0
+    assert np.array_equal(pixels(result.images[0]), pixels(redrawn[0]))
+    assert not np.array_equal(pixels(result.images[0]), pixels(noisy[0]))
 
 
 def test_pretrained_folders_load_through_the_real_loaders(
@@ -116,6 +128,14 @@ def test_size_not_divisible_by_16_exits_2_and_writes_nothing(tmp_path: Path) -> 
     result = run_xomni("generate", "x", "--config", str(TINY), "--out", str(out), "--height", "50")
     assert result.returncode == 2
     assert "height_px=50 is not a positive multiple of 16" in " ".join(result.stderr.split())
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_negative_noise_scale_exits_2_naming_it_and_writes_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = run_xomni("generate", "x", "--config", str(TINY), "--out", str(out), "--noise-scale", "-1")
+    assert result.returncode == 2
+    assert "noise_scale must be at least 0, got -1.0" in result.stderr
     assert not out.exists() or not any(out.iterdir())
 
 

@@ -135,6 +135,44 @@ def test_different_seed_gives_different_pixels(decoder: FluxSemanticDecoder) -> 
     assert not np.array_equal(first, second)
 
 
+def test_noise_scale_zero_decodes_the_same_image_whatever_the_seed(decoder: FluxSemanticDecoder) -> None:
+    first = pixels(decoder, DecodeRequest(latents(), prompts=("a cat",), noise_scale=0.0, seed=7))
+    second = pixels(decoder, DecodeRequest(latents(), prompts=("a cat",), noise_scale=0.0, seed=8))
+    halved = pixels(decoder, DecodeRequest(latents(), prompts=("a cat",), noise_scale=0.5, seed=7))
+    full = pixels(decoder, DecodeRequest(latents(), prompts=("a cat",), seed=7))
+    np.testing.assert_array_equal(first, second)
+    assert not np.array_equal(halved, full) and not np.array_equal(halved, first)
+
+
+def test_params_noise_scale_is_the_default_that_a_request_overrides() -> None:
+    quiet = FluxSemanticDecoder.from_params(tiny_params(noise_scale=0.0), seed=0)
+    by_default = pixels(quiet, DecodeRequest(latents(), prompts=("a cat",), seed=7))
+    by_request = pixels(quiet, DecodeRequest(latents(), prompts=("a cat",), seed=8, noise_scale=0.0))
+    overridden = pixels(quiet, DecodeRequest(latents(), prompts=("a cat",), seed=7, noise_scale=1.0))
+    np.testing.assert_array_equal(by_default, by_request)
+    assert not np.array_equal(by_default, overridden)
+
+
+def test_negative_noise_scale_is_an_input_error() -> None:
+    with pytest.raises(InputError, match=r"decoder noise_scale must be at least 0, got -0\.5"):
+        DecodeRequest(latents(), noise_scale=-0.5)
+
+
+def test_shared_noise_decodes_each_image_as_if_it_were_alone(decoder: FluxSemanticDecoder) -> None:
+    batch = latents(batch=3, seed=4)
+    prompts = ("a cat", "a dog", "a fox")
+    shared = pixels(decoder, DecodeRequest(batch, prompts=prompts, seed=7, shared_noise=True))
+    independent = pixels(decoder, DecodeRequest(batch, prompts=prompts, seed=7))
+    alone = np.concatenate(
+        [
+            pixels(decoder, DecodeRequest(SemanticLatents(batch.values[i : i + 1]), prompts=(p,), seed=7))
+            for i, p in enumerate(prompts)
+        ]
+    )
+    np.testing.assert_allclose(shared.astype(int), alone.astype(int), atol=1)
+    assert not np.allclose(independent[1:].astype(int), alone[1:].astype(int), atol=1)
+
+
 def test_text_free_variant_decodes_without_prompts_and_ignores_them(
     text_free_decoder: FluxSemanticDecoder,
 ) -> None:

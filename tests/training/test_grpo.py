@@ -20,7 +20,6 @@ from xomni_core import (
     GridSize,
     ImageGenerationRequest,
     RewardBatch,
-    SemanticLatents,
     TextToImagePipeline,
 )
 from xomni_core.config import load_config
@@ -197,6 +196,7 @@ def test_training_writes_metrics_a_reward_plot_and_loadable_checkpoints(tmp_path
         ("training.grpo.group_size=1", "training.grpo.group_size"),
         ("training.grpo.learning_rate=-0.001", "training.grpo.learning_rate"),
         ("training.grpo.sampling.temperature=0", "training.grpo.sampling"),
+        ("training.grpo.noise_scale=-1", "training.grpo.noise_scale"),
     ],
 )
 def test_a_bad_training_setting_fails_validation_naming_its_path(override: str, path: str) -> None:
@@ -262,19 +262,32 @@ def test_decoder_draws_credit_each_sample_with_its_mean_reward_over_renderings(
     latents = pipeline.tokenizer.decode(tokens)
     means = []
     for draw in range(2):
-        images = [
-            pipeline.decoder.decode(
-                DecodeRequest(
-                    latents=SemanticLatents(latents.values[i : i + 1]),
-                    prompts=(prompt,),
-                    num_inference_steps=1,
-                    seed=stream_seed(0, 1, draw * DRAW_STRIDE),
-                )
-            )[0]
-            for i in range(group)
-        ]
+        images = pipeline.decoder.decode(
+            DecodeRequest(
+                latents=latents,
+                prompts=(prompt,) * group,
+                num_inference_steps=1,
+                seed=stream_seed(0, 1, draw * DRAW_STRIDE),
+                shared_noise=True,
+            )
+        )
         scored = score_all(pipeline.rewards, RewardBatch(images, [prompt] * group, [{}] * group))
         means.append(sum(scored.total) / group)
     assert drawn_once == pytest.approx(means[0], abs=1e-9)
     assert drawn_twice == pytest.approx((means[0] + means[1]) / 2, abs=1e-9)
     assert means[1] != pytest.approx(means[0], abs=1e-6)
+
+
+def test_decoder_noise_scale_zero_makes_each_reward_a_function_of_the_tokens_alone(
+    colour_setup: Any, tmp_path: Path
+) -> None:
+    def first_reward(**settings: Any) -> float:
+        folder = tmp_path / "-".join(f"{k}={v}" for k, v in settings.items())
+        data = colour_setup.config(steps=1, prompts_per_step=1, output_dir=str(folder), **settings)
+        return float(train_grpo(load_config(data=data), show_progress=False).records[0]["reward_mean"])
+
+    quiet_once = first_reward(noise_scale=0.0)
+    quiet_twice = first_reward(noise_scale=0.0, decoder_draws=2)
+    noisy_once = first_reward()
+    assert quiet_twice == pytest.approx(quiet_once, abs=1e-9)  # both draws render the same images
+    assert noisy_once != pytest.approx(quiet_once, abs=1e-6)

@@ -19,6 +19,7 @@ from ..types import (
     RewardBatch,
     SamplingParams,
     TokenGrid,
+    check_noise_scale,
 )
 from .build import announce, build_component, prepare
 
@@ -95,6 +96,7 @@ class TextToImagePipeline:
         seed: int | None = None,
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
+        noise_scale: float | None = None,
         show_progress: bool = True,
     ) -> TextToImageResult:
         """Generate one image per prompt; unset arguments come from the config's defaults."""
@@ -110,6 +112,8 @@ class TextToImagePipeline:
         seed = self.config.runtime.seed if seed is None else seed
         steps = defaults.num_inference_steps if num_inference_steps is None else num_inference_steps
         guidance = defaults.guidance_scale if guidance_scale is None else guidance_scale
+        noise = defaults.noise_scale if noise_scale is None else noise_scale
+        check_noise_scale(noise)  # before the backbone's work, not after it
         tokens = self.backbone.generate_image_tokens(
             ImageGenerationRequest(
                 prompts=tuple(prompt_list),
@@ -126,6 +130,7 @@ class TextToImagePipeline:
                 prompts=tuple(prompt_list),
                 num_inference_steps=steps,
                 guidance_scale=guidance,
+                noise_scale=noise,
                 seed=seed,
                 show_progress=show_progress,
             )
@@ -140,6 +145,7 @@ class TextToImagePipeline:
             "seed": seed,
             "num_inference_steps": steps,
             "guidance_scale": guidance,
+            "noise_scale": noise,
         }
         scores = score_all(self.rewards, RewardBatch(images, prompt_list)) if self.rewards else None
         return TextToImageResult(images=images, tokens=tokens, settings=settings, scores=scores)

@@ -185,6 +185,9 @@ class _GRPOTrainer:
         self.decoder_guidance = (
             generation.guidance_scale if settings.guidance_scale is None else settings.guidance_scale
         )
+        self.decoder_noise_scale = (
+            generation.noise_scale if settings.noise_scale is None else settings.noise_scale
+        )
         for component in (self.tokenizer, self.decoder):
             freeze(component)
         self._prompt_ids: dict[str, list[int]] = {}
@@ -366,22 +369,17 @@ class _GRPOTrainer:
         )
 
     def _decode(self, latents: SemanticLatents, prompt: str, *, seed: int) -> list[Any]:
-        if self.settings.decoder_noise == "independent":
-            requests = [latents]
-        else:  # one image per request, each from the group's noise
-            requests = [SemanticLatents(latents.values[i : i + 1]) for i in range(latents.batch_size)]
-        images: list[Any] = []
-        for part in requests:
-            images += self.decoder.decode(
-                DecodeRequest(
-                    latents=part,
-                    prompts=(prompt,) * part.batch_size,
-                    num_inference_steps=self.decoder_steps,
-                    guidance_scale=self.decoder_guidance,
-                    seed=seed,
-                )
+        return self.decoder.decode(
+            DecodeRequest(
+                latents=latents,
+                prompts=(prompt,) * latents.batch_size,
+                num_inference_steps=self.decoder_steps,
+                guidance_scale=self.decoder_guidance,
+                noise_scale=self.decoder_noise_scale,
+                seed=seed,
+                shared_noise=self.settings.decoder_noise == "shared",
             )
-        return images
+        )
 
     def _sequences(self, items: Sequence[TrainingPrompt], tokens: torch.Tensor) -> _Sequences:
         vocab = self.policy.vocab

@@ -61,6 +61,9 @@ class GRPOSettings(BaseModel):
     guidance_scale: float | None = Field(
         None, ge=0.0, description="decoder guidance (None: generation.guidance_scale)"
     )
+    noise_scale: float | None = Field(
+        None, ge=0.0, description="decoder initial-noise scale (None: generation.noise_scale)"
+    )
     decoder_noise: Literal["shared", "independent"] = Field(
         "shared",
         description="shared: a group's images start from the same decoder noise, so their rewards "

@@ -378,13 +378,16 @@ class FluxSemanticDecoder(Decoder[FluxSemanticParams]):
         velocity: torch.Tensor = output[0]
         return velocity
 
-    def initial_noise(self, batch_size: int, grid_h: int, grid_w: int, seed: int) -> torch.Tensor:
+    def initial_noise(
+        self, batch_size: int, grid_h: int, grid_w: int, seed: int, *, shared: bool = False
+    ) -> torch.Tensor:
         """Packed Gaussian noise ``(batch, grid_h * grid_w, in_channels)``, drawn on the CPU so a
-        seed gives the same noise on every device."""
+        seed gives the same noise on every device. ``shared`` repeats the first image's noise."""
         channels = self.params.vae_latent_channels
         generator = torch.Generator(device="cpu").manual_seed(seed)
-        noise = torch.randn((batch_size, channels, 2 * grid_h, 2 * grid_w), generator=generator)
-        packed = pack_latents(noise)
+        drawn = 1 if shared else batch_size
+        noise = torch.randn((drawn, channels, 2 * grid_h, 2 * grid_w), generator=generator)
+        packed = pack_latents(noise).expand(batch_size, -1, -1)
         return packed.to(device=self.device, dtype=self.dtype)
 
     def timesteps(self, num_inference_steps: int, num_image_tokens: int) -> torch.Tensor:
@@ -416,6 +419,7 @@ class FluxSemanticDecoder(Decoder[FluxSemanticParams]):
         if steps < 1:
             raise InputError(f"num_inference_steps must be at least 1, got {steps}")
         scale = self.params.guidance_scale if request.guidance_scale is None else request.guidance_scale
+        noise_scale = self.params.noise_scale if request.noise_scale is None else request.noise_scale
         batch = request.latents.batch_size
         grid_h, grid_w = request.latents.grid.grid_h, request.latents.grid.grid_w
 
@@ -424,7 +428,8 @@ class FluxSemanticDecoder(Decoder[FluxSemanticParams]):
         # Row-major flattening matches the order in which FLUX packs its image tokens.
         semantic = values.to(self.device, self.dtype).flatten(2).transpose(1, 2)
         image_ids = latent_image_ids(grid_h, grid_w, self.device, self.dtype)
-        latents = self.initial_noise(batch, grid_h, grid_w, request.seed)
+        noise = self.initial_noise(batch, grid_h, grid_w, request.seed, shared=request.shared_noise)
+        latents = noise * noise_scale
 
         for t in tqdm(
             self.timesteps(steps, grid_h * grid_w),

@@ -57,10 +57,13 @@ class FluxSemanticParams(ComponentParams):
     clip_num_heads: int = Field(12, ge=1)
     clip_max_length: int = Field(77, ge=2, description="prompt tokens and position embeddings")
 
-    # Sampler defaults; a DecodeRequest may override steps and guidance_scale.
+    # Sampler defaults; a DecodeRequest may override steps, guidance_scale and noise_scale.
     num_inference_steps: int = Field(28, ge=1)
     guidance_scale: float = Field(
         1.0, ge=0.0, description="true-CFG scale; at or below 1 the unconditional pass is skipped"
+    )
+    noise_scale: float = Field(
+        1.0, ge=0.0, description="scale of the initial noise; below 1 trades variety for fidelity"
     )
     embedded_guidance: float = Field(
         1.0, ge=0.0, description="value fed to FLUX's guidance embedding (guidance_embeds only)"
