@@ -16,6 +16,7 @@ from xomni_plugins.recipes.nano import NanoRecipe, run_nano_recipe
 
 QUICK = {
     "threads": None,
+    "decoder_noise_scale": 0.0,
     "data": {"train_images": 16},
     "tokenizer": {"steps": 2, "batch_size": 4, "warmup_steps": 1},
     "vae": {"steps": 2, "batch_size": 2, "warmup_steps": 1},
@@ -68,6 +69,11 @@ def test_model_folder_is_a_pipeline_with_provenance(quick_run: Path) -> None:
     assert provenance["recipe"] == NanoRecipe.model_validate(QUICK).model_dump(mode="json")
     config = yaml.safe_load((model / "pipeline.yaml").read_text())
     assert config["backbone"] == {"plugin": "x-omni", "weights": "backbone"}
+    for written in (
+        config,
+        *(yaml.safe_load((quick_run / name).read_text()) for name in ("grpo.yaml", "pipeline-sft.yaml")),
+    ):
+        assert written["generation"]["noise_scale"] == 0.0
     pipeline = TextToImagePipeline.from_config(model / "pipeline.yaml")
     image = pipeline("a red circle", show_progress=False).images[0]
     assert image.size == (128, 128)

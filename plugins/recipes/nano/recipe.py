@@ -159,6 +159,8 @@ class _Run:
     def _config(self, **sections: Any) -> dict[str, Any]:
         config = pipeline_template()
         config["runtime"]["seed"] = self.recipe.seed
+        if self.recipe.decoder_noise_scale is not None:
+            config["generation"]["noise_scale"] = self.recipe.decoder_noise_scale
         for slot in ("tokenizer", "backbone", "decoder"):
             folder = sections.pop(slot, None)
             if folder is not None:

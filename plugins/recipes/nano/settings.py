@@ -80,6 +80,12 @@ class NanoRecipe(BaseModel):
 
     seed: int = Field(0, ge=0, description="seed of every random initialisation")
     threads: int | None = Field(2, ge=1, description="torch CPU threads (None: torch's default)")
+    decoder_noise_scale: float | None = Field(
+        None,
+        ge=0.0,
+        description="generation.noise_scale of the GRPO rollouts, the evaluation and the model folder "
+        "(None: the decoder's default); 0 makes every reward a function of the tokens alone",
+    )
     data: NanoData = NanoData()
     tokenizer: IBQSettings = IBQSettings()
     vae: VAESettings = VAESettings()
