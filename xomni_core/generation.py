@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from .errors import InputError
 from .types import (
     GenerationMode,
+    GridSize,
     ImageGenerationRequest,
     SamplingParams,
     TextGenerationRequest,
@@ -28,15 +29,20 @@ if TYPE_CHECKING:
     from .interfaces import Backbone
 
 
+def image_prompt_ids(backbone: Backbone[Any], prompt: str, grid: GridSize) -> list[int]:
+    """The ids image generation conditions on: ``prompt`` followed by the image prefix. The empty
+    prompt gives the unconditional row that classifier-free guidance contrasts with."""
+    return backbone.tokenize(prompt + backbone.image_prefix(grid.grid_h, grid.grid_w))
+
+
 def generate_image_tokens(backbone: Backbone[Any], request: ImageGenerationRequest) -> TokenGrid:
     """Sample exactly ``grid.num_tokens`` image tokens per prompt, row-major."""
     vocab = backbone.vocab
     grid = request.grid
-    prefix = backbone.image_prefix(grid.grid_h, grid.grid_w)
-    prompts = [backbone.tokenize(prompt + prefix) for prompt in request.prompts]
+    prompts = [image_prompt_ids(backbone, prompt, grid) for prompt in request.prompts]
     _check_context(prompts, grid.num_tokens, vocab.max_positions, what="image tokens")
     guided = request.sampling.cfg_scale > 1.0
-    rows = prompts + [backbone.tokenize(prefix)] * len(prompts) if guided else prompts
+    rows = prompts + [image_prompt_ids(backbone, "", grid)] * len(prompts) if guided else prompts
     tokens = _decode_loop(
         backbone,
         rows,

@@ -43,6 +43,7 @@ from pydantic import ValidationError
 
 from ..config import PipelineConfig, load_config
 from ..errors import ConfigError
+from ..generation import image_prompt_ids
 from ..interfaces import Backbone, Decoder, Tokenizer
 from ..pipelines import TextToImagePipeline
 from ..registry import PluginRegistry
@@ -401,8 +402,7 @@ class _GRPOTrainer:
     def _prompt_tokens(self, prompt: str) -> list[int]:
         """The ids generation conditions on: the prompt followed by the image prefix."""
         if prompt not in self._prompt_ids:
-            prefix = self.policy.image_prefix(self.grid.grid_h, self.grid.grid_w)
-            self._prompt_ids[prompt] = self.policy.tokenize(prompt + prefix)
+            self._prompt_ids[prompt] = image_prompt_ids(self.policy, prompt, self.grid)
         return self._prompt_ids[prompt]
 
     def _log_probs(

@@ -28,6 +28,7 @@ import torch
 
 from ..config import PipelineConfig, load_config
 from ..errors import ConfigError, InputError
+from ..generation import image_prompt_ids
 from ..interfaces import Backbone, Tokenizer
 from ..pipelines.build import build_component, prepare
 from ..registry import PluginRegistry
@@ -210,9 +211,7 @@ class _SFTTrainer:
         self.tokenizer: Tokenizer[Any] = tokenizer
         self.policy: Backbone[Any] = backbone
         self.examples, self.grid = self._encode(load_pairs(settings, config))
-        self.unconditional_ids = self.policy.tokenize(
-            self.policy.image_prefix(self.grid.grid_h, self.grid.grid_w)
-        )
+        self.unconditional_ids = image_prompt_ids(self.policy, "", self.grid)
         self.stream = EpochStream(self.examples, seed=self.seed, shuffle=settings.shuffle)
         self.total_steps = settings.total_steps(len(self.examples), processes.world_size)
 
@@ -230,12 +229,11 @@ class _SFTTrainer:
                     ) from exc
         grid = grids[0].grid
         ids = torch.cat([g.ids.clone() for g in grids]).reshape(len(pairs), -1).cpu()
-        prefix = self.policy.image_prefix(grid.grid_h, grid.grid_w)
         prompt_ids: dict[str, list[int]] = {}
         examples = []
         for pair, tokens in zip(pairs, ids, strict=True):
             if pair.caption not in prompt_ids:
-                prompt_ids[pair.caption] = self.policy.tokenize(pair.caption + prefix)
+                prompt_ids[pair.caption] = image_prompt_ids(self.policy, pair.caption, grid)
             examples.append(SFTExample(pair.caption, prompt_ids[pair.caption], tokens))
         return examples, grid
 
