@@ -209,13 +209,23 @@ class DecodeRequest:
             raise InputError(
                 f"DecodeRequest has {len(self.prompts)} prompts for {self.latents.batch_size} latent grids"
             )
-        check_noise_scale(self.noise_scale)
+        check_decode_settings(
+            num_inference_steps=self.num_inference_steps,
+            guidance_scale=self.guidance_scale,
+            noise_scale=self.noise_scale,
+        )
 
 
-def check_noise_scale(noise_scale: float | None) -> None:
-    """Refuse a negative (or NaN) decoder noise scale with an :class:`InputError`."""
-    if noise_scale is not None and not noise_scale >= 0.0:
-        raise InputError(f"decoder noise_scale must be at least 0, got {noise_scale}")
+def check_decode_settings(
+    *, num_inference_steps: int | None, guidance_scale: float | None, noise_scale: float | None
+) -> None:
+    """Refuse decoder settings out of range (fewer than 1 step, a negative or NaN scale) with an
+    :class:`InputError` that names the setting; ``None`` means the decoder's default."""
+    if num_inference_steps is not None and num_inference_steps < 1:
+        raise InputError(f"decoder num_inference_steps must be at least 1, got {num_inference_steps}")
+    for name, scale in (("guidance_scale", guidance_scale), ("noise_scale", noise_scale)):
+        if scale is not None and not scale >= 0.0:
+            raise InputError(f"decoder {name} must be at least 0, got {scale}")
 
 
 @dataclass(frozen=True)

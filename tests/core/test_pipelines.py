@@ -131,11 +131,21 @@ def test_size_not_divisible_by_16_exits_2_and_writes_nothing(tmp_path: Path) -> 
     assert not out.exists() or not any(out.iterdir())
 
 
-def test_negative_noise_scale_exits_2_naming_it_and_writes_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--noise-scale", "-1", "noise_scale must be at least 0, got -1.0"),
+        ("--guidance", "-2", "guidance_scale must be at least 0, got -2.0"),
+        ("--steps", "0", "num_inference_steps must be at least 1, got 0"),
+    ],
+)
+def test_out_of_range_decoder_setting_exits_2_naming_it_and_writes_nothing(
+    tmp_path: Path, option: str, value: str, message: str
+) -> None:
     out = tmp_path / "out"
-    result = run_xomni("generate", "x", "--config", str(TINY), "--out", str(out), "--noise-scale", "-1")
+    result = run_xomni("generate", "x", "--config", str(TINY), "--out", str(out), option, value)
     assert result.returncode == 2
-    assert "noise_scale must be at least 0, got -1.0" in result.stderr
+    assert message in result.stderr
     assert not out.exists() or not any(out.iterdir())
 
 

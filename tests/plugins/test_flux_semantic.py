@@ -153,9 +153,20 @@ def test_params_noise_scale_is_the_default_that_a_request_overrides() -> None:
     assert not np.array_equal(by_default, overridden)
 
 
-def test_negative_noise_scale_is_an_input_error() -> None:
-    with pytest.raises(InputError, match=r"decoder noise_scale must be at least 0, got -0\.5"):
-        DecodeRequest(latents(), noise_scale=-0.5)
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("noise_scale", -0.5, r"decoder noise_scale must be at least 0, got -0\.5"),
+        ("guidance_scale", -2.0, r"decoder guidance_scale must be at least 0, got -2\.0"),
+        ("guidance_scale", float("nan"), r"decoder guidance_scale must be at least 0, got nan"),
+        ("num_inference_steps", 0, r"decoder num_inference_steps must be at least 1, got 0"),
+    ],
+)
+def test_out_of_range_decode_setting_is_an_input_error_naming_it(
+    setting: str, value: float, message: str
+) -> None:
+    with pytest.raises(InputError, match=message):
+        DecodeRequest(latents(), **{setting: value})
 
 
 def test_shared_noise_decodes_each_image_as_if_it_were_alone(decoder: FluxSemanticDecoder) -> None:

@@ -19,7 +19,7 @@ from ..types import (
     RewardBatch,
     SamplingParams,
     TokenGrid,
-    check_noise_scale,
+    check_decode_settings,
 )
 from .build import announce, build_component, prepare
 
@@ -113,7 +113,8 @@ class TextToImagePipeline:
         steps = defaults.num_inference_steps if num_inference_steps is None else num_inference_steps
         guidance = defaults.guidance_scale if guidance_scale is None else guidance_scale
         noise = defaults.noise_scale if noise_scale is None else noise_scale
-        check_noise_scale(noise)  # before the backbone's work, not after it
+        # Before the backbone's work, not after it.
+        check_decode_settings(num_inference_steps=steps, guidance_scale=guidance, noise_scale=noise)
         tokens = self.backbone.generate_image_tokens(
             ImageGenerationRequest(
                 prompts=tuple(prompt_list),
