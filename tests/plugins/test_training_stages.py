@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from xomni_core import DecodeRequest, SemanticLatents
-from xomni_core.synthetic import render_scene, sample_scenes
+from xomni_core import DecodeRequest, InputError, SemanticLatents
+from xomni_core.synthetic import SceneSpec, render_scene, render_shape_map, sample_scenes
 from xomni_core.training import object_weights
 from xomni_plugins.decoders.flux_semantic.model import FluxSemanticDecoder
 from xomni_plugins.decoders.flux_semantic.params import FluxSemanticParams
@@ -56,12 +56,21 @@ DECODER = FluxSemanticParams(
 )
 
 
+def _scenes() -> list[SceneSpec]:
+    return sample_scenes("train", 16, width_px=64, height_px=64, categories=["single_object", "two_object"])
+
+
 @pytest.fixture(scope="module")
 def pixels() -> torch.Tensor:
     """Sixteen 64 x 64 px scenes in [-1, 1]."""
-    scenes = sample_scenes("train", 16, width_px=64, height_px=64, categories=["single_object", "two_object"])
-    images = np.stack([np.asarray(render_scene(scene)) for scene in scenes])
+    images = np.stack([np.asarray(render_scene(scene)) for scene in _scenes()])
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+@pytest.fixture(scope="module")
+def shape_maps() -> torch.Tensor:
+    """The shape maps ``(16, 64, 64)`` of the same scenes."""
+    return torch.from_numpy(np.stack([np.asarray(render_shape_map(scene)) for scene in _scenes()])).long()
 
 
 def _mean(history: list[dict[str, float]], key: str, part: slice) -> float:
@@ -89,6 +98,33 @@ def test_ibq_is_reproducible_from_its_seed(pixels: torch.Tensor) -> None:
         train_ibq(tokenizer, pixels, IBQSettings(steps=3, batch_size=4, warmup_steps=1), show_progress=False)
         ids.append(tokenizer.encode(pixels).ids)
     assert torch.equal(ids[0], ids[1])
+
+
+def test_segmentation_head_learns_which_shape_covers_each_pixel(
+    pixels: torch.Tensor, shape_maps: torch.Tensor
+) -> None:
+    tokenizer = SigLIPVQTokenizer.from_params(TOKENIZER, seed=0)
+    settings = IBQSettings(steps=60, batch_size=8, warmup_steps=5, segmentation_weight=1.0)
+    result = train_ibq(tokenizer, pixels, settings, segments=shape_maps, show_progress=False)
+    assert _mean(result.history, "segmentation", slice(-10, None)) < 0.5 * _mean(
+        result.history, "segmentation", slice(0, 10)
+    )
+    plain = IBQSettings(steps=2, batch_size=4, warmup_steps=1)
+    assert "segmentation" not in train_ibq(tokenizer, pixels, plain, show_progress=False).history[-1]
+
+
+def test_segmentation_weight_needs_segments_of_the_pixels_shape(
+    pixels: torch.Tensor, shape_maps: torch.Tensor
+) -> None:
+    tokenizer = SigLIPVQTokenizer.from_params(TOKENIZER, seed=0)
+    settings = IBQSettings(steps=1, batch_size=4, segmentation_weight=1.0)
+    with pytest.raises(InputError, match=r"segmentation_weight is 1\.0, so train_ibq needs segments"):
+        train_ibq(tokenizer, pixels, settings, show_progress=False)
+    shape = r"of shape \(16, 64, 64\).*got torch\.int64 of shape \(16, 32, 32\)"
+    with pytest.raises(InputError, match=shape):
+        train_ibq(tokenizer, pixels, settings, segments=shape_maps[:, ::2, ::2], show_progress=False)
+    with pytest.raises(InputError, match=r"got torch\.float32"):
+        train_ibq(tokenizer, pixels, settings, segments=shape_maps.float(), show_progress=False)
 
 
 def test_object_pixels_weigh_more_and_weights_average_one(pixels: torch.Tensor) -> None:

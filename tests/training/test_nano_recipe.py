@@ -46,6 +46,7 @@ def test_every_stage_leaves_its_folder_and_timing(quick_run: Path) -> None:
     stages = json.loads((quick_run / "stages.json").read_text())["stages"]
     assert list(stages) == ["tokenizer", "decoder", "sft", "grpo", "eval"]
     assert all(stage["seconds"] > 0 for stage in stages.values())
+    assert stages["tokenizer"]["segmentation_ce"] > 0  # the recipe names shapes by default
     for folder in ("tokenizer", "decoder", "backbone-sft", "backbone-grpo"):
         assert (quick_run / folder / "xomni_component.json").is_file()
 

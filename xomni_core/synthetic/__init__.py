@@ -53,7 +53,7 @@ if TYPE_CHECKING:
         write_prompts,
     )
     from .detect import Blob, Check, Judgement, SceneJudge, find_blobs, load_ocr_reward
-    from .render import render_scene
+    from .render import SHAPE_MAP_CLASSES, render_scene, render_shape_map
 
 # Names whose modules import numpy and Pillow, loaded on first access.
 _LAZY = {
@@ -72,7 +72,7 @@ _LAZY = {
         "bench",
     ),
     **dict.fromkeys(("Blob", "Check", "Judgement", "SceneJudge", "find_blobs", "load_ocr_reward"), "detect"),
-    "render_scene": "render",
+    **dict.fromkeys(("SHAPE_MAP_CLASSES", "render_scene", "render_shape_map"), "render"),
 }
 
 
@@ -95,6 +95,7 @@ __all__ = [
     "OBJECT_COLORS",
     "PALETTE",
     "SHAPES",
+    "SHAPE_MAP_CLASSES",
     "SPLITS",
     "WORDS",
     "BenchReport",
@@ -124,6 +125,7 @@ __all__ = [
     "read_generation_folder",
     "read_prompts",
     "render_scene",
+    "render_shape_map",
     "sample_scenes",
     "score_images",
     "write_prompts",

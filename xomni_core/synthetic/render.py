@@ -6,16 +6,21 @@ anti-aliased the way a photograph's would be while flat areas keep their exact p
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image, ImageDraw, ImageFont
 
 from ..errors import InputError
-from .scenes import PALETTE, SceneSpec
+from .scenes import PALETTE, SHAPES, ColorName, SceneSpec
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
+
+
+#: Classes of :func:`render_shape_map`, by pixel value.
+SHAPE_MAP_CLASSES: tuple[str, ...] = ("background", *SHAPES, "text")
 
 
 def render_scene(scene: SceneSpec, *, supersample: int = 4) -> PILImage:
@@ -24,28 +29,53 @@ def render_scene(scene: SceneSpec, *, supersample: int = 4) -> PILImage:
         raise InputError(f"supersample must be at least 1, got {supersample}")
     s = supersample
     canvas = Image.new("RGB", (scene.width_px * s, scene.height_px * s), PALETTE[scene.background])
-    draw = ImageDraw.Draw(canvas)
-    for obj in scene.objects:
-        left, top, right, bottom = (v * s for v in obj.box_px())
-        fill = PALETTE[obj.color]
-        if obj.shape == "circle":
-            draw.ellipse((left, top, right, bottom), fill=fill)
-        elif obj.shape == "square":
-            draw.rectangle((left, top, right, bottom), fill=fill)
-        else:
-            draw.polygon([((left + right) / 2, top), (right, bottom), (left, bottom)], fill=fill)
-    if scene.word is not None:
-        word = scene.word
-        draw.text(
-            (word.center_x_px * s, word.center_y_px * s),
-            word.text,
-            font=_font(word.font_size_px * s),
-            fill=PALETTE[word.color],
-            anchor="mm",
-        )
+    _draw(ImageDraw.Draw(canvas), scene, s, lambda color, _: PALETTE[color])
     if s == 1:
         return canvas
     return canvas.resize((scene.width_px, scene.height_px), Image.Resampling.BOX)
+
+
+def render_shape_map(scene: SceneSpec, *, supersample: int = 4) -> PILImage:
+    """A one-channel image of ``scene`` whose pixels name what covers them.
+
+    A pixel's value is an index into :data:`SHAPE_MAP_CLASSES` (background, one of the shapes,
+    or text): the class at the pixel's centre when drawn ``supersample`` times larger, so outlines
+    follow :func:`render_scene`'s.
+    """
+    if supersample < 1:
+        raise InputError(f"supersample must be at least 1, got {supersample}")
+    s = supersample
+    canvas = Image.new("L", (scene.width_px * s, scene.height_px * s), 0)
+    draw = ImageDraw.Draw(canvas)
+    draw.fontmode = "1"  # anti-aliased glyph edges would blend class indices
+    _draw(draw, scene, s, lambda _, kind: SHAPE_MAP_CLASSES.index(kind))
+    if s == 1:
+        return canvas
+    return canvas.resize((scene.width_px, scene.height_px), Image.Resampling.NEAREST)
+
+
+def _draw(
+    draw: ImageDraw.ImageDraw, scene: SceneSpec, scale: int, fill: Callable[[ColorName, str], Any]
+) -> None:
+    """Draw the objects, then the word, of ``scene`` at ``scale``; ``fill(colour, kind)`` paints."""
+    for obj in scene.objects:
+        left, top, right, bottom = (v * scale for v in obj.box_px())
+        paint = fill(obj.color, obj.shape)
+        if obj.shape == "circle":
+            draw.ellipse((left, top, right, bottom), fill=paint)
+        elif obj.shape == "square":
+            draw.rectangle((left, top, right, bottom), fill=paint)
+        else:
+            draw.polygon([((left + right) / 2, top), (right, bottom), (left, bottom)], fill=paint)
+    if scene.word is not None:
+        word = scene.word
+        draw.text(
+            (word.center_x_px * scale, word.center_y_px * scale),
+            word.text,
+            font=_font(word.font_size_px * scale),
+            fill=fill(word.color, "text"),
+            anchor="mm",
+        )
 
 
 def text_width_px(text: str, font_size_px: int) -> float:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .evaluate import ComparisonReport, compare
 from .recipe import NanoResult, run_nano_recipe
-from .settings import PIPELINE_TEMPLATE, NanoData, NanoEval, NanoGRPO, NanoRecipe, NanoSFT
+from .settings import PIPELINE_TEMPLATE, NanoData, NanoEval, NanoGRPO, NanoRecipe, NanoSFT, NanoTokenizer
 
 __all__ = [
     "PIPELINE_TEMPLATE",
@@ -15,6 +15,7 @@ __all__ = [
     "NanoRecipe",
     "NanoResult",
     "NanoSFT",
+    "NanoTokenizer",
     "compare",
     "run_nano_recipe",
 ]

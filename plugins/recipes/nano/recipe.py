@@ -34,7 +34,7 @@ import yaml
 
 from xomni_core import InputError, __version__, atomic_directory, atomic_file
 from xomni_core.models import combined_hash, hash_files
-from xomni_core.synthetic import render_scene, sample_scenes
+from xomni_core.synthetic import SceneSpec, render_scene, render_shape_map, sample_scenes
 from xomni_plugins.decoders.flux_semantic.model import FluxSemanticDecoder
 from xomni_plugins.decoders.flux_semantic.params import FluxSemanticParams
 from xomni_plugins.decoders.flux_semantic.training import (
@@ -105,6 +105,7 @@ class _Run:
             json.loads(self.state_path.read_text()) if self.state_path.is_file() else {}
         )
         self._pixels: torch.Tensor | None = None
+        self._shape_maps: torch.Tensor | None = None
 
     # ---------------------------------------------------------------------------- bookkeeping
 
@@ -148,13 +149,23 @@ class _Run:
     def pixels(self) -> torch.Tensor:
         """The train-split images in ``[-1, 1]``, rendered on first use."""
         if self._pixels is None:
-            data = self.recipe.data
-            scenes = sample_scenes(
-                "train", data.train_images, seed=data.seed, width_px=data.image_px, height_px=data.image_px
-            )
-            rendered = np.stack([np.asarray(render_scene(scene)) for scene in scenes])
+            rendered = np.stack([np.asarray(render_scene(scene)) for scene in self._train_scenes()])
             self._pixels = torch.from_numpy(rendered).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
         return self._pixels
+
+    @property
+    def shape_maps(self) -> torch.Tensor:
+        """What shape covers each pixel of :attr:`pixels` (``SHAPE_MAP_CLASSES`` indices)."""
+        if self._shape_maps is None:
+            maps = np.stack([np.asarray(render_shape_map(scene)) for scene in self._train_scenes()])
+            self._shape_maps = torch.from_numpy(maps).long()
+        return self._shape_maps
+
+    def _train_scenes(self) -> list[SceneSpec]:
+        data = self.recipe.data
+        return sample_scenes(
+            "train", data.train_images, seed=data.seed, width_px=data.image_px, height_px=data.image_px
+        )
 
     def _config(self, **sections: Any) -> dict[str, Any]:
         config = pipeline_template()
@@ -179,9 +190,16 @@ class _Run:
     def train_tokenizer(self) -> dict[str, Any]:
         params = SigLIPVQParams.model_validate(pipeline_template()["tokenizer"]["params"])
         tokenizer = SigLIPVQTokenizer.from_params(params, seed=self.recipe.seed)
-        result = train_ibq(tokenizer, self.pixels, self.recipe.tokenizer, show_progress=self.show_progress)
+        settings = self.recipe.tokenizer
+        shape_maps = self.shape_maps if settings.segmentation_weight > 0 else None
+        result = train_ibq(
+            tokenizer, self.pixels, settings, segments=shape_maps, show_progress=self.show_progress
+        )
         tokenizer.save_pretrained(self.out / "tokenizer")
-        return {"reconstruction_mse": result.reconstruction, "codes_used": result.codes_used}
+        record = {"reconstruction_mse": result.reconstruction, "codes_used": result.codes_used}
+        if "segmentation" in result.history[-1]:
+            record["segmentation_ce"] = result.history[-1]["segmentation"]
+        return record
 
     def train_decoder(self) -> dict[str, Any]:
         params = FluxSemanticParams.model_validate(pipeline_template()["decoder"]["params"])

@@ -30,12 +30,25 @@ class NanoData(BaseModel):
     seed: int = Field(0, ge=0, description="seed of the scenes")
 
 
+class NanoTokenizer(IBQSettings):
+    """IBQ with object pixels weighed up and shape maps named per pixel.
+
+    Without either, a token inside a square matches one inside a circle of the same colour, and
+    the decoder draws every shape as a rounded blob.
+    """
+
+    object_weight: float = Field(10.0, ge=0.0, description="extra weight of painted object pixels")
+    segmentation_weight: float = Field(
+        1.0, ge=0.0, description="weight of naming the shape (or word) under each painted pixel"
+    )
+
+
 class NanoSFT(BaseModel):
     """Backbone supervised fine-tuning on train-split captions (``xomni train sft``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    scenes: int = Field(6000, ge=1, description="train-split scenes, rendered and tokenized once")
+    scenes: int = Field(12000, ge=1, description="train-split scenes, rendered and tokenized once")
     steps: int = Field(2500, ge=1)
     batch_size: int = Field(32, ge=1)
     learning_rate: float = Field(1e-3, gt=0.0)
@@ -87,7 +100,7 @@ class NanoRecipe(BaseModel):
         "(None: the decoder's default); 0 makes every reward a function of the tokens alone",
     )
     data: NanoData = NanoData()
-    tokenizer: IBQSettings = IBQSettings()
+    tokenizer: NanoTokenizer = NanoTokenizer()
     vae: VAESettings = VAESettings()
     flow: FlowSettings = FlowSettings()
     sft: NanoSFT = NanoSFT()

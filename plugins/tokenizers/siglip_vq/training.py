@@ -7,6 +7,12 @@ signal at a fraction of the cost: a token must say which colours lie where insid
 ``object_weight`` weighs pixels away from the background up in that loss, as the decoder's VAE
 does: objects cover a few percent of a scene, and unweighted codes describe mostly background.
 
+Colours alone leave a token inside a square the same as one inside a circle. Given per-pixel
+class maps (``segments``, for example what shape covers each pixel), a second training-only head
+names each painted pixel's class from the same latent, weighted by ``segmentation_weight``. The
+encoder sees the whole image, so every token of an object learns to say what the object is, and
+a decoder reading the tokens can draw its outline.
+
 IBQ, per token: cosine logits to every code over a temperature, a softmax, and the hard one-hot
 of its argmax passed straight through (``hard - soft.detach() + soft``). The resulting index
 vector multiplies the *whole* raw codebook, so every code receives gradient and few stay dead.
@@ -25,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from tqdm.auto import tqdm
 
+from xomni_core.errors import InputError
 from xomni_core.training import object_weights, warmup_cosine
 
 from .model import SigLIPVQTokenizer
@@ -55,7 +62,13 @@ class IBQSettings(BaseModel):
         description="extra weight of painted pixels away from the background colour; objects cover "
         "a few percent of a scene, and at 10 the codes describe them far better",
     )
-    seed: int = Field(0, ge=0, description="seed of the head's initialisation and the batch order")
+    segmentation_weight: float = Field(
+        0.0,
+        ge=0.0,
+        description="weight of the per-pixel classification of the segments passed to train_ibq "
+        "(0: no segmentation head)",
+    )
+    seed: int = Field(0, ge=0, description="seed of the heads' initialisation and the batch order")
 
 
 @dataclass(frozen=True)
@@ -68,12 +81,15 @@ class IBQResult:
 
 
 class PatchPainter(nn.Module):
-    """Training-only head: one latent ``(C, h, w)`` to pixels ``(3, h * p, w * p)``."""
+    """Training-only head: one latent ``(C, h, w)`` to ``(out_channels, h * p, w * p)`` per-pixel
+    values (3 colours, or one logit per segment class)."""
 
-    def __init__(self, channels: int, patch_px: int) -> None:
+    def __init__(self, channels: int, patch_px: int, out_channels: int = 3) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(channels, 2 * channels, 1), nn.GELU(), nn.Conv2d(2 * channels, 3 * patch_px**2, 1)
+            nn.Conv2d(channels, 2 * channels, 1),
+            nn.GELU(),
+            nn.Conv2d(2 * channels, out_channels * patch_px**2, 1),
         )
         self.shuffle = nn.PixelShuffle(patch_px)
 
@@ -86,32 +102,40 @@ def train_ibq(
     pixels: torch.Tensor,
     settings: IBQSettings | None = None,
     *,
+    segments: torch.Tensor | None = None,
     show_progress: bool = True,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
 ) -> IBQResult:
     """Train ``tokenizer`` in place on preprocessed ``pixels (N, 3, H, W)`` (normalised).
 
-    Returns the losses of the last step and the number of codes the trained tokenizer uses on
-    ``pixels``; the tokenizer is left in eval mode.
+    ``segments (N, H, W)``, integer class ids per pixel, are required when
+    ``settings.segmentation_weight`` is positive and ignored otherwise. Returns the losses of the
+    last step and the number of codes the trained tokenizer uses on ``pixels``; the tokenizer is
+    left in eval mode.
     """
     settings = settings or IBQSettings()
+    segments = _checked_segments(segments, pixels, settings)
     model = tokenizer.model
     params = tokenizer.params
     generator = torch.Generator().manual_seed(settings.seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
         painter = PatchPainter(params.z_channels, settings.patch_px).to(pixels.device)
+        classes = 0 if segments is None else int(segments.max()) + 1
+        segmenter = None if segments is None else PatchPainter(params.z_channels, settings.patch_px, classes)
+    heads = [painter] if segmenter is None else [painter, segmenter.to(pixels.device)]
     target_side = pixels.shape[-1] // params.patch_size_px * settings.patch_px
     model.train()
     optimizer = torch.optim.AdamW(
-        [*model.parameters(), *painter.parameters()], lr=settings.learning_rate, weight_decay=0.0
+        [*model.parameters(), *(p for head in heads for p in head.parameters())],
+        lr=settings.learning_rate,
+        weight_decay=0.0,
     )
     schedule = warmup_cosine(optimizer, settings.warmup_steps, settings.steps)
     history: list[dict[str, float]] = []
     for step in tqdm(range(settings.steps), desc="tokenizer (IBQ)", disable=not show_progress):
-        batch = pixels[
-            torch.randint(len(pixels), (settings.batch_size,), generator=generator).to(pixels.device)
-        ]
+        picked = torch.randint(len(pixels), (settings.batch_size,), generator=generator).to(pixels.device)
+        batch = pixels[picked]
         skip = float(torch.rand((), generator=generator)) < settings.skip_quantization
         latents, losses = _forward(tokenizer, batch, settings, skip=skip)
         painted = painter(latents)
@@ -124,6 +148,10 @@ def train_ibq(
             + settings.codebook_weight * losses["codebook"]
             + settings.usage_weight * losses["usage"]
         )
+        if segmenter is not None and segments is not None:
+            classes_of = F.interpolate(segments[picked, None].float(), size=target.shape[-2:], mode="nearest")
+            losses["segmentation"] = F.cross_entropy(segmenter(latents), classes_of[:, 0].long())
+            total = total + settings.segmentation_weight * losses["segmentation"]
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
@@ -134,6 +162,26 @@ def train_ibq(
             on_step(step, record)
     model.eval()
     return IBQResult(history[-1]["reconstruction"], codes_used(tokenizer, pixels), history)
+
+
+def _checked_segments(
+    segments: torch.Tensor | None, pixels: torch.Tensor, settings: IBQSettings
+) -> torch.Tensor | None:
+    """``segments`` when the segmentation head trains (validated), else None."""
+    if settings.segmentation_weight == 0.0:
+        return None
+    if segments is None:
+        raise InputError(
+            f"siglip-vq training: segmentation_weight is {settings.segmentation_weight}, so train_ibq "
+            "needs segments (N, H, W), integer class ids per pixel"
+        )
+    expected = (len(pixels), *pixels.shape[-2:])
+    if tuple(segments.shape) != expected or segments.is_floating_point() or int(segments.min()) < 0:
+        raise InputError(
+            f"siglip-vq training: segments must be non-negative integer class ids of shape "
+            f"{expected} (one per pixel), got {segments.dtype} of shape {tuple(segments.shape)}"
+        )
+    return segments.to(pixels.device)
 
 
 @torch.no_grad()

@@ -1,0 +1,50 @@
+"""Scene renders: the RGB image and the shape map that names what covers each pixel."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from xomni_core.synthetic import (
+    PALETTE,
+    SHAPE_MAP_CLASSES,
+    SceneObject,
+    SceneSpec,
+    SceneWord,
+    render_scene,
+    render_shape_map,
+    sample_scenes,
+)
+
+
+def test_shape_map_names_each_object_shape_and_leaves_the_background_zero() -> None:
+    objects = tuple(
+        SceneObject(shape=shape, color="red", center_x_px=x, center_y_px=64, half_size_px=12)
+        for shape, x in (("circle", 20), ("square", 64), ("triangle", 108))
+    )
+    scene = SceneSpec(category="counting", width_px=128, height_px=128, background="white", objects=objects)
+    shape_map = np.asarray(render_shape_map(scene))
+    assert shape_map.shape == (128, 128)
+    assert shape_map[5, 5] == SHAPE_MAP_CLASSES.index("background") == 0
+    for obj in objects:
+        assert shape_map[66, round(obj.center_x_px)] == SHAPE_MAP_CLASSES.index(obj.shape)
+    # A square fills its box's corner; a circle and a triangle leave theirs empty.
+    assert shape_map[53, 53] == SHAPE_MAP_CLASSES.index("square")
+    assert shape_map[53, 9] == 0 and shape_map[53, 97] == 0
+
+
+def test_shape_map_agrees_with_the_render_wherever_a_pixel_is_not_an_edge() -> None:
+    for scene in sample_scenes("train", 14, seed=3):
+        image = np.asarray(render_scene(scene)).astype(int)
+        covered = np.asarray(render_shape_map(scene)) > 0
+        background = (image == PALETTE[scene.background]).all(axis=2)
+        inks = {obj.color for obj in scene.objects} | ({scene.word.color} if scene.word else set())
+        ink = np.any([(image == PALETTE[color]).all(axis=2) for color in inks], axis=0) & ~background
+        assert ink.any() and not (ink & ~covered).any(), scene.caption
+        assert not (background & covered).any(), scene.caption
+
+
+def test_words_are_one_class_without_anti_aliased_edges() -> None:
+    word = SceneWord(text="STAR", color="black", center_x_px=64, center_y_px=64, font_size_px=24)
+    scene = SceneSpec(category="text", width_px=128, height_px=128, background="white", word=word)
+    values = set(np.unique(np.asarray(render_shape_map(scene))).tolist())
+    assert values == {0, SHAPE_MAP_CLASSES.index("text")}
