@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Callable
 
+import numpy as np
+import pytest
+from PIL import Image
+
+from xomni_core import InputError
 from xomni_core.synthetic import (
     PALETTE,
     SHAPE_MAP_CLASSES,
@@ -48,3 +53,10 @@ def test_words_are_one_class_without_anti_aliased_edges() -> None:
     scene = SceneSpec(category="text", width_px=128, height_px=128, background="white", word=word)
     values = set(np.unique(np.asarray(render_shape_map(scene))).tolist())
     assert values == {0, SHAPE_MAP_CLASSES.index("text")}
+
+
+@pytest.mark.parametrize("render", [render_scene, render_shape_map])
+def test_supersample_below_one_is_an_input_error(render: Callable[..., Image.Image]) -> None:
+    scene = sample_scenes("train", 1, seed=0)[0]
+    with pytest.raises(InputError, match="supersample must be at least 1, got 0"):
+        render(scene, supersample=0)
