@@ -25,6 +25,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -104,8 +105,6 @@ class _Run:
         self.state: dict[str, Any] = (
             json.loads(self.state_path.read_text()) if self.state_path.is_file() else {}
         )
-        self._pixels: torch.Tensor | None = None
-        self._shape_maps: torch.Tensor | None = None
 
     # ---------------------------------------------------------------------------- bookkeeping
 
@@ -145,27 +144,25 @@ class _Run:
 
     # ---------------------------------------------------------------------------------- data
 
-    @property
-    def pixels(self) -> torch.Tensor:
-        """The train-split images in ``[-1, 1]``, rendered on first use."""
-        if self._pixels is None:
-            rendered = np.stack([np.asarray(render_scene(scene)) for scene in self._train_scenes()])
-            self._pixels = torch.from_numpy(rendered).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-        return self._pixels
-
-    @property
-    def shape_maps(self) -> torch.Tensor:
-        """What shape covers each pixel of :attr:`pixels` (``SHAPE_MAP_CLASSES`` indices)."""
-        if self._shape_maps is None:
-            maps = np.stack([np.asarray(render_shape_map(scene)) for scene in self._train_scenes()])
-            self._shape_maps = torch.from_numpy(maps).long()
-        return self._shape_maps
-
-    def _train_scenes(self) -> list[SceneSpec]:
+    @cached_property
+    def train_scenes(self) -> list[SceneSpec]:
+        """The train-split scenes that stages 1-2 learn from."""
         data = self.recipe.data
         return sample_scenes(
             "train", data.train_images, seed=data.seed, width_px=data.image_px, height_px=data.image_px
         )
+
+    @cached_property
+    def pixels(self) -> torch.Tensor:
+        """The train-split images in ``[-1, 1]``, rendered on first use."""
+        rendered = np.stack([np.asarray(render_scene(scene)) for scene in self.train_scenes])
+        return torch.from_numpy(rendered).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+    @cached_property
+    def shape_maps(self) -> torch.Tensor:
+        """What shape covers each pixel of :attr:`pixels` (``SHAPE_MAP_CLASSES`` indices, uint8)."""
+        maps = np.stack([np.asarray(render_shape_map(scene)) for scene in self.train_scenes])
+        return torch.from_numpy(maps)
 
     def _config(self, **sections: Any) -> dict[str, Any]:
         config = pipeline_template()

@@ -118,13 +118,18 @@ def train_ibq(
     model = tokenizer.model
     params = tokenizer.params
     generator = torch.Generator().manual_seed(settings.seed)
+    target_side = pixels.shape[-1] // params.patch_size_px * settings.patch_px
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
         painter = PatchPainter(params.z_channels, settings.patch_px).to(pixels.device)
-        classes = 0 if segments is None else int(segments.max()) + 1
-        segmenter = None if segments is None else PatchPainter(params.z_channels, settings.patch_px, classes)
-    heads = [painter] if segmenter is None else [painter, segmenter.to(pixels.device)]
-    target_side = pixels.shape[-1] // params.patch_size_px * settings.patch_px
+        segmenter = None
+        if segments is not None:
+            classes = int(segments.max()) + 1
+            segmenter = PatchPainter(params.z_channels, settings.patch_px, classes).to(pixels.device)
+            # Each painted pixel's class: the segment class at its position, picked once.
+            size = (target_side, target_side)
+            segments = F.interpolate(segments[:, None].float(), size=size, mode="nearest")[:, 0].long()
+    heads = [head for head in (painter, segmenter) if head is not None]
     model.train()
     optimizer = torch.optim.AdamW(
         [*model.parameters(), *(p for head in heads for p in head.parameters())],
@@ -149,8 +154,7 @@ def train_ibq(
             + settings.usage_weight * losses["usage"]
         )
         if segmenter is not None and segments is not None:
-            classes_of = F.interpolate(segments[picked, None].float(), size=target.shape[-2:], mode="nearest")
-            losses["segmentation"] = F.cross_entropy(segmenter(latents), classes_of[:, 0].long())
+            losses["segmentation"] = F.cross_entropy(segmenter(latents), segments[picked])
             total = total + settings.segmentation_weight * losses["segmentation"]
         optimizer.zero_grad(set_to_none=True)
         total.backward()
