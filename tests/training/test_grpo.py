@@ -133,7 +133,7 @@ def test_two_processes_take_the_step_that_one_process_takes_on_their_prompts(
         env={**os.environ, "OMP_NUM_THREADS": "1"},
         timeout=300,
     )
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
     assert done.stdout.count("trained to step 2") == 1  # only rank 0 reports
 
     two = read_metrics(tmp_path / "two" / "metrics.jsonl")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
 import torch
@@ -85,6 +86,20 @@ class Processes:
     def close(self) -> None:
         if self.owns_group and dist.is_initialized():
             dist.destroy_process_group()
+
+    def __enter__(self) -> Processes:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        """Close the group; after a clean run, only once every process is done with it.
+
+        A process that tears gloo down while a peer still finishes its last step can abort.
+        """
+        if kind is None:
+            self.barrier()
+        self.close()
 
 
 def wrap_module(module: torch.nn.Module, processes: Processes) -> torch.nn.Module | None:

@@ -117,12 +117,10 @@ def train_grpo(
         raise ConfigError("the pipeline config has no training.grpo section, which `train grpo` needs")
     if not config.rewards:
         raise ConfigError("training.grpo needs at least one reward in the config's rewards list")
-    processes = Processes.start(config.runtime.device)
-    try:
-        trainer = _GRPOTrainer(config, settings, processes, registry=registry)
-        return trainer.run(resume=resume, show_progress=show_progress)
-    finally:
-        processes.close()
+    with Processes.start(config.runtime.device) as processes:
+        return _GRPOTrainer(config, settings, processes, registry=registry).run(
+            resume=resume, show_progress=show_progress
+        )
 
 
 @dataclass(frozen=True)

@@ -110,12 +110,10 @@ def train_sft(
     settings = config.training.sft if config.training is not None else None
     if settings is None:
         raise ConfigError("the pipeline config has no training.sft section, which `train sft` needs")
-    processes = Processes.start(config.runtime.device)
-    try:
-        trainer = _SFTTrainer(config, settings, processes, registry=registry)
-        return trainer.run(resume=resume, show_progress=show_progress)
-    finally:
-        processes.close()
+    with Processes.start(config.runtime.device) as processes:
+        return _SFTTrainer(config, settings, processes, registry=registry).run(
+            resume=resume, show_progress=show_progress
+        )
 
 
 def load_pairs(settings: SFTSettings, config: PipelineConfig) -> list[CaptionedImage]:
