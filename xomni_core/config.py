@@ -286,6 +286,10 @@ def _describe(exc: ValidationError, *, prefix: str, plugin: PluginSpec | None, m
             if hint:
                 text += f"; did you mean '{hint[0]}'?"
             text += f" Known keys: {', '.join(known)}."
+        elif not loc:  # a check across fields: the whole input is no help
+            where = prefix.strip().rstrip(".")
+            reason = error["msg"].removeprefix("Value error, ")
+            text = f"{where}: {reason}{owner}" if where else reason + owner
         else:
             expected = _expected(model, loc)
             text = f"{path}: {error['msg']}{owner} (got {error.get('input')!r}"
