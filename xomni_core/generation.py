@@ -122,7 +122,7 @@ def _decode_loop(
     for step in steps:
         result = backbone.forward_step(input_ids, attention_mask, position_ids, past, mode)
         past = result.past
-        logits = _guided_scores(result.logits.float(), batch_size, sampling.cfg_scale)
+        logits = guided_scores(result.logits.float(), batch_size, sampling.cfg_scale)
         next_ids = _sample(logits, sampling, generators)
         if stop_id is not None:
             next_ids = torch.where(finished, torch.full_like(next_ids, stop_id), next_ids)
@@ -153,7 +153,9 @@ def _generator(seed: int, device: torch.device) -> torch.Generator:
     return generator
 
 
-def _guided_scores(logits: torch.Tensor, batch_size: int, cfg_scale: float) -> torch.Tensor:
+def guided_scores(logits: torch.Tensor, batch_size: int, cfg_scale: float) -> torch.Tensor:
+    """Classifier-free guidance: rows past ``batch_size`` are the unconditional twins of the
+    first ``batch_size``; without them ``logits`` come back as they are."""
     if logits.shape[0] == batch_size:
         return logits
     cond = torch.log_softmax(logits[:batch_size], dim=-1)

@@ -24,10 +24,12 @@ from xomni_core import (
 )
 from xomni_core.config import load_config
 from xomni_core.folders import load_tensors
+from xomni_core.generation import guided_scores, image_prompt_ids
 from xomni_core.pipelines.build import build_component, prepare
 from xomni_core.scoring import score_all
 from xomni_core.training.checkpoint import STATE_FILE, list_checkpoints, load_trainer_state
-from xomni_core.training.grpo import DRAW_STRIDE, stream_seed, train_grpo
+from xomni_core.training.distributed import Processes
+from xomni_core.training.grpo import DRAW_STRIDE, _GRPOTrainer, stream_seed, train_grpo
 from xomni_core.training.loop import TIMING_METRICS
 from xomni_core.training.metrics import read_metrics
 from xomni_core.training.settings import GRPOSettings
@@ -226,11 +228,18 @@ def test_prompts_file_metadata_reaches_the_rewards(tmp_path: Path) -> None:
     assert rewards["plain.txt"]["mean"] != pytest.approx(rewards["white.jsonl"]["mean"], abs=0.05)
 
 
-def test_micro_batches_change_memory_not_the_step(colour_setup: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("cfg_scale", [1.0, 2.0])
+def test_micro_batches_change_memory_not_the_step(
+    colour_setup: Any, tmp_path: Path, cfg_scale: float
+) -> None:
     runs = {}
     for micro in (None, 4):
         data = colour_setup.config(
-            steps=2, updates_per_rollout=2, micro_batch_size=micro, output_dir=str(tmp_path / str(micro))
+            steps=2,
+            updates_per_rollout=2,
+            micro_batch_size=micro,
+            sampling={"temperature": 1.0, "cfg_scale": cfg_scale},
+            output_dir=str(tmp_path / str(micro)),
         )
         runs[micro] = train_grpo(load_config(data=data), show_progress=False).records
     _assert_records_close(runs[4], runs[None], rel=1e-5)
@@ -291,3 +300,44 @@ def test_decoder_noise_scale_zero_makes_each_reward_a_function_of_the_tokens_alo
     noisy_once = first_reward()
     assert quiet_twice == pytest.approx(quiet_once, abs=1e-9)  # both draws render the same images
     assert noisy_once != pytest.approx(quiet_once, abs=1e-6)
+
+
+def test_guided_rollouts_are_scored_under_the_guided_distribution_they_sample(colour_setup: Any) -> None:
+    scale, temperature = 2.5, 0.7
+    config = load_config(
+        data=colour_setup.config(
+            prompts=["a red apple", "a blue whale on a red piano"],
+            prompts_per_step=2,
+            group_size=2,
+            sampling={"temperature": temperature, "cfg_scale": scale},
+        )
+    )
+    assert config.training is not None and config.training.grpo is not None
+    trainer = _GRPOTrainer(config, config.training.grpo, Processes(0, 1, "cpu", False), registry=None)
+    items = [trainer.prompts[0], trainer.prompts[1]]
+    count = trainer.grid.num_tokens
+    tokens = torch.randint(0, 256, (4, count), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        batched = trainer._log_probs(trainer.policy, trainer._sequences(items, tokens))
+
+        # Each sample alone, unpadded: its prompt row and its image-prefix-only row.
+        policy, vocab = trainer.policy, trainer.policy.vocab
+        image = slice(vocab.image_token_offset, vocab.image_token_offset + vocab.image_vocab_size)
+        expected, unguided = [], []
+        for row, sample in enumerate(tokens):
+            prompt = items[row // 2].prompt
+            scores = []
+            for text in (prompt, ""):
+                prefix = image_prompt_ids(policy, text, trainer.grid)
+                ids = torch.tensor([prefix + (sample + vocab.image_token_offset).tolist()])
+                positions = torch.arange(ids.shape[1])[None]
+                logits = policy.sequence_logits(
+                    ids, torch.ones_like(ids), positions, "image", logits_to_keep=count + 1
+                )
+                scores.append(logits[0, :-1, image])
+            guided = guided_scores(torch.cat(scores), count, scale) / temperature
+            expected.append(torch.log_softmax(guided, -1).gather(-1, sample[:, None]).squeeze(-1))
+            plain = torch.log_softmax(scores[0] / temperature, -1)
+            unguided.append(plain.gather(-1, sample[:, None]).squeeze(-1))
+    torch.testing.assert_close(batched, torch.stack(expected), atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(batched, torch.stack(unguided), atol=1e-3)  # guidance changes the scores

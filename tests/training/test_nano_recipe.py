@@ -17,11 +17,12 @@ from xomni_plugins.recipes.nano import NanoRecipe, run_nano_recipe
 QUICK = {
     "threads": None,
     "decoder_noise_scale": 0.0,
+    "cfg_scale": 2.0,
     "data": {"train_images": 16},
     "tokenizer": {"steps": 2, "batch_size": 4, "warmup_steps": 1},
     "vae": {"steps": 2, "batch_size": 2, "warmup_steps": 1},
     "flow": {"steps": 2, "batch_size": 4, "warmup_steps": 1},
-    "sft": {"scenes": 16, "steps": 2, "batch_size": 4, "warmup_steps": 1},
+    "sft": {"scenes": 16, "steps": 2, "batch_size": 4, "warmup_steps": 1, "caption_drop": 0.5},
     "grpo": {"prompts": 4, "steps": 1, "group_size": 2, "prompts_per_step": 1, "num_inference_steps": 2},
     "eval": {"scenes": 7, "batch_size": 7},
 }
@@ -75,6 +76,9 @@ def test_model_folder_is_a_pipeline_with_provenance(quick_run: Path) -> None:
         *(yaml.safe_load((quick_run / name).read_text()) for name in ("grpo.yaml", "pipeline-sft.yaml")),
     ):
         assert written["generation"]["noise_scale"] == 0.0
+        assert written["generation"]["sampling"]["cfg_scale"] == 2.0
+    grpo = yaml.safe_load((quick_run / "grpo.yaml").read_text())["training"]["grpo"]
+    assert grpo["sampling"]["cfg_scale"] == 2.0  # GRPO trains the guided policy that generation samples
     pipeline = TextToImagePipeline.from_config(model / "pipeline.yaml")
     image = pipeline("a red circle", show_progress=False).images[0]
     assert image.size == (128, 128)
@@ -102,3 +106,14 @@ def test_cli_names_a_bad_setting(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(["train", "nano", "--out", str(tmp_path), "--set", "grpo.step=3"]) == 2
     err = capsys.readouterr().err
     assert "--set grpo.step" in err and "did you mean 'steps'" in err
+
+
+def test_guidance_without_an_unconditional_branch_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", "nano", "--out", str(tmp_path), "--set", "cfg_scale=3"]) == 2
+    err = capsys.readouterr().err
+    assert "cfg_scale 3.0" in err and "sft.caption_drop" in err
+    assert "Value error" not in err and "expected object" not in err  # one plain sentence
+    assert not any(tmp_path.iterdir())
+    NanoRecipe.model_validate({"cfg_scale": 3.0, "sft": {"caption_drop": 0.1}})

@@ -43,7 +43,7 @@ from pydantic import ValidationError
 
 from ..config import PipelineConfig, load_config
 from ..errors import ConfigError
-from ..generation import image_prompt_ids
+from ..generation import guided_scores, image_prompt_ids
 from ..interfaces import Backbone, Decoder, Tokenizer
 from ..pipelines import TextToImagePipeline
 from ..registry import PluginRegistry
@@ -136,7 +136,11 @@ class _Rollout:
 
 @dataclass(frozen=True)
 class _Sequences:
-    """Left-padded prompt-plus-image sequences and the image tokens they end with."""
+    """Left-padded prompt-plus-image sequences and the image tokens they end with.
+
+    Under guidance the rows after the first ``len(targets)`` are their unconditional twins: the
+    same image tokens after the image prefix alone.
+    """
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
@@ -144,12 +148,12 @@ class _Sequences:
     targets: torch.Tensor  # (samples, num_tokens) image-token indices
 
     def rows(self, start: int, stop: int) -> _Sequences:
-        return _Sequences(
-            self.input_ids[start:stop],
-            self.attention_mask[start:stop],
-            self.position_ids[start:stop],
-            self.targets[start:stop],
-        )
+        index = torch.arange(start, stop)
+        samples = self.targets.shape[0]
+        if self.input_ids.shape[0] > samples:
+            index = torch.cat([index, index + samples])
+        ids, mask, positions = self.input_ids[index], self.attention_mask[index], self.position_ids[index]
+        return _Sequences(ids, mask, positions, self.targets[start:stop])
 
 
 class _GRPOTrainer:
@@ -388,6 +392,9 @@ class _GRPOTrainer:
             prompt_ids = self._prompt_tokens(item.prompt)
             for sample in tokens[index * group : (index + 1) * group]:
                 rows.append(prompt_ids + (sample + vocab.image_token_offset).tolist())
+        if self.settings.sampling.cfg_scale > 1.0:
+            empty = self._prompt_tokens("")
+            rows += [empty + (sample + vocab.image_token_offset).tolist() for sample in tokens]
         length = max(len(row) for row in rows)
         input_ids = torch.full((len(rows), length), vocab.pad_id, dtype=torch.long)
         attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
@@ -420,6 +427,8 @@ class _GRPOTrainer:
         image_logits = logits[
             ..., vocab.image_token_offset : vocab.image_token_offset + vocab.image_vocab_size
         ]
+        # The guided distribution, as generation samples it: the rollouts' policy.
+        image_logits = guided_scores(image_logits, len(sequences.targets), self.settings.sampling.cfg_scale)
         temperature = self.settings.sampling.temperature
         if temperature != 1.0:
             image_logits = image_logits / temperature

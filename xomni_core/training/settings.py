@@ -49,7 +49,9 @@ class GRPOSettings(BaseModel):
     kl_coef: float = Field(0.04, ge=0.0, description="weight of the KL penalty to the reference (0: none)")
     advantage_eps: float = Field(1e-4, gt=0.0, description="added to a group's reward deviation")
     sampling: SamplingParams = Field(
-        SamplingParams(temperature=1.0), description="how image tokens are sampled during rollouts"
+        SamplingParams(temperature=1.0),
+        description="how image tokens are sampled during rollouts; with cfg_scale above 1 the policy "
+        "trained is the guided one, which needs a backbone that learnt the unconditional branch",
     )
     height_px: int | None = Field(None, gt=0, description="image height (None: generation.height_px)")
     width_px: int | None = Field(None, gt=0, description="image width (None: generation.width_px)")
@@ -101,8 +103,6 @@ class GRPOSettings(BaseModel):
     def _samples_from_the_policy(cls, sampling: SamplingParams) -> SamplingParams:
         if sampling.greedy:
             raise ValueError("temperature must be above 0: greedy rollouts make every group identical")
-        if sampling.cfg_scale != 1.0:
-            raise ValueError("cfg_scale must be 1: rollouts sample the policy itself, without guidance")
         return sampling
 
     @model_validator(mode="after")

@@ -169,6 +169,8 @@ class _Run:
         config["runtime"]["seed"] = self.recipe.seed
         if self.recipe.decoder_noise_scale is not None:
             config["generation"]["noise_scale"] = self.recipe.decoder_noise_scale
+        if self.recipe.cfg_scale != 1.0:
+            config["generation"]["sampling"]["cfg_scale"] = self.recipe.cfg_scale
         for slot in ("tokenizer", "backbone", "decoder"):
             folder = sections.pop(slot, None)
             if folder is not None:
@@ -278,7 +280,7 @@ class _Run:
                     "learning_rate": grpo.learning_rate,
                     "kl_coef": grpo.kl_coef,
                     "clip_epsilon": grpo.clip_epsilon,
-                    "sampling": grpo.sampling.model_dump(),
+                    "sampling": {**grpo.sampling.model_dump(), "cfg_scale": self.recipe.cfg_scale},
                     "height_px": px,
                     "width_px": px,
                     "num_inference_steps": grpo.num_inference_steps,

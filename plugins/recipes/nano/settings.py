@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from xomni_core import SamplingParams
 from xomni_plugins.decoders.flux_semantic.training import FlowSettings, VAESettings
@@ -71,7 +71,10 @@ class NanoGRPO(BaseModel):
     learning_rate: float = Field(1e-4, gt=0.0)
     kl_coef: float = Field(0.01, ge=0.0)
     clip_epsilon: float = Field(0.2, gt=0.0, lt=1.0)
-    sampling: SamplingParams = Field(SamplingParams(temperature=1.0, min_p=0.03))
+    sampling: SamplingParams = Field(
+        SamplingParams(temperature=1.0, min_p=0.03),
+        description="temperature and truncation of the rollouts; their guidance is the recipe's cfg_scale",
+    )
     num_inference_steps: int = Field(8, ge=1, description="decoder steps of the rollouts")
 
 
@@ -99,6 +102,12 @@ class NanoRecipe(BaseModel):
         description="generation.noise_scale of the GRPO rollouts, the evaluation and the model folder "
         "(None: the decoder's default); 0 makes every reward a function of the tokens alone",
     )
+    cfg_scale: float = Field(
+        1.0,
+        ge=1.0,
+        description="backbone classifier-free guidance of the GRPO rollouts, the evaluation and the "
+        "model folder (generation.sampling.cfg_scale): GRPO trains the policy that generation samples",
+    )
     data: NanoData = NanoData()
     tokenizer: NanoTokenizer = NanoTokenizer()
     vae: VAESettings = VAESettings()
@@ -106,6 +115,17 @@ class NanoRecipe(BaseModel):
     sft: NanoSFT = NanoSFT()
     grpo: NanoGRPO = NanoGRPO()
     eval: NanoEval = NanoEval()
+
+    @model_validator(mode="after")
+    def _guidance_has_an_unconditional_branch(self) -> NanoRecipe:
+        if self.cfg_scale > 1.0 and self.sft.caption_drop == 0.0:
+            raise ValueError(
+                f"cfg_scale {self.cfg_scale} guides against the empty prompt, which only sft.caption_drop "
+                "> 0 trains; set sft.caption_drop (0.1 works) or cfg_scale=1"
+            )
+        if self.grpo.sampling.cfg_scale != 1.0:
+            raise ValueError("grpo.sampling.cfg_scale: the rollouts' guidance is the recipe's cfg_scale")
+        return self
 
     @property
     def best_of(self) -> int:
