@@ -62,8 +62,11 @@ def test_shipped_model_is_small_safetensors_with_the_command_that_made_it() -> N
     assert set(record["seconds"]) == {"tokenizer", "decoder", "sft", "grpo", "eval"}
 
 
-def test_generate_without_config_draws_the_prompts_colours_with_the_shipped_model(tmp_path: Path) -> None:
+def test_generate_without_config_draws_the_prompts_colours_with_the_shipped_model(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     assert main(["generate", HEADLINE, "--out", str(tmp_path), "--no-progress"]) == 0
+    assert capfd.readouterr().err == ""  # no library warnings on the main command
     record = json.loads((tmp_path / "generation.json").read_text())
     assert record["config"]["backbone"]["plugin"] == "x-omni"
     with Image.open(tmp_path / "image-000.png") as image:

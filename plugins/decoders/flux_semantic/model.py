@@ -28,6 +28,7 @@ from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.transformers.transformer_flux import FluxTransformer2DModel
 from diffusers.schedulers.scheduling_flow_match_euler_discrete import FlowMatchEulerDiscreteScheduler
+from diffusers.utils import is_accelerate_available
 from pydantic import ValidationError
 from torch import nn
 from tqdm.auto import tqdm
@@ -797,15 +798,17 @@ def _load_parts(
         raise CheckpointError(f"decoder plugin '{PLUGIN_NAME}': folder {flux_dir} does not exist")
     _require_folder(transformer_dir, "the diffusion transformer")
     semantic_channels = _semantic_channels(transformer_dir)
+    # Without accelerate diffusers loads in full memory anyway, but warns on every load unless asked to.
+    options = {"torch_dtype": load_dtype, "low_cpu_mem_usage": is_accelerate_available()}
     loaders: list[tuple[str, str, Any]] = [
         (
             "transformer",
             "the diffusion transformer",
             lambda d: SemanticFluxTransformer.from_pretrained(
-                d, semantic_channels=semantic_channels, torch_dtype=load_dtype
+                d, semantic_channels=semantic_channels, **options
             ),
         ),
-        ("vae", "the FLUX VAE", lambda d: AutoencoderKL.from_pretrained(d, torch_dtype=load_dtype)),
+        ("vae", "the FLUX VAE", lambda d: AutoencoderKL.from_pretrained(d, **options)),
         ("scheduler", "the flow-matching scheduler", FlowMatchEulerDiscreteScheduler.from_pretrained),
     ]
     if text_conditioning:
