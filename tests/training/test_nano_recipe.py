@@ -22,7 +22,14 @@ QUICK = {
     "tokenizer": {"steps": 2, "batch_size": 4, "warmup_steps": 1},
     "vae": {"steps": 2, "batch_size": 2, "warmup_steps": 1},
     "flow": {"steps": 2, "batch_size": 4, "warmup_steps": 1},
-    "sft": {"scenes": 16, "steps": 2, "batch_size": 4, "warmup_steps": 1, "caption_drop": 0.5},
+    "sft": {
+        "scenes": 16,
+        "steps": 2,
+        "batch_size": 4,
+        "warmup_steps": 1,
+        "decay": "cosine",
+        "caption_drop": 0.5,
+    },
     "grpo": {"prompts": 4, "steps": 1, "group_size": 2, "prompts_per_step": 1, "num_inference_steps": 2},
     "eval": {"scenes": 7, "batch_size": 7},
 }
@@ -77,6 +84,7 @@ def test_model_folder_is_a_pipeline_with_provenance(quick_run: Path) -> None:
     ):
         assert written["generation"]["noise_scale"] == 0.0
         assert written["generation"]["sampling"]["cfg_scale"] == 2.0
+    assert yaml.safe_load((quick_run / "sft.yaml").read_text())["training"]["sft"]["decay"] == "cosine"
     grpo = yaml.safe_load((quick_run / "grpo.yaml").read_text())["training"]["grpo"]
     assert grpo["sampling"]["cfg_scale"] == 2.0  # GRPO trains the guided policy that generation samples
     pipeline = TextToImagePipeline.from_config(model / "pipeline.yaml")

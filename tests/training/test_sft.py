@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -184,3 +185,15 @@ def test_train_sft_on_a_data_file_writes_metrics_plot_and_checkpoints(tmp_path: 
     assert [step for step, _ in list_checkpoints(output)] == [4, 6]  # keep_checkpoints: 2
     assert (output / "checkpoints" / "step-00000006" / "backbone").is_dir()
     assert "trained to step 6" in result.stdout
+
+
+def test_cosine_decay_takes_the_learning_rate_from_its_peak_to_zero_at_the_last_step(tmp_path: Path) -> None:
+    settings = {"synthetic": {"split": "train", "n": 4, "seed": 0}, "batch_size": 2, "learning_rate": 1e-3}
+    rates = {}
+    for decay in ("none", "cosine"):
+        data = _config(**settings, steps=6, warmup_steps=2, decay=decay, output_dir=str(tmp_path / decay))
+        records = train_sft(load_config(data=data), show_progress=False).records
+        rates[decay] = [record["learning_rate"] for record in records]
+    assert rates["none"] == pytest.approx([5e-4, 1e-3, 1e-3, 1e-3, 1e-3, 1e-3])
+    half_cosine = [0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(5)]  # 1, 0.85, 0.5, 0.15, 0
+    assert rates["cosine"] == pytest.approx([5e-4, *(1e-3 * f for f in half_cosine)], abs=1e-12)

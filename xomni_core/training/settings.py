@@ -166,6 +166,9 @@ class SFTSettings(BaseModel):
     learning_rate: float = Field(1e-5, gt=0.0, description="AdamW learning rate")
     weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay")
     warmup_steps: int = Field(0, ge=0, description="steps of linear learning-rate warm-up from 0")
+    decay: Literal["none", "cosine"] = Field(
+        "none", description="after warm-up, keep the learning rate (none) or decay it to 0 by the last step"
+    )
     steps: int | None = Field(None, ge=1, description="optimisation steps (instead of epochs)")
     epochs: int | None = Field(
         None, ge=1, description="passes over the data (instead of steps); the last step may wrap around"

@@ -18,6 +18,7 @@ as if uninterrupted. The backbone stays in eval mode (no dropout), which keeps s
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 from dataclasses import dataclass, field
@@ -294,6 +295,16 @@ class _SFTTrainer:
 
     # ----------------------------------------------------------------------------- step
 
+    def _schedule(self, step: int) -> float:
+        """The share of the learning rate that step ``step`` (from 1) takes."""
+        warmup = self.settings.warmup_steps
+        if warmup and step < warmup:
+            return step / warmup
+        if self.settings.decay == "cosine":
+            progress = (step - warmup) / max(1, self.total_steps - warmup)
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        return 1.0
+
     def _step(
         self,
         step: int,
@@ -308,9 +319,7 @@ class _SFTTrainer:
             [self.stream[first + i] for i in range(settings.batch_size)],
             [self._drops_caption(first + i) for i in range(settings.batch_size)],
         )
-        learning_rate = settings.learning_rate
-        if settings.warmup_steps:
-            learning_rate *= min(1.0, step / settings.warmup_steps)
+        learning_rate = settings.learning_rate * self._schedule(step)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate
 

@@ -244,6 +244,7 @@ class _Run:
                     "weight_decay": sft.weight_decay,
                     "caption_drop": sft.caption_drop,
                     "warmup_steps": sft.warmup_steps,
+                    "decay": sft.decay,
                     "steps": sft.steps,
                     "checkpoint_every": sft.steps,
                     "keep_checkpoints": 1,

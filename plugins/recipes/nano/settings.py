@@ -7,7 +7,7 @@ the command line changes any of them (``--set grpo.steps=200``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -53,6 +53,7 @@ class NanoSFT(BaseModel):
     batch_size: int = Field(32, ge=1)
     learning_rate: float = Field(1e-3, gt=0.0)
     warmup_steps: int = Field(100, ge=0)
+    decay: Literal["none", "cosine"] = Field("none", description="learning-rate decay after warm-up")
     weight_decay: float = Field(0.01, ge=0.0)
     caption_drop: float = Field(
         0.0, ge=0.0, lt=1.0, description="share of pairs trained on the image prefix alone (for CFG)"
