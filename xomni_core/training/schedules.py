@@ -7,6 +7,12 @@ import math
 import torch
 
 
+def cosine_decay(progress: float) -> float:
+    """The share of the peak learning rate ``progress`` of the way through a half-cosine decay:
+    1 at 0, falling to 0 at 1 and staying there."""
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
 def warmup_cosine(
     optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
@@ -15,7 +21,6 @@ def warmup_cosine(
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        return cosine_decay((step - warmup_steps) / max(1, total_steps - warmup_steps))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -18,7 +18,6 @@ as if uninterrupted. The backbone stays in eval mode (no dropout), which keeps s
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from .loop import (
     save_training_checkpoint,
 )
 from .metrics import METRICS_FILE, plot_loss
+from .schedules import cosine_decay
 from .settings import SFTSettings
 
 if TYPE_CHECKING:
@@ -301,8 +301,7 @@ class _SFTTrainer:
         if warmup and step < warmup:
             return step / warmup
         if self.settings.decay == "cosine":
-            progress = (step - warmup) / max(1, self.total_steps - warmup)
-            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+            return cosine_decay((step - warmup) / max(1, self.total_steps - warmup))
         return 1.0
 
     def _step(
