@@ -25,14 +25,14 @@ SHAPE_MAP_CLASSES: tuple[str, ...] = ("background", *SHAPES, "text")
 
 def render_scene(scene: SceneSpec, *, supersample: int = 4) -> PILImage:
     """An RGB image of ``scene`` at ``scene.width_px`` x ``scene.height_px``."""
-    if supersample < 1:
-        raise InputError(f"supersample must be at least 1, got {supersample}")
-    s = supersample
-    canvas = Image.new("RGB", (scene.width_px * s, scene.height_px * s), PALETTE[scene.background])
-    _draw(ImageDraw.Draw(canvas), scene, s, lambda color, _: PALETTE[color])
-    if s == 1:
-        return canvas
-    return canvas.resize((scene.width_px, scene.height_px), Image.Resampling.BOX)
+    return _render(
+        scene,
+        supersample,
+        mode="RGB",
+        background=PALETTE[scene.background],
+        fill=lambda color, _: PALETTE[color],
+        resample=Image.Resampling.BOX,
+    )
 
 
 def render_shape_map(scene: SceneSpec, *, supersample: int = 4) -> PILImage:
@@ -42,16 +42,39 @@ def render_shape_map(scene: SceneSpec, *, supersample: int = 4) -> PILImage:
     or text): the class at the pixel's centre when drawn ``supersample`` times larger, so outlines
     follow :func:`render_scene`'s.
     """
+    return _render(
+        scene,
+        supersample,
+        mode="L",
+        background=SHAPE_MAP_CLASSES.index("background"),
+        fill=lambda _, kind: SHAPE_MAP_CLASSES.index(kind),
+        resample=Image.Resampling.NEAREST,
+        crisp_text=True,
+    )
+
+
+def _render(
+    scene: SceneSpec,
+    supersample: int,
+    *,
+    mode: str,
+    background: Any,
+    fill: Callable[[ColorName, str], Any],
+    resample: Image.Resampling,
+    crisp_text: bool = False,
+) -> PILImage:
+    """Draw ``scene`` ``supersample`` times larger on a ``mode`` canvas, then resize it down."""
     if supersample < 1:
         raise InputError(f"supersample must be at least 1, got {supersample}")
     s = supersample
-    canvas = Image.new("L", (scene.width_px * s, scene.height_px * s), 0)
+    canvas = Image.new(mode, (scene.width_px * s, scene.height_px * s), background)
     draw = ImageDraw.Draw(canvas)
-    draw.fontmode = "1"  # anti-aliased glyph edges would blend class indices
-    _draw(draw, scene, s, lambda _, kind: SHAPE_MAP_CLASSES.index(kind))
+    if crisp_text:
+        draw.fontmode = "1"  # anti-aliased glyph edges would blend class indices
+    _draw(draw, scene, s, fill)
     if s == 1:
         return canvas
-    return canvas.resize((scene.width_px, scene.height_px), Image.Resampling.NEAREST)
+    return canvas.resize((scene.width_px, scene.height_px), resample)
 
 
 def _draw(
