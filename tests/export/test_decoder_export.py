@@ -95,7 +95,8 @@ def runtime(exported: Path) -> ExportedFluxSemanticDecoder:
 
 @pytest.fixture(scope="module")
 def text_free_decoder() -> FluxSemanticDecoder:
-    params = FluxSemanticParams(**{**TINY, "text_conditioning": False})
+    """Text-free, and packing 2 x 2 semantic latents of 8 px into each transformer token."""
+    params = FluxSemanticParams(**{**TINY, "text_conditioning": False, "semantic_packing": 2})
     return trained(FluxSemanticDecoder.from_params(params, seed=0))
 
 
@@ -208,11 +209,12 @@ def test_text_free_variant_exports_without_text_encoders(text_free_exported: Pat
     assert not any((text_free_exported / name).exists() for name in ("tokenizer", "tokenizer_2"))
 
 
-def test_text_free_runtime_renders_the_torch_images(
+def test_text_free_packing_runtime_renders_the_torch_images(
     text_free_decoder: FluxSemanticDecoder, text_free_exported: Path
 ) -> None:
     runtime = ExportedFluxSemanticDecoder.from_exported(text_free_exported, backend="onnxruntime")
-    decode_request = request(None, 3.0, grid=(3, 2))
+    assert runtime.params.semantic_packing == 2
+    decode_request = request(None, 3.0, grid=(6, 4))
     expected, actual = pixels(text_free_decoder, decode_request), pixels(runtime, decode_request)
     assert np.abs(actual - expected).max() <= MAX_LEVELS
 

@@ -340,6 +340,71 @@ def test_guidance_scale_one_skips_the_unconditional_pass(decoder: FluxSemanticDe
     assert batch_sizes == [2, 2]  # conditional and unconditional, batched
 
 
+# ------------------------------------------------------------------- semantic packing
+
+
+@pytest.fixture(scope="module")
+def packing_decoder() -> FluxSemanticDecoder:
+    return FluxSemanticDecoder.from_params(tiny_params(text_conditioning=False, semantic_packing=2), seed=0)
+
+
+def test_semantic_packing_two_reads_a_twice_finer_grid_of_8_px_latents(
+    packing_decoder: FluxSemanticDecoder,
+) -> None:
+    params = packing_decoder.params
+    assert (params.token_px, params.pixels_per_token, params.packed_semantic_channels) == (16, 8, 32)
+    assert packing_decoder.transformer.siglip_embed.in_features == 4 * SEMANTIC_CHANNELS
+    images = packing_decoder.decode(DecodeRequest(latents(grid_h=4, grid_w=6), seed=0))
+    assert images[0].size == (48, 32)  # 4 x 6 latents of 8 px: 2 x 3 transformer tokens of 16 px
+
+
+def test_semantic_tokens_pack_each_block_of_latents_into_one_token(
+    decoder: FluxSemanticDecoder, packing_decoder: FluxSemanticDecoder
+) -> None:
+    values = latents(batch=2, grid_h=4, grid_w=6).values
+    unpacked, grid = decoder.semantic_tokens(values)
+    assert grid == (4, 6)
+    torch.testing.assert_close(unpacked, values.flatten(2).transpose(1, 2), rtol=0, atol=0)
+    packed, grid = packing_decoder.semantic_tokens(values)
+    assert grid == (2, 3) and packed.shape == (2, 6, 4 * SEMANTIC_CHANNELS)
+    # Token (1, 2) holds latents rows 2-3, columns 4-5, channel-major like FLUX's latent packing.
+    block = values[:, :, 2:4, 4:6].reshape(2, 4 * SEMANTIC_CHANNELS)
+    torch.testing.assert_close(packed[:, 1 * 3 + 2], block, rtol=0, atol=0)
+
+
+def test_semantic_grid_that_does_not_pack_is_an_input_error(packing_decoder: FluxSemanticDecoder) -> None:
+    with pytest.raises(InputError, match=r"grid 3 x 6: .*params\.semantic_packing.*multiples of 2"):
+        packing_decoder.decode(DecodeRequest(latents(grid_h=3, grid_w=6)))
+
+
+def test_semantic_packing_survives_save_and_load(
+    packing_decoder: FluxSemanticDecoder, tmp_path: Path
+) -> None:
+    trained = FluxSemanticDecoder(
+        packing_decoder.params,
+        with_random_siglip_embed(packing_decoder.transformer),
+        packing_decoder.vae,
+        packing_decoder.scheduler,
+    )
+    trained.save_pretrained(tmp_path / "packed")
+    loaded = FluxSemanticDecoder.from_pretrained(tmp_path / "packed")
+    assert loaded.params == trained.params
+    request = DecodeRequest(latents(grid_h=4, grid_w=2), seed=5)
+    np.testing.assert_array_equal(pixels(loaded, request), pixels(trained, request))
+
+
+def test_packing_that_does_not_match_the_saved_transformer_is_a_checkpoint_error(
+    packing_decoder: FluxSemanticDecoder, tmp_path: Path
+) -> None:
+    packing_decoder.save_pretrained(tmp_path / "packed")
+    component = tmp_path / "packed" / "xomni_component.json"
+    record = json.loads(component.read_text())
+    record["params"]["semantic_packing"] = 1
+    component.write_text(json.dumps(record))
+    with pytest.raises(CheckpointError, match=r"semantic_channels=32 \(params say 8\)"):
+        FluxSemanticDecoder.from_pretrained(tmp_path / "packed")
+
+
 # ---------------------------------------------------------------------------- save / load
 
 
@@ -410,6 +475,8 @@ def test_params_name_the_inconsistent_field() -> None:
         tiny_params(in_channels=64)
     with pytest.raises(ValidationError, match="axes_dims_rope"):
         tiny_params(axes_dims_rope=(4, 4, 4))
+    with pytest.raises(ValidationError, match=r"semantic_packing \(3\) must divide the 16 px"):
+        tiny_params(semantic_packing=3)
 
 
 def test_defaults_describe_the_released_decoder() -> None:

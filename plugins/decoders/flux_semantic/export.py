@@ -135,10 +135,10 @@ def export_graphs(decoder: FluxSemanticDecoder, precision: Precision) -> list[Gr
         )
     spec = decoder_export_spec(
         in_channels=params.in_channels,
-        semantic_channels=params.semantic_channels,
+        semantic_channels=params.packed_semantic_channels,
         vae_channels=params.vae_latent_channels,
-        latents_per_token=params.pixels_per_token // params.vae_scale_factor,
-        pixels_per_token=params.pixels_per_token,
+        latents_per_token=params.token_px // params.vae_scale_factor,
+        pixels_per_token=params.token_px,
         guidance_embeds=params.guidance_embeds,
         text=text,
     )
@@ -153,7 +153,7 @@ def export_graphs(decoder: FluxSemanticDecoder, precision: Precision) -> list[Gr
             "latents": torch.randn(batch, tokens, params.in_channels, generator=generator),
             "timestep": torch.rand(batch, generator=generator),
             "img_ids": latent_image_ids(grid_h, tokens // grid_h, "cpu", dtype),
-            "semantic": torch.randn(batch, tokens, params.semantic_channels, generator=generator),
+            "semantic": torch.randn(batch, tokens, params.packed_semantic_channels, generator=generator),
             "guidance": 1.0 + 4.0 * torch.rand(batch, generator=generator),
         }
         if text is not None:

@@ -1,8 +1,10 @@
 """X-Omni's offline diffusion decoder: FLUX.1-dev conditioned on semantic latents.
 
 One semantic latent per transformer image token (FLUX packs 2x2 latents of an 8x VAE, so a token
-covers 16 x 16 px). ``siglip_embed`` maps each latent to the transformer width; its output is
-added to the image-token hidden states between the dual-stream and the single-stream blocks.
+covers 16 x 16 px), or with ``semantic_packing=2`` one 2x2 block of a twice finer semantic grid per
+token, packed into its channels the way FLUX packs VAE latents. ``siglip_embed`` maps each token's
+semantic input to the transformer width; its output is added to the image-token hidden states
+between the dual-stream and the single-stream blocks.
 Sampling is FLUX's flow-matching Euler loop with true classifier-free guidance whose
 unconditional branch sees the empty prompt and all-zero semantic latents.
 
@@ -422,12 +424,10 @@ class FluxSemanticDecoder(Decoder[FluxSemanticParams]):
         scale = self.params.guidance_scale if request.guidance_scale is None else request.guidance_scale
         noise_scale = self.params.noise_scale if request.noise_scale is None else request.noise_scale
         batch = request.latents.batch_size
-        grid_h, grid_w = request.latents.grid.grid_h, request.latents.grid.grid_w
+        semantic, (grid_h, grid_w) = self.semantic_tokens(values.to(self.device, self.dtype))
 
         text = self.encode_prompts(request.prompts, batch)
         negative = self.encode_prompts([""] * batch, batch) if scale > 1.0 else None
-        # Row-major flattening matches the order in which FLUX packs its image tokens.
-        semantic = values.to(self.device, self.dtype).flatten(2).transpose(1, 2)
         image_ids = latent_image_ids(grid_h, grid_w, self.device, self.dtype)
         noise = self.initial_noise(batch, grid_h, grid_w, request.seed, shared=request.shared_noise)
         latents = noise * noise_scale
@@ -442,9 +442,27 @@ class FluxSemanticDecoder(Decoder[FluxSemanticParams]):
             latents = self.scheduler.step(velocity, t, latents, return_dict=False)[0]
         return self.latents_to_images(latents, grid_h, grid_w)
 
+    def semantic_tokens(self, values: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Semantic latents ``(batch, channels, h, w)`` as the transformer reads them, one row per
+        image token: ``(batch, tokens, packed_semantic_channels)``, and that token grid.
+
+        With ``semantic_packing`` p, each p x p block of latents becomes one token, in the channel
+        order of FLUX's latent packing; rows follow the row-major order of FLUX's image tokens.
+        """
+        p = self.params.semantic_packing
+        batch, channels, height, width = values.shape
+        if height % p or width % p:
+            raise InputError(
+                f"semantic latents of grid {height} x {width}: decoder plugin '{PLUGIN_NAME}' packs "
+                f"{p} x {p} of them per image token (params.semantic_packing), so both sides must be "
+                f"multiples of {p}"
+            )
+        return pack_latents(values, p), (height // p, width // p)
+
     def latents_to_images(self, latents: torch.Tensor, grid_h: int, grid_w: int) -> list[Image]:
-        """VAE-decode packed latents into RGB images of ``grid * pixels_per_token`` pixels."""
-        height_px, width_px = grid_h * self.pixels_per_token, grid_w * self.pixels_per_token
+        """VAE-decode packed latents of a ``grid_h x grid_w`` token grid into RGB images of
+        ``grid * token_px`` pixels."""
+        height_px, width_px = grid_h * self.params.token_px, grid_w * self.params.token_px
         scale_factor = self.params.vae_scale_factor
         latents = unpack_latents(latents, height_px, width_px, scale_factor)
         pixels = self._decode_vae(latents)
@@ -512,6 +530,9 @@ class FluxSemanticDecoder(Decoder[FluxSemanticParams]):
         assert isinstance(params, FluxSemanticParams)
         parts = _load_parts(folder, folder / "transformer", params.text_conditioning, dtype)
         found = _architecture(**parts, text_conditioning=params.text_conditioning)
+        # The transformer reads semantic_packing**2 latents per token; the params name one latent.
+        packed, area = found["semantic_channels"], params.semantic_packing**2
+        found["semantic_channels"] = packed // area if packed % area == 0 else packed / area
         recorded = params.model_dump()
         mismatched = [
             f"{name}={value!r} (params say {recorded[name]!r})"
@@ -566,12 +587,14 @@ class FluxSemanticDecoder(Decoder[FluxSemanticParams]):
 # import the whole pipeline machinery and the transformers CLIP and T5 models.
 
 
-def pack_latents(latents: torch.Tensor) -> torch.Tensor:
-    """FLUX packing: latents ``(batch, channels, height, width)`` become one token per 2x2 patch,
-    ``(batch, (height // 2) * (width // 2), channels * 4)``, tokens in row-major order."""
+def pack_latents(latents: torch.Tensor, factor: int = 2) -> torch.Tensor:
+    """FLUX packing: latents ``(batch, channels, height, width)`` become one token per
+    ``factor x factor`` patch (2 in FLUX), ``(batch, (height // f) * (width // f), channels * f * f)``,
+    tokens in row-major order."""
     batch, channels, height, width = latents.shape
-    patches = latents.view(batch, channels, height // 2, 2, width // 2, 2).permute(0, 2, 4, 1, 3, 5)
-    return patches.reshape(batch, (height // 2) * (width // 2), channels * 4)
+    f = factor
+    patches = latents.reshape(batch, channels, height // f, f, width // f, f).permute(0, 2, 4, 1, 3, 5)
+    return patches.reshape(batch, (height // f) * (width // f), channels * f * f)
 
 
 def unpack_latents(
@@ -616,7 +639,7 @@ def _transformer_config(params: FluxSemanticParams) -> dict[str, Any]:
         "pooled_projection_dim": params.pooled_projection_dim,
         "guidance_embeds": params.guidance_embeds,
         "axes_dims_rope": params.axes_dims_rope,
-        "semantic_channels": params.semantic_channels,
+        "semantic_channels": params.packed_semantic_channels,
     }
 
 

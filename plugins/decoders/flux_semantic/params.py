@@ -28,6 +28,12 @@ class FluxSemanticParams(ComponentParams):
     guidance_embeds: bool = Field(True, description="FLUX.1-dev embeds a distilled guidance value")
     axes_dims_rope: tuple[int, int, int] = (16, 56, 56)
     semantic_channels: int = Field(1536, ge=1, description="channels of the semantic latents")
+    semantic_packing: int = Field(
+        1,
+        ge=1,
+        description="semantic latents along each side of one transformer image token: 2 packs each "
+        "2x2 block of a twice finer semantic grid into one token, as FLUX packs 2x2 VAE latents",
+    )
     text_conditioning: bool = Field(
         True, description="False: the text-free variant, conditioned on semantic latents only"
     )
@@ -80,9 +86,19 @@ class FluxSemanticParams(ComponentParams):
         return 1 << (len(self.vae_block_out_channels) - 1)
 
     @property
-    def pixels_per_token(self) -> int:
-        """Pixels per transformer image token (and per semantic latent) along each side."""
+    def token_px(self) -> int:
+        """Pixels per transformer image token along each side (2x2 packed VAE latents)."""
         return 2 * self.vae_scale_factor
+
+    @property
+    def pixels_per_token(self) -> int:
+        """Pixels per semantic latent (one image token of the tokenizer and backbone) along each side."""
+        return self.token_px // self.semantic_packing
+
+    @property
+    def packed_semantic_channels(self) -> int:
+        """Width of the semantic input of one transformer token: ``semantic_packing**2`` latents."""
+        return self.semantic_channels * self.semantic_packing**2
 
     @model_validator(mode="after")
     def _consistent_sizes(self) -> FluxSemanticParams:
@@ -98,6 +114,11 @@ class FluxSemanticParams(ComponentParams):
             problems.append(
                 f"in_channels ({self.in_channels}) must be 4 * vae_latent_channels "
                 f"({4 * self.vae_latent_channels}): FLUX packs 2x2 latents per token"
+            )
+        if self.token_px % self.semantic_packing:
+            problems.append(
+                f"semantic_packing ({self.semantic_packing}) must divide the {self.token_px} px of a "
+                "transformer image token"
             )
         bad_groups = [c for c in self.vae_block_out_channels if c % self.vae_norm_num_groups]
         if bad_groups:

@@ -169,7 +169,8 @@ def train_flow(
     on_step: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TrainingResult:
     """Train the transformer in place on packed clean latents ``(N, h * w, in_channels)`` and
-    the semantic latents ``(N, h * w, semantic_channels)`` of the same images (grid ``(h, w)``)."""
+    the semantic input of the same images as :meth:`FluxSemanticDecoder.semantic_tokens` packs
+    it, ``(N, h * w, packed_semantic_channels)``, on the token grid ``(h, w)``."""
     settings = settings or FlowSettings()
     if decoder.params.text_conditioning:
         raise ValueError("train_flow trains the text-free variant (text_conditioning=False)")

@@ -214,15 +214,8 @@ class _Run:
                     for i in range(0, len(self.pixels), 256)
                 ]
             )
-        grid = (semantic.shape[2], semantic.shape[3])
-        flow = train_flow(
-            decoder,
-            clean,
-            semantic.flatten(2).transpose(1, 2),
-            grid,
-            self.recipe.flow,
-            show_progress=self.show_progress,
-        )
+        tokens, grid = decoder.semantic_tokens(semantic)
+        flow = train_flow(decoder, clean, tokens, grid, self.recipe.flow, show_progress=self.show_progress)
         decoder.save_pretrained(self.out / "decoder")
         return {"vae_loss": vae.final_loss, "flow_loss": flow.final_loss}
 

@@ -2,7 +2,7 @@
 
 The released tokenizer learns semantics by feeding its latents to a small language model. For
 images whose meaning *is* their layout (flat shapes and colours), a training-only head that
-paints each token's 16 x 16 px patch at low resolution from the decoded latent is the same
+paints each token's patch (at `patch_px` resolution) from the decoded latent is the same
 signal at a fraction of the cost: a token must say which colours lie where inside its patch.
 ``object_weight`` weighs pixels away from the background up in that loss, as the decoder's VAE
 does: objects cover a few percent of a scene, and unweighted codes describe mostly background.
