@@ -450,7 +450,7 @@ class FluxSemanticDecoder(Decoder[FluxSemanticParams]):
         order of FLUX's latent packing; rows follow the row-major order of FLUX's image tokens.
         """
         p = self.params.semantic_packing
-        batch, channels, height, width = values.shape
+        height, width = values.shape[-2:]
         if height % p or width % p:
             raise InputError(
                 f"semantic latents of grid {height} x {width}: decoder plugin '{PLUGIN_NAME}' packs "
