@@ -499,12 +499,14 @@ def _chat(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from .config import load_config
+    from .cpu import configure_cpu
     from .pipelines import ImageUnderstandingPipeline
 
     config = load_config(args.config, args.overrides)
     image_path = Path(args.image)
     if not image_path.is_file():
         raise XomniError(f"--image: file {image_path} does not exist")
+    configure_cpu(config.runtime)
     pipeline = ImageUnderstandingPipeline.from_config(config)
     with Image.open(image_path) as image:
         answer = pipeline(

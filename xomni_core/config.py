@@ -77,6 +77,12 @@ class RuntimeSettings(BaseModel):
     device: str = Field("cpu", description="torch device, e.g. cpu, cuda, cuda:1")
     dtype: Dtype = Field("float32", description="compute dtype of the components")
     seed: int = Field(0, description="seed for random initialisation and sampling")
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="torch CPU threads of `xomni generate` and `xomni chat` (None: torch's default); "
+        "1 suits models whose ops are too small to split",
+    )
 
 
 class GenerationSettings(BaseModel):

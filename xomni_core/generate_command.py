@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
 from ._version import __version__
 from .atomic import atomic_file
 from .config import PipelineConfig
+from .cpu import configure_cpu
 
 
 def run_generate(config: PipelineConfig, args: argparse.Namespace) -> int:
     """Generate one image per prompt into ``args.out``; every file is written atomically."""
-    _openmp_workers_sleep_when_idle(config.runtime.device)
+    configure_cpu(config.runtime)
     from .pipelines import TextToImagePipeline
 
     sampling = config.generation.sampling
@@ -67,15 +66,3 @@ def run_generate(config: PipelineConfig, args: argparse.Namespace) -> int:
     with atomic_file(out / "generation.json") as tmp:
         tmp.write_text(json.dumps(record, indent=2) + "\n")
     return 0
-
-
-def _openmp_workers_sleep_when_idle(device: str) -> None:
-    """Make OpenMP's idle workers sleep instead of spin, unless the user chose a policy.
-
-    Spinning is fastest while the process owns its cores. When other processes hold them (a
-    training run on a 2-core machine), each small op waits for a descheduled spinner: sampling
-    the tiny models then took 10x longer, with identical results. libgomp reads the policy
-    once, when torch loads it, so it can only be set before the first torch import.
-    """
-    if device.split(":")[0] == "cpu" and "torch" not in sys.modules:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

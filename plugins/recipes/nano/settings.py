@@ -66,15 +66,16 @@ class NanoGRPO(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     prompts: int = Field(2000, ge=1, description="rl-split scenes whose captions are the prompts")
-    steps: int = Field(150, ge=1)
+    steps: int = Field(300, ge=1)
     group_size: int = Field(8, ge=2)
-    prompts_per_step: int = Field(4, ge=1)
+    prompts_per_step: int = Field(8, ge=1)
     learning_rate: float = Field(1e-4, gt=0.0)
     kl_coef: float = Field(0.01, ge=0.0)
     clip_epsilon: float = Field(0.2, gt=0.0, lt=1.0)
     sampling: SamplingParams = Field(
-        SamplingParams(temperature=1.0, min_p=0.03),
-        description="temperature and truncation of the rollouts; their guidance is the recipe's cfg_scale",
+        SamplingParams(temperature=1.0),
+        description="temperature and truncation of the rollouts (untruncated: min-p would cut the rare "
+        "first token of each object); their guidance is the recipe's cfg_scale",
     )
     num_inference_steps: int = Field(8, ge=1, description="decoder steps of the rollouts")
 

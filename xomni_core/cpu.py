@@ -1,0 +1,27 @@
+"""OpenMP and torch thread settings of the commands that run a pipeline on the CPU."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from .config import RuntimeSettings
+
+
+def configure_cpu(runtime: RuntimeSettings) -> None:
+    """Let OpenMP's idle workers sleep instead of spin, and cap torch's threads at ``runtime.threads``.
+
+    Spinning is fastest while the process owns its cores. When other processes hold them (a
+    training run on a 2-core machine), each small op waits for a descheduled spinner: sampling
+    the tiny models then took 10x longer, with identical results. libgomp reads the policy
+    once, when torch loads it, so it can only be set before the first torch import; a policy
+    the user chose stays.
+    """
+    if runtime.device.split(":")[0] != "cpu":
+        return
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if runtime.threads is not None:
+        import torch
+
+        torch.set_num_threads(runtime.threads)
