@@ -29,3 +29,14 @@ def plugin_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cal
     yield install
     for module in installed:  # each test's distributions are new code under old module names
         sys.modules.pop(module, None)
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads() -> Iterator[None]:
+    """Commands run in-process set torch's thread count from ``runtime.threads``; undo it."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != before:
+        torch.set_num_threads(before)
