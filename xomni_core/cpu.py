@@ -17,9 +17,7 @@ def configure_cpu(runtime: RuntimeSettings) -> None:
     once, when torch loads it, so it can only be set before the first torch import; a policy
     the user chose stays.
     """
-    if runtime.device.split(":")[0] != "cpu":
-        return
-    if "torch" not in sys.modules:
+    if runtime.device.split(":")[0] == "cpu" and "torch" not in sys.modules:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if runtime.threads is not None:
         import torch
