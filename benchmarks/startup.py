@@ -5,7 +5,8 @@ Runs each command in a fresh interpreter, interleaved round by round so that mac
 hits all of them alike, and reports the median wall time. Two generate runs: the README's main
 command (the shipped xomni-nano model, no config, 128 x 128 px), whose image is then judged by
 the compositional benchmark, and the tiny random-weight config (64 x 64 px, 4 decoder steps),
-almost all fixed cost: imports and building components. Usage:
+almost all fixed cost: imports and building components. A third runs the README command with
+CPython's default collector behaviour, without the settings of ``xomni_core.heap``. Usage:
 
     .venv/bin/python benchmarks/startup.py --rounds 10 --json benchmarks/startup.json
 """
@@ -29,6 +30,18 @@ CLI = [sys.executable, "-m", "xomni_core.cli"]
 
 PROMPT = "two red circles left of a blue square"
 README_COMMAND = f'xomni generate "{PROMPT}"'
+DEFAULT_COLLECTOR = "the same, default collector"
+
+#: ``xomni`` with the collector settings of ``xomni_core.heap`` taken out.
+DEFAULT_COLLECTOR_CLI = [
+    sys.executable,
+    "-c",
+    "import contextlib, sys\n"
+    "import xomni_core.generate_command as command\n"
+    "from xomni_core.cli import main\n"
+    "command.long_lived_objects = contextlib.nullcontext\n"
+    "sys.exit(main(sys.argv[1:]))",
+]
 
 
 def commands(out: Path) -> dict[str, list[str]]:
@@ -41,6 +54,7 @@ def commands(out: Path) -> dict[str, list[str]]:
         'python -c "import torch"': [sys.executable, "-c", "import torch"],
         "xomni generate (tiny-random)": tiny,
         README_COMMAND: [*CLI, "generate", PROMPT, "--out", str(out / "nano")],
+        DEFAULT_COLLECTOR: [*DEFAULT_COLLECTOR_CLI, "generate", PROMPT, "--out", str(out / "default-gc")],
     }
 
 

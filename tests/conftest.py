@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -40,3 +41,10 @@ def _restore_torch_threads() -> Iterator[None]:
     yield
     if torch.get_num_threads() != before:
         torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _unfreeze_the_heap() -> Iterator[None]:
+    """Commands run in-process freeze the heap (``xomni_core.heap``); give it back to the collector."""
+    yield
+    gc.unfreeze()

@@ -13,17 +13,26 @@ import sys
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from ._version import CORE_API_VERSION, __version__
 from .convert import CONVERT_DTYPES, CONVERTERS
 from .errors import XomniError
+from .heap import skip_collection_at_exit
 
 EXIT_USAGE = 2
 
 
+def run() -> NoReturn:
+    """The ``xomni`` console script: :func:`main`, then exit without the collector's last walk
+    over the libraries a command loaded (see :mod:`xomni_core.heap`)."""
+    code = main()
+    skip_collection_at_exit()
+    sys.exit(code)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``xomni`` console script."""
+    """Run one ``xomni`` command and return its exit status."""
     parser = _build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
@@ -500,14 +509,17 @@ def _chat(args: argparse.Namespace) -> int:
 
     from .config import load_config
     from .cpu import configure_cpu
-    from .pipelines import ImageUnderstandingPipeline
+    from .heap import long_lived_objects
 
     config = load_config(args.config, args.overrides)
     image_path = Path(args.image)
     if not image_path.is_file():
         raise XomniError(f"--image: file {image_path} does not exist")
-    configure_cpu(config.runtime)
-    pipeline = ImageUnderstandingPipeline.from_config(config)
+    with long_lived_objects():
+        configure_cpu(config.runtime)
+        from .pipelines import ImageUnderstandingPipeline
+
+        pipeline = ImageUnderstandingPipeline.from_config(config)
     with Image.open(image_path) as image:
         answer = pipeline(
             image.convert("RGB"),
@@ -682,4 +694,4 @@ def _bench_compose(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

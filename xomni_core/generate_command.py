@@ -11,13 +11,11 @@ from ._version import __version__
 from .atomic import atomic_file
 from .config import PipelineConfig
 from .cpu import configure_cpu
+from .heap import long_lived_objects
 
 
 def run_generate(config: PipelineConfig, args: argparse.Namespace) -> int:
     """Generate one image per prompt into ``args.out``; every file is written atomically."""
-    configure_cpu(config.runtime)
-    from .pipelines import TextToImagePipeline
-
     sampling = config.generation.sampling
     changes = {
         key: value
@@ -32,7 +30,11 @@ def run_generate(config: PipelineConfig, args: argparse.Namespace) -> int:
     }
     if changes:
         sampling = type(sampling).model_validate({**sampling.model_dump(), **changes})
-    pipeline = TextToImagePipeline.from_config(config)
+    with long_lived_objects():
+        configure_cpu(config.runtime)
+        from .pipelines import TextToImagePipeline
+
+        pipeline = TextToImagePipeline.from_config(config)
     result = pipeline(
         args.prompts,
         height_px=args.height,

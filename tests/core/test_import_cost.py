@@ -98,10 +98,10 @@ def test_timesteps_match_flux_pipeline(steps: int, tokens: int) -> None:
     assert torch.equal(decoder.scheduler.sigmas, reference.sigmas)
 
 
-def test_generate_imports_nothing_it_does_not_run_and_sets_up_openmp(tmp_path: Path) -> None:
+def test_generate_imports_only_what_it_runs_and_sets_up_openmp_and_the_collector(tmp_path: Path) -> None:
     probe = textwrap.dedent(
         """
-        import os, sys
+        import gc, os, sys
         from xomni_core.cli import main
         config, out, *unused = sys.argv[1:]
         args = ["--config", config, "--out", out, "--steps", "1", "--set", "runtime.threads=1"]
@@ -109,6 +109,8 @@ def test_generate_imports_nothing_it_does_not_run_and_sets_up_openmp(tmp_path: P
         loaded = sorted({p for p in unused for m in sys.modules if m == p or m.startswith(p + ".")})
         policy, threads = os.environ.get("OMP_WAIT_POLICY"), sys.modules["torch"].get_num_threads()
         print("CODE", code, "LOADED", loaded, "POLICY", policy, "THREADS", threads, file=sys.stderr)
+        frozen = gc.get_freeze_count() > 100_000
+        print("COLLECTOR ON", gc.isenabled(), "LIBRARIES FROZEN", frozen, file=sys.stderr)
         """
     )
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
@@ -120,4 +122,5 @@ def test_generate_imports_nothing_it_does_not_run_and_sets_up_openmp(tmp_path: P
     )
     assert result.returncode == 0, result.stderr
     assert "CODE 0 LOADED [] POLICY PASSIVE THREADS 1" in result.stderr
+    assert "COLLECTOR ON True LIBRARIES FROZEN True" in result.stderr
     assert (tmp_path / "out" / "image-000.png").is_file()
