@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 from ._version import CORE_API_VERSION, __version__
 from .convert import CONVERT_DTYPES, CONVERTERS
 from .errors import XomniError
-from .heap import skip_collection_at_exit
+from .heap import long_lived_objects, skip_collection_at_exit
 
 EXIT_USAGE = 2
 
@@ -509,7 +509,6 @@ def _chat(args: argparse.Namespace) -> int:
 
     from .config import load_config
     from .cpu import configure_cpu
-    from .heap import long_lived_objects
 
     config = load_config(args.config, args.overrides)
     image_path = Path(args.image)
