@@ -7,10 +7,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from ._version import __version__
 from .atomic import atomic_file
-from .config import PipelineConfig
+from .config import PipelineConfig, validation_message
 from .cpu import configure_cpu
+from .errors import ConfigError
 from .heap import long_lived_objects
 
 
@@ -29,7 +32,13 @@ def run_generate(config: PipelineConfig, args: argparse.Namespace) -> int:
         if value is not None
     }
     if changes:
-        sampling = type(sampling).model_validate({**sampling.model_dump(), **changes})
+        try:
+            sampling = type(sampling).model_validate({**sampling.model_dump(), **changes})
+        except ValidationError as exc:
+            message = validation_message(exc, type(sampling), prefix="--")
+            for field in changes:  # name the flag as typed: --top-k, not --top_k
+                message = message.replace(f"--{field}:", f"--{field.replace('_', '-')}:")
+            raise ConfigError(message) from exc
     with long_lived_objects():
         configure_cpu(config.runtime)
         from .pipelines import TextToImagePipeline

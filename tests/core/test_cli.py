@@ -73,6 +73,22 @@ def test_config_errors_exit_2_with_one_paragraph_and_no_traceback(tmp_path: Path
         assert result.stderr.strip().count("\n\n") == 0
 
 
+def test_bad_sampling_flags_of_generate_exit_2_naming_the_flag_before_loading_anything(
+    tmp_path: Path,
+) -> None:
+    for flag, value, expected in [
+        ("--temperature", "-1", "--temperature: Input should be greater than or equal to 0"),
+        ("--top-k", "0", "--top-k: Input should be greater than or equal to 1"),
+        ("--top-p", "2", "--top-p: Input should be less than or equal to 1"),
+        ("--min-p", "1.5", "--min-p: Input should be less than 1"),
+    ]:
+        result = run_xomni("generate", "a red circle", "--out", str(tmp_path), flag, value)
+        assert result.returncode == 2, (flag, result.stderr)
+        assert "Traceback" not in result.stderr
+        assert expected in " ".join(result.stderr.split()), (flag, result.stderr)
+    assert not list(tmp_path.iterdir())
+
+
 def test_debug_flag_shows_the_traceback(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("backbone: {plugin: x-omin}\n")
