@@ -2,11 +2,12 @@
 against `import torch`.
 
 Runs each command in a fresh interpreter, interleaved round by round so that machine noise
-hits all of them alike, and reports the median wall time. Two generate runs: the README's main
-command (the shipped xomni-nano model, no config, 128 x 128 px), whose image is then judged by
-the compositional benchmark, and the tiny random-weight config (64 x 64 px, 4 decoder steps),
-almost all fixed cost: imports and building components. A third runs the README command with
-CPython's default collector behaviour, without the settings of ``xomni_core.heap``. Usage:
+hits all of them alike, and reports the median wall time and peak memory. Two generate runs:
+the README's main command (the shipped xomni-nano model, no config, 128 x 128 px), whose image
+is then judged by the compositional benchmark, and the tiny random-weight config (64 x 64 px, 4
+decoder steps), almost all fixed cost: imports and building components. A third runs the
+README command with CPython's default collector behaviour, without the settings of
+``xomni_core.heap``. Usage:
 
     .venv/bin/python benchmarks/startup.py --rounds 10 --json benchmarks/startup.json
 """
@@ -15,8 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -68,10 +69,24 @@ def judge_readme_image(out: Path) -> list[str]:
         return SceneJudge().judge(image.convert("RGB"), parse_caption(PROMPT)).failures()
 
 
-def wall_time(command: list[str]) -> float:
+def run_once(command: list[str], log: Path) -> tuple[float, float]:
+    """Wall seconds and peak resident memory in MiB (``ru_maxrss`` of this child alone) of one
+    run of ``command``; its stderr goes to ``log``."""
     start = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True)
-    return time.perf_counter() - start
+    pid = os.posix_spawn(
+        command[0],
+        command,
+        os.environ,
+        file_actions=[
+            (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 2, str(log), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644),
+        ],
+    )
+    _, status, usage = os.wait4(pid, 0)
+    seconds = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{log.read_text()}")
+    return seconds, usage.ru_maxrss / 1024
 
 
 def main() -> None:
@@ -81,27 +96,32 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as out:
         timed = commands(Path(out))
+        log = Path(out) / "stderr.log"
         for command in timed.values():  # warm the file cache
-            wall_time(command)
-        samples: dict[str, list[float]] = {name: [] for name in timed}
+            run_once(command, log)
+        seconds: dict[str, list[float]] = {name: [] for name in timed}
+        peak_mib: dict[str, list[float]] = {name: [] for name in timed}
         for _ in range(args.rounds):
             for name, command in timed.items():
-                samples[name].append(wall_time(command))
+                wall, memory = run_once(command, log)
+                seconds[name].append(wall)
+                peak_mib[name].append(memory)
         failures = judge_readme_image(Path(out))
-    torch_median = statistics.median(samples['python -c "import torch"'])
+    torch_median = statistics.median(seconds['python -c "import torch"'])
     rows = [
         {
             "command": name,
             "median_s": statistics.median(times),
             "min_s": min(times),
             "ratio_to_import_torch": statistics.median(times) / torch_median,
+            "median_peak_rss_mib": statistics.median(peak_mib[name]),
         }
-        for name, times in samples.items()
+        for name, times in seconds.items()
     ]
-    print(f"{'command':30} {'median s':>9} {'min s':>7} {'vs import torch':>16}")
-    for row in rows:
-        ratio = row["ratio_to_import_torch"]
-        print(f"{row['command']:30} {row['median_s']:9.3f} {row['min_s']:7.3f} {ratio:16.2f}")
+    print(f"{'command':30} {'median s':>9} {'min s':>7} {'vs import torch':>16} {'peak MiB':>9}")
+    for name, times in seconds.items():
+        median, memory = statistics.median(times), statistics.median(peak_mib[name])
+        print(f"{name:30} {median:9.3f} {min(times):7.3f} {median / torch_median:16.2f} {memory:9.1f}")
     verdict = "correct" if not failures else "wrong: " + "; ".join(failures)
     print(f"{README_COMMAND}: the compositional benchmark judges its image {verdict}")
     if args.json:

@@ -3,7 +3,7 @@
 Importing torch, transformers and diffusers and loading components leaves about 400,000
 long-lived objects that the cyclic collector tracks. CPython walks all of them each time its
 oldest generation grows by a quarter (six full passes while ``xomni generate`` loads the nano
-pipeline) and once more at interpreter shutdown. Those walks took about 1.2 s of a 5.3 s
+pipeline) and once more at interpreter shutdown. Those walks took more than a second of a 5 s
 ``xomni generate`` (BENCHMARKS.md) and free nothing a process about to end needs back.
 """
 
