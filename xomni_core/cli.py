@@ -402,7 +402,10 @@ def _params_table(model: Any) -> list[dict[str, Any]]:
         type_name = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
         default = None if field.default is PydanticUndefined else field.default
         if field.default_factory is not None:
-            default = field.default_factory()
+            try:  # plugin code: it may need the other fields, or simply fail
+                default = field.get_default(call_default_factory=True, validated_data={})
+            except Exception as exc:
+                default = f"<computed: {type(exc).__name__}: {exc}>"
         table.append(
             {
                 "name": name,
