@@ -1,16 +1,20 @@
 """Plugin discovery through the ``xomni.plugins`` entry-point group and pluggy hooks.
 
-Each entry point is loaded on its own: one that fails to import, or points at something that
-is not a descriptor, is recorded as broken with its error and the others keep working. Only
-descriptors are imported here; implementations load on first use (:meth:`PluginSpec.load`).
+Each entry point is loaded on its own: one that fails to import, exits, hangs past its time
+limit, or points at something that is not a sound descriptor, is recorded as broken with its
+error and the others keep working (:mod:`xomni_core.guard`). Only descriptors are imported
+here; implementations load on first use (:meth:`PluginSpec.load`). Hooks are called one plugin
+at a time: a hook that raises is reported as a :class:`PluginWarning` and the work goes on.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib.metadata as metadata
+import re
+import warnings
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -19,11 +23,15 @@ import pluggy
 from . import hookspecs
 from ._version import CORE_API_VERSION
 from .errors import PluginError
-from .settings import PluginSettings
+from .guard import Abandoned, guarded, import_timeout_s, run_guarded
+from .settings import ALLOW_ENV, DENY_ENV, PluginSettings
 from .spec import PluginSpec
 from .types import ComponentKind
 
 ENTRY_POINT_GROUP = "xomni.plugins"
+
+#: What ``importlib.metadata`` can load: ``module``, ``module:attribute``, optional ``[extras]``.
+_ENTRY_POINT_VALUE = re.compile(r"\s*[\w.]+\s*(:\s*[\w.]+\s*)?(\[.*\]\s*)?")
 
 PluginStatus = Literal["ok", "broken", "disabled", "incompatible", "conflict", "overridden"]
 
@@ -51,12 +59,23 @@ class PluginRecord:
         return f"{self.kind}/{self.name}" if self.kind else self.name
 
 
+class PluginWarning(UserWarning):
+    """A plugin misbehaved where xomni could carry on without it (a raising hook)."""
+
+
 class PluginRegistry:
     """The installed plugins, as admitted by :class:`PluginSettings`."""
 
-    def __init__(self, records: Sequence[PluginRecord], manager: pluggy.PluginManager) -> None:
+    def __init__(
+        self,
+        records: Sequence[PluginRecord],
+        manager: pluggy.PluginManager,
+        hook_sources: Mapping[str, str] | None = None,
+    ) -> None:
         self.records = tuple(records)
         self.manager = manager
+        # pluggy plugin name -> the distribution that registered its hooks
+        self.hook_sources = dict(hook_sources or {})
 
     @classmethod
     def discover(
@@ -65,28 +84,69 @@ class PluginRegistry:
         *,
         entry_points: Iterable[metadata.EntryPoint] | None = None,
         use_environment: bool = True,
+        timeout_s: float | None = None,
     ) -> PluginRegistry:
-        """Load every entry point of the ``xomni.plugins`` group and resolve name clashes."""
+        """Load every entry point of the ``xomni.plugins`` group and resolve name clashes.
+
+        Each import may take ``timeout_s`` seconds (default: ``XOMNI_PLUGIN_IMPORT_TIMEOUT``,
+        else 10); a slower one is recorded as broken and left behind.
+        """
         settings = settings or PluginSettings()
         if use_environment:
             settings = settings.with_environment()
+        if timeout_s is None:
+            timeout_s = import_timeout_s() if use_environment else import_timeout_s({})
         manager = pluggy.PluginManager(hookspecs.PROJECT)
         manager.add_hookspecs(hookspecs)
         if entry_points is None:
             entry_points = metadata.entry_points(group=ENTRY_POINT_GROUP)
         records: list[PluginRecord] = []
-        for entry_point in _unique(entry_points):
-            records.extend(_load_entry_point(entry_point, manager, settings))
+        hook_sources: dict[str, str] = {}
+        with guarded():
+            for entry_point in _unique(entry_points):
+                loaded, found = _load_entry_point(entry_point, settings, timeout_s)
+                records.extend(found)
+                if any(r.status == "ok" for r in found) and any(r.hooks for r in found):
+                    registered = _register_hooks(manager, loaded, entry_point.name, found[0].distribution)
+                    if registered is not None:
+                        hook_sources[registered] = found[0].distribution
         records = _resolve_conflicts(records, settings)
-        registry = cls(records, manager)
+        registry = cls(records, manager, hook_sources)
         if settings.strict:
             registry.raise_for_problems()
         return registry
 
     @property
     def hook(self) -> Any:
-        """pluggy hook relay: ``registry.hook.xomni_pipeline_built(pipeline=..., config=...)``."""
+        """pluggy hook relay: ``registry.hook.xomni_pipeline_built(pipeline=..., config=...)``.
+
+        A hook called through the relay stops at the first plugin that raises; prefer
+        :meth:`call_hook`.
+        """
         return self.manager.hook
+
+    def call_hook(self, name: str, **kwargs: Any) -> None:
+        """Call hook ``name`` of each plugin in pluggy's order, one plugin at a time.
+
+        A plugin whose hook raises is reported as a :class:`PluginWarning` naming it, its
+        distribution and the exception; the other plugins' hooks still run.
+        """
+        caller = getattr(self.manager.hook, name)
+        plugins: dict[str, object] = {}
+        for impl in reversed(caller.get_hookimpls()):  # pluggy calls the last registered first
+            plugins.setdefault(impl.plugin_name, impl.plugin)
+        for plugin_name, plugin in plugins.items():
+            others = [p for p in plugins.values() if p is not plugin]
+            try:
+                self.manager.subset_hook_caller(name, remove_plugins=others)(**kwargs)
+            except Exception as exc:
+                source = self.hook_sources.get(plugin_name)
+                owner = f"plugin '{plugin_name}'" + (f" ({source})" if source else "")
+                warnings.warn(
+                    f"{owner}: its {name} hook raised {type(exc).__name__}: {exc}; ignored",
+                    PluginWarning,
+                    stacklevel=2,
+                )
 
     def problems(self) -> list[PluginRecord]:
         """Records that are broken, incompatible or in an unresolved clash."""
@@ -113,19 +173,35 @@ class PluginRegistry:
         if matches:
             record = next((r for r in matches if r.status != "overridden"), matches[0])
             raise PluginError(f"{kind} plugin '{name}' is {record.status}: {record.error}")
-        broken_here = [r for r in self.records if r.kind is None and r.status == "broken"]
+        # An entry point that was never imported (denied) or failed to load has no kind yet.
+        unloaded = [r for r in self.records if r.kind is None]
+        named = [r for r in unloaded if r.status == "disabled" and _entry_point_name(r) == name]
+        if named:
+            record = named[0]
+            raise PluginError(
+                f"{kind} plugin '{name}' is disabled: {record.error}, so its entry point "
+                f"{record.entry_point} of {record.distribution} was not imported"
+            )
+        broken_here = [r for r in unloaded if r.status == "broken"]
+        disabled_here = [r for r in unloaded if r.status == "disabled"]
         available = sorted({r.name for r in self.records if r.kind == kind and r.usable})
         message = f"unknown {kind} plugin '{name}'."
         close = difflib.get_close_matches(name, available, n=1)
         if close:
             message += f" Did you mean '{close[0]}'?"
         message += f" Available {kind} plugins: {', '.join(available) or 'none'}."
-        others = sorted({r.qualified_name for r in self.records if r.name == name and r.kind != kind})
+        others = sorted(
+            {r.qualified_name for r in self.records if r.name == name and r.kind not in (kind, None)}
+        )
         if others:
             message += f" '{name}' exists as {', '.join(others)}."
         if broken_here:
             message += " Broken plugins that might provide it: " + ", ".join(
                 f"{r.entry_point} ({r.distribution})" for r in broken_here
+            )
+        if disabled_here:
+            message += " Disabled entry points (not imported) that might provide it: " + ", ".join(
+                f"{r.entry_point} ({r.distribution})" for r in disabled_here
             )
         raise PluginError(message)
 
@@ -155,14 +231,32 @@ def _distribution_label(entry_point: metadata.EntryPoint) -> str:
     return f"{dist.metadata['Name']} {dist.version}" if dist is not None else "<unknown>"
 
 
-def _matches(entries: Iterable[str], *names: str) -> bool:
+def _entry_point_name(record: PluginRecord) -> str:
+    return record.entry_point.split(" = ")[0]
+
+
+def _matching(entries: Iterable[str], *names: str) -> str | None:
+    """The first of ``names`` listed in ``entries``."""
     wanted = set(entries)
-    return any(name in wanted for name in names)
+    return next((name for name in names if name in wanted), None)
+
+
+def _denied(name: str) -> str:
+    return f"disabled by the plugin denylist (plugins.deny or {DENY_ENV} names '{name}')"
+
+
+def _not_allowed() -> str:
+    return f"not in the plugin allowlist (plugins.allow or {ALLOW_ENV})"
+
+
+class _MalformedDescriptor(Exception):
+    """The entry point imported, but what it points at gives no sound descriptors."""
 
 
 def _load_entry_point(
-    entry_point: metadata.EntryPoint, manager: pluggy.PluginManager, settings: PluginSettings
-) -> list[PluginRecord]:
+    entry_point: metadata.EntryPoint, settings: PluginSettings, timeout_s: float
+) -> tuple[object, list[PluginRecord]]:
+    """The object the entry point names (``None`` if it gave none) and its records."""
     dist_name = _distribution_name(entry_point)
     label = _distribution_label(entry_point)
     where = f"{entry_point.name} = {entry_point.value}"
@@ -175,46 +269,86 @@ def _load_entry_point(
         status="broken",
     )
     # Denied entry points are never imported, so a denylist can silence a plugin that crashes.
-    if _matches(settings.deny, entry_point.name, dist_name):
-        return [replace(base, status="disabled", error="disabled by the plugin denylist")]
+    denied = _matching(settings.deny, entry_point.name, dist_name)
+    if denied:
+        return None, [replace(base, status="disabled", error=_denied(denied))]
+    if not _ENTRY_POINT_VALUE.fullmatch(entry_point.value):
+        error = f"malformed entry point value {entry_point.value!r} (expected 'module:attribute')"
+        return None, [replace(base, error=error)]
     try:
-        loaded = entry_point.load()
-    except BaseException as exc:
-        if isinstance(exc, KeyboardInterrupt):
-            raise
-        return [replace(base, error=f"import failed: {type(exc).__name__}: {exc}")]
-    hooks: tuple[str, ...] = ()
+        loaded, specs, hooks = run_guarded(lambda: _descriptors(entry_point), timeout_s=timeout_s)
+    except Abandoned as exc:
+        return None, [replace(base, error=str(exc))]
+    except _MalformedDescriptor as exc:
+        return None, [replace(base, error=f"malformed descriptor: {exc}")]
+    except PluginError as exc:  # a PluginSpec refusing its fields while the module imports
+        return None, [replace(base, error=str(exc))]
+    except Exception as exc:
+        return None, [replace(base, error=f"import failed: {type(exc).__name__}: {exc}")]
+    if not specs:  # hooks only: it watches pipelines but provides no component
+        names = (entry_point.name, dist_name)
+        record = replace(base, status="ok", hooks=hooks)
+        if settings.allow is not None and not _matching(settings.allow, *names):
+            record = replace(record, status="disabled", error=_not_allowed())
+        return loaded, [record]
+    records = []
+    for spec in specs:
+        try:
+            PluginSpec.check(spec)  # again: fields may have changed since construction
+        except Exception as exc:
+            records.append(replace(base, error=f"malformed descriptor: {exc}"))
+        else:
+            records.append(_admit(spec, label, dist_name, where, hooks, settings))
+    return loaded, records
+
+
+def _descriptors(entry_point: metadata.EntryPoint) -> tuple[object, list[PluginSpec], tuple[str, ...]]:
+    """Import the entry point and collect its descriptors; runs under :func:`run_guarded`."""
+    loaded = entry_point.load()
     try:
+        hooks: tuple[str, ...] = ()
         if isinstance(loaded, PluginSpec):
             specs = [loaded]
         elif isinstance(loaded, list | tuple):
             specs = list(loaded)
         else:
-            specs, hooks = _specs_from_hooks(loaded, entry_point.name, manager)
+            specs, hooks = _specs_from_hooks(loaded, entry_point.name)
         bad = [s for s in specs if not isinstance(s, PluginSpec)]
-        if bad or not specs:
-            raise PluginError(
-                f"entry point must point at a PluginSpec, a list of them, or an object with "
-                f"@hookimpl functions returning them; got {type(bad[0] if bad else loaded).__name__}"
-            )
-    except BaseException as exc:
-        if isinstance(exc, KeyboardInterrupt):
-            raise
-        return [replace(base, error=f"malformed descriptor: {exc}")]
-    return [_admit(spec, label, dist_name, where, hooks, settings) for spec in specs]
+    except Exception as exc:
+        raise _MalformedDescriptor(str(exc)) from exc
+    if bad or not (specs or set(hooks) - {"xomni_register_plugins"}):
+        raise _MalformedDescriptor(
+            "entry point must point at a PluginSpec, a list of them, or an object with @hookimpl "
+            "functions (xomni_register_plugins returning them, or other hooks); "
+            f"got {type(bad[0] if bad else loaded).__name__}"
+        )
+    return loaded, specs, hooks
 
 
-def _specs_from_hooks(
-    plugin: object, name: str, manager: pluggy.PluginManager
-) -> tuple[list[Any], tuple[str, ...]]:
-    manager.register(plugin, name=name)
-    hooks = tuple(sorted(h.name for h in manager.get_hookcallers(plugin) or ()))
-    impls = [i for i in manager.hook.xomni_register_plugins.get_hookimpls() if i.plugin is plugin]
+def _specs_from_hooks(plugin: object, name: str) -> tuple[list[Any], tuple[str, ...]]:
+    """Call the plugin's ``xomni_register_plugins``, registered with a scratch manager so a
+    plugin left behind by a time-out never touches the registry's own."""
+    scratch = pluggy.PluginManager(hookspecs.PROJECT)
+    scratch.add_hookspecs(hookspecs)
+    scratch.register(plugin, name=name)
+    hooks = tuple(sorted(h.name for h in scratch.get_hookcallers(plugin) or ()))
     specs: list[Any] = []
-    for impl in impls:
+    for impl in scratch.hook.xomni_register_plugins.get_hookimpls():
         returned: Any = impl.function()
         specs.extend(returned or ())
     return specs, hooks
+
+
+def _register_hooks(manager: pluggy.PluginManager, plugin: object, name: str, label: str) -> str | None:
+    """Register an admitted plugin's hooks; returns the name they run under."""
+    if manager.is_registered(plugin):  # one module behind two entry points
+        return None
+    if manager.has_plugin(name):  # two distributions with the same entry-point name
+        name = f"{name} ({label})"
+    try:
+        return manager.register(plugin, name=name)
+    except Exception:  # already validated by the scratch manager; nothing left to report
+        return None
 
 
 def _admit(
@@ -236,11 +370,12 @@ def _admit(
         hooks=hooks,
     )
     names = (spec.name, spec.qualified_name, where.split(" = ")[0], dist_name)
-    if _matches(settings.deny, *names):
-        return replace(record, status="disabled", error="disabled by the plugin denylist")
-    if settings.allow is not None and not _matches(settings.allow, *names):
-        return replace(record, status="disabled", error="not in the plugin allowlist")
-    if spec.api_version.split(".")[0] != CORE_API_VERSION.split(".")[0]:
+    denied = _matching(settings.deny, *names)
+    if denied:
+        return replace(record, status="disabled", error=_denied(denied))
+    if settings.allow is not None and not _matching(settings.allow, *names):
+        return replace(record, status="disabled", error=_not_allowed())
+    if int(spec.api_version.split(".")[0]) != int(CORE_API_VERSION.split(".")[0]):
         return replace(
             record,
             status="incompatible",

@@ -51,10 +51,10 @@ def build_component(
         component = cls.from_params(resolved.params, seed=config.runtime.seed)
     if resolved.backend == "torch":
         component = component.to(device=config.runtime.device, dtype=config.runtime.dtype)
-    registry.hook.xomni_component_built(component=component, slot=resolved.slot, config=config)
+    registry.call_hook("xomni_component_built", component=component, slot=resolved.slot, config=config)
     return component
 
 
 def announce(pipeline: Any, config: PipelineConfig | None, registry: PluginRegistry | None) -> None:
     if registry is not None:
-        registry.hook.xomni_pipeline_built(pipeline=pipeline, config=config)
+        registry.call_hook("xomni_pipeline_built", pipeline=pipeline, config=config)
