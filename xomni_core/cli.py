@@ -406,12 +406,16 @@ def _params_table(model: Any) -> list[dict[str, Any]]:
                 default = field.get_default(call_default_factory=True, validated_data={})
             except Exception as exc:
                 default = f"<computed: {type(exc).__name__}: {exc}>"
+        try:
+            shown = _jsonable(default)
+        except Exception:  # a plugin's model whose own dump fails
+            shown = repr(default)
         table.append(
             {
                 "name": name,
                 "type": type_name or str(annotation).replace("typing.", ""),
                 "required": field.is_required(),
-                "default": _jsonable(default),
+                "default": shown,
                 "description": field.description or "",
             }
         )

@@ -21,7 +21,7 @@ from support import REPO, run_xomni
 
 from xomni_core import CORE_API_VERSION, ConfigError, PluginError, PluginSpec
 from xomni_core.config import load_config, resolve_config
-from xomni_core.registry import PluginRegistry
+from xomni_core.registry import PluginRegistry, PluginWarning
 
 TINY_CONFIG = REPO / "examples" / "configs" / "tiny-random.yaml"
 
@@ -247,6 +247,30 @@ def test_params_model_without_a_json_schema_gets_a_permissive_one_and_others_kee
     assert "handle:" in shown.stdout
 
 
+FAILING_FACTORY = """
+from pydantic import Field
+from xomni_core import ComponentParams
+
+def _no_default():
+    raise LookupError("no default today")
+
+class LuckyParams(ComponentParams):
+    threshold: float = Field(default_factory=_no_default)
+"""
+
+
+def test_plugins_show_survives_a_default_factory_that_raises(plugin_site: Any) -> None:
+    plugin_site(
+        "moody-dist",
+        entry_points={"moody": "moody_spec:PLUGIN"},
+        modules={"moody_params": FAILING_FACTORY, "moody_spec": spec_source("moody")},
+    )
+    for args in (("plugins", "show", "moody"), ("plugins", "show", "moody", "--json")):
+        result = run_xomni(*args)
+        assert result.returncode == 0, result.stderr
+        assert "LookupError: no default today" in result.stdout
+
+
 RAISING_VALIDATOR = """
 from pydantic import field_validator
 from xomni_core import ComponentParams
@@ -331,6 +355,33 @@ def test_raising_build_hooks_are_warnings_naming_the_plugin_and_generate_still_w
     assert "plugin 'grumpy' (grumpy-dist 0.1.0)" in stderr
     assert "xomni_component_built hook raised RuntimeError: cannot stand the backbone" in stderr
     assert "xomni_pipeline_built hook raised ValueError: cannot stand pipelines" in stderr
+
+
+WATCHER_HOOKS = """
+from xomni_core import hookimpl
+SEEN = []
+
+@hookimpl
+def xomni_pipeline_built(pipeline, config):
+    SEEN.append(pipeline)
+"""
+
+
+def test_a_raising_hook_does_not_keep_the_other_plugins_hooks_from_running(plugin_site: Any) -> None:
+    plugin_site(
+        "grumpy-dist",
+        entry_points={"grumpy": "grumpy_hooks"},
+        modules={"grumpy_params": PARAMS_MODULE, "grumpy_hooks": RAISING_HOOKS},
+    )
+    plugin_site(
+        "watcher-dist", entry_points={"watcher": "watcher_hooks"}, modules={"watcher_hooks": WATCHER_HOOKS}
+    )
+    registry = PluginRegistry.discover()
+    with pytest.warns(PluginWarning, match=r"plugin 'grumpy' \(grumpy-dist 0.1.0\).*ValueError"):
+        registry.call_hook("xomni_pipeline_built", pipeline="the pipeline", config=None)
+    import watcher_hooks
+
+    assert watcher_hooks.SEEN == ["the pipeline"]
 
 
 # Entry points and denylists.
