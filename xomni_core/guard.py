@@ -140,5 +140,9 @@ class _RoutedStdout:
     def flush(self) -> None:
         self._target().flush()
 
+    def close(self) -> None:
+        if not getattr(_state, "active", False):  # a plugin closing "stdout" would close stderr
+            self._stdout.close()
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._target(), name)

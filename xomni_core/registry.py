@@ -173,14 +173,16 @@ class PluginRegistry:
         if matches:
             record = next((r for r in matches if r.status != "overridden"), matches[0])
             raise PluginError(f"{kind} plugin '{name}' is {record.status}: {record.error}")
-        # An entry point that was never imported (denied) or failed to load has no kind yet.
+        # An entry point that was never imported (denied) or failed to load has no kind yet;
+        # one named like the plugin most likely provides it.
         unloaded = [r for r in self.records if r.kind is None]
-        named = [r for r in unloaded if r.status == "disabled" and _entry_point_name(r) == name]
+        named = [r for r in unloaded if r.status != "ok" and _entry_point_name(r) == name]
         if named:
             record = named[0]
+            outcome = "was not imported" if record.status == "disabled" else "gave no descriptor"
             raise PluginError(
-                f"{kind} plugin '{name}' is disabled: {record.error}, so its entry point "
-                f"{record.entry_point} of {record.distribution} was not imported"
+                f"{kind} plugin '{name}' is {record.status}: {record.error}, so its entry point "
+                f"{record.entry_point} of {record.distribution} {outcome}"
             )
         broken_here = [r for r in unloaded if r.status == "broken"]
         disabled_here = [r for r in unloaded if r.status == "disabled"]
@@ -196,12 +198,16 @@ class PluginRegistry:
         if others:
             message += f" '{name}' exists as {', '.join(others)}."
         if broken_here:
-            message += " Broken plugins that might provide it: " + ", ".join(
-                f"{r.entry_point} ({r.distribution})" for r in broken_here
+            message += (
+                " Broken plugins that might provide it: "
+                + ", ".join(f"{r.entry_point} ({r.distribution})" for r in broken_here)
+                + "."
             )
         if disabled_here:
-            message += " Disabled entry points (not imported) that might provide it: " + ", ".join(
-                f"{r.entry_point} ({r.distribution})" for r in disabled_here
+            message += (
+                " Disabled entry points (not imported) that might provide it: "
+                + ", ".join(f"{r.entry_point} ({r.distribution})" for r in disabled_here)
+                + "."
             )
         raise PluginError(message)
 

@@ -150,6 +150,15 @@ def test_plugin_ending_the_process_at_import_is_broken_and_the_others_work(
     assert_reference_plugins_work(rows)
 
 
+def test_config_using_a_plugin_that_exited_at_import_names_why_it_is_broken(plugin_site: Any) -> None:
+    install_plugin(plugin_site, "quitter", prelude="import sys\nsys.exit(3)\n")
+    config = load_config(data={"rewards": [{"plugin": "quitter"}]})
+    with pytest.raises(
+        ConfigError, match=r"rewards.0.plugin: reward plugin 'quitter' is broken: called sys.exit\(3\)"
+    ):
+        resolve_config(config, PluginRegistry.discover())
+
+
 def test_a_real_ctrl_c_while_plugins_import_still_stops_the_command(plugin_site: Any, tmp_path: Path) -> None:
     marker = tmp_path / "importing"
     install_plugin(
