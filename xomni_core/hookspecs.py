@@ -1,7 +1,9 @@
 """pluggy hook specifications of the ``xomni`` project.
 
 An entry point in the ``xomni.plugins`` group may point at a :class:`~xomni_core.PluginSpec`,
-a list of them, or an object (usually a module) with ``@hookimpl`` functions below.
+a list of them, or an object (usually a module) with ``@hookimpl`` functions below: descriptors
+from ``xomni_register_plugins``, build hooks, or both. A build hook that raises is reported as
+a warning naming its plugin (:class:`~xomni_core.registry.PluginWarning`) and the build goes on.
 """
 
 from __future__ import annotations
