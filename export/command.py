@@ -10,6 +10,7 @@ earlier export wrote; anything else is refused unless ``force``.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +19,12 @@ from typing import Any, Literal
 import yaml
 
 from xomni_core import ConfigError, InputError, atomic_file
-from xomni_core.atomic import make_temporary_directory, remove_stale_temporaries, swap_into_place
+from xomni_core.atomic import (
+    current_umask,
+    make_temporary_directory,
+    remove_stale_temporaries,
+    swap_into_place,
+)
 from xomni_core.config import PipelineConfig, load_config
 from xomni_core.pipelines.build import build_component, prepare
 
@@ -124,6 +130,7 @@ def _publish(staging: Path, out_dir: Path, names: Sequence[str]) -> None:
     """Put the staged export in place: the whole folder when ``out_dir`` is new or empty,
     otherwise entry by entry (the pipeline yaml last), each swap atomic."""
     if not out_dir.is_dir() or not any(out_dir.iterdir()):
+        os.chmod(staging, 0o777 & ~current_umask())  # made private while it was being written
         swap_into_place(staging, out_dir)
         return
     remove_stale_temporaries(out_dir)
