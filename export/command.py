@@ -106,6 +106,8 @@ def run_export(
 
 def _check_replaced_folders(out_dir: Path, names: Sequence[str], force: bool) -> None:
     """Refuse to replace folders holding files that ``xomni export`` did not write."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out: {out_dir} is a file, not a folder")
     if force or not out_dir.is_dir():
         return
     for name in names:
@@ -129,7 +131,7 @@ def _check_replaced_folders(out_dir: Path, names: Sequence[str], force: bool) ->
 def _publish(staging: Path, out_dir: Path, names: Sequence[str]) -> None:
     """Put the staged export in place: the whole folder when ``out_dir`` is new or empty,
     otherwise entry by entry (the pipeline yaml last), each swap atomic."""
-    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+    if not os.path.lexists(out_dir) or (not out_dir.is_symlink() and not any(out_dir.iterdir())):
         os.chmod(staging, 0o777 & ~current_umask())  # made private while it was being written
         swap_into_place(staging, out_dir)
         return

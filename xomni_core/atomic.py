@@ -47,7 +47,7 @@ def atomic_file(path: str | os.PathLike[str], *, overwrite: bool = True) -> Iter
         if overwrite:
             os.replace(tmp, target)
         else:
-            os.link(tmp, target)  # fails with FileExistsError rather than replacing
+            _link_no_replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -93,6 +93,18 @@ def swap_into_place(new: Path, target: Path) -> None:
         os.replace(new, target)
     finally:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _link_no_replace(source: Path, target: Path) -> None:
+    """Give ``source``'s file the name ``target`` unless that exists (FileExistsError)."""
+    try:
+        os.link(source, target)
+    except FileExistsError:
+        raise
+    except OSError:  # no hard links here: check, then rename (a narrow race remains)
+        if os.path.lexists(target):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(target)) from None
+        os.replace(source, target)
 
 
 def remove_stale_temporaries(folder: str | os.PathLike[str], name: str | None = None) -> list[Path]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -113,8 +112,8 @@ def write_new_image(out: Path, image: Any, number: int) -> tuple[Path, int]:
 
 
 def keep_earlier_record(out: Path) -> Path | None:
-    """Keep the ``generation.json`` of an earlier run as ``generation-NNN.json``, linked so that
-    the record exists under one name or the other at every moment; returns the new name."""
+    """Copy the ``generation.json`` of an earlier run to ``generation-NNN.json`` (never replacing a
+    file) before the new record replaces it; returns the new name."""
     earlier = out / RECORD
     if not earlier.is_file():
         return None
@@ -122,7 +121,8 @@ def keep_earlier_record(out: Path) -> Path | None:
     while True:
         kept = out / f"generation-{number:03d}.json"
         try:
-            os.link(earlier, kept)
+            with atomic_file(kept, overwrite=False) as tmp:
+                tmp.write_bytes(earlier.read_bytes())
             return kept
         except FileExistsError:
             if kept.read_bytes() == earlier.read_bytes():
