@@ -95,6 +95,17 @@ def test_export_refuses_to_delete_files_it_did_not_write_unless_forced(tmp_path:
     assert oct((out / "tokenizer").stat().st_mode & 0o777) == oct(0o777 & ~_umask())
 
 
+def test_export_refuses_a_file_as_its_output_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    out.write_text("not a folder")
+    assert main(["export", str(TINY), "--out", str(out), "--force", "--no-progress"]) == 2
+    assert f"--out: {out} is a file" in capsys.readouterr().err.replace("\n", " ")
+    assert out.read_text() == "not a folder"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
