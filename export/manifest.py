@@ -56,6 +56,45 @@ def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
         tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
 
 
+def listed_files(folder: Path) -> list[str]:
+    """Every file under ``folder`` as a sorted POSIX path relative to it (the manifest's ``files``)."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+def foreign_files(folder: Path, *, triton: bool = False) -> list[str]:
+    """Files under an existing export ``folder`` that no export wrote (relative paths).
+
+    A slot folder's manifest lists what the export wrote; one without a manifest is foreign
+    throughout. A Triton repository holds model folders, each with a ``config.pbtxt``.
+    """
+    if triton:
+        return sorted(p.name for p in folder.iterdir() if not (p.is_dir() and (p / "config.pbtxt").is_file()))
+    ours: set[str] = set()
+    try:
+        manifest = read_manifest(folder)
+    except (CheckpointError, ValueError, OSError):
+        manifest = {}
+    if manifest:
+        ours = {MANIFEST_FILE, *map(str, manifest.get("files") or _known_files(manifest))}
+    return [name for name in listed_files(folder) if name not in ours and not _is_temporary(name)]
+
+
+def _known_files(manifest: dict[str, Any]) -> list[str]:
+    """What an export whose manifest predates the ``files`` list is known to have written."""
+    names = ["xomni_component.json", "parity.json"]
+    for entry in (manifest.get("graphs") or {}).values():
+        names += [entry.get("file", ""), *entry.get("external_data", [])]
+    for engines in ((manifest.get("tensorrt") or {}).get("engines") or {}).values():
+        names += [record.get("file", "") for record in engines.values()]
+    return names
+
+
+def _is_temporary(relative: str) -> bool:
+    from xomni_core.atomic import is_temporary
+
+    return any(is_temporary(part) for part in relative.split("/"))
+
+
 def read_manifest(folder: Path) -> dict[str, Any]:
     """The manifest of an exported folder; a clear error when it is missing or not ours."""
     path = Path(folder) / MANIFEST_FILE

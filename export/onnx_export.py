@@ -20,10 +20,18 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from xomni_core import Component, XomniError, atomic_directory, write_component_file
+from xomni_core import Component, XomniError, atomic_directory, atomic_file, write_component_file
 
 from .graphs import Exportable, GraphExport
-from .manifest import FORMAT_VERSION, now_utc, sha256_of, tool_versions, write_manifest
+from .manifest import (
+    FORMAT_VERSION,
+    MANIFEST_FILE,
+    listed_files,
+    now_utc,
+    sha256_of,
+    tool_versions,
+    write_manifest,
+)
 from .parity import ParityError, ParityReport, run_parity
 from .spec import GraphSpec, Precision, axis_terms
 
@@ -54,8 +62,12 @@ def export_component(
     validate: bool = True,
     providers: Sequence[str] = ("CPUExecutionProvider",),
     show_progress: bool = True,
+    failed_report: str | Path | None = None,
 ) -> ExportResult:
-    """Export ``component`` to ONNX in ``folder`` (replaced atomically)."""
+    """Export ``component`` to ONNX in ``folder`` (replaced atomically).
+
+    A failed parity gate writes its report to ``failed_report`` (default: beside ``folder``).
+    """
     if not isinstance(component, Exportable):
         raise ExportError(
             f"{component.kind} plugin '{plugin}' cannot be exported: its component class "
@@ -76,8 +88,9 @@ def export_component(
             report = run_parity(graphs, tmp, precision, providers, show_progress=show_progress)
             report_text = json.dumps(report.to_json(), indent=2) + "\n"
             if not report.passed:
-                failed = target.parent / f"{target.name}.parity-failed.json"
-                failed.write_text(report_text)
+                failed = Path(failed_report or target.parent / f"{target.name}.parity-failed.json")
+                with atomic_file(failed) as report_tmp:
+                    report_tmp.write_text(report_text)
                 raise ParityError(report.summary() + f" Full report: {failed}")
             (tmp / PARITY_FILE).write_text(report_text)
         manifest = {
@@ -91,6 +104,7 @@ def export_component(
             "versions": tool_versions(),
             "graphs": entries,
             "parity": None if report is None else {"passed": report.passed, "report": PARITY_FILE},
+            "files": sorted({*listed_files(tmp), MANIFEST_FILE}),
         }
         write_manifest(tmp, manifest)
     return ExportResult(target, manifest, report)

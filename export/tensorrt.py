@@ -243,6 +243,11 @@ def build_engines(
                 "profile": {input_name: shape.to_json() for input_name, shape in shapes.items()},
             },
         }
+        if isinstance(manifest.get("files"), list):  # what `xomni export` may replace later
+            written = {relative}
+            if cache_path.resolve().parent.is_relative_to(folder.resolve()):
+                written.add(cache_path.resolve().relative_to(folder.resolve()).as_posix())
+            manifest["files"] = sorted({*manifest["files"], *written})
         engines = manifest.setdefault("tensorrt", {}).setdefault("engines", {})
         engines.setdefault(name, {})[capability_key(capability)] = record
         write_manifest(folder, manifest)

@@ -107,7 +107,14 @@ def _build_parser() -> argparse.ArgumentParser:
         "--config", help="pipeline config file (default: the shipped xomni-nano model, 128 x 128 px scenes)"
     )
     _add_overrides(generate)
-    generate.add_argument("--out", default="outputs", help="folder for PNGs and generation.json")
+    generate.add_argument(
+        "--out",
+        default="outputs",
+        help="folder for PNGs and generation.json (default: outputs). Earlier images are never "
+        "replaced: a run writes image-NNN.png under the next free numbers, generation.json "
+        "describes the latest run, and the record it replaces is kept as generation-NNN.json, "
+        "NNN being the number of that run's first image",
+    )
     generate.add_argument("--height", type=int, help="image height in px (multiple of 16)")
     generate.add_argument("--width", type=int, help="image width in px (multiple of 16)")
     generate.add_argument("--seed", type=int, help="seed (default: runtime.seed)")
@@ -171,7 +178,12 @@ def _build_parser() -> argparse.ArgumentParser:
         help="which component to export (default: all)",
     )
     export.add_argument("--format", choices=("onnx", "tensorrt", "triton"), default="onnx")
-    export.add_argument("--out", required=True, help="output folder; OUT/<component> per component")
+    export.add_argument(
+        "--out",
+        required=True,
+        help="output folder; OUT/<component> per component. A new OUT appears whole or not at all; "
+        "in an existing OUT each replaced folder is swapped in whole",
+    )
     export.add_argument(
         "--dtype",
         choices=("float32", "float16", "bfloat16"),
@@ -189,6 +201,11 @@ def _build_parser() -> argparse.ArgumentParser:
         choices=("onnxruntime", "tensorrt"),
         default="onnxruntime",
         help="what the Triton models run (with --format triton)",
+    )
+    export.add_argument(
+        "--force",
+        action="store_true",
+        help="replace OUT/<component> (and OUT/triton) even when they hold files no export wrote",
     )
     export.add_argument("--no-progress", action="store_true", help="hide progress bars")
     export.set_defaults(handler=_export)
@@ -512,27 +529,20 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _chat(args: argparse.Namespace) -> int:
-    from PIL import Image
-
     from .config import load_config
     from .cpu import configure_cpu
+    from .images import open_image
 
     config = load_config(args.config, args.overrides)
-    image_path = Path(args.image)
-    if not image_path.is_file():
-        raise XomniError(f"--image: file {image_path} does not exist")
+    image = open_image(args.image, what="--image:")
     with long_lived_objects():
         configure_cpu(config.runtime)
         from .pipelines import ImageUnderstandingPipeline
 
         pipeline = ImageUnderstandingPipeline.from_config(config)
-    with Image.open(image_path) as image:
-        answer = pipeline(
-            image.convert("RGB"),
-            args.question,
-            max_new_tokens=args.max_new_tokens,
-            show_progress=not args.no_progress,
-        )
+    answer = pipeline(
+        image, args.question, max_new_tokens=args.max_new_tokens, show_progress=not args.no_progress
+    )
     print(answer)
     return 0
 
@@ -610,6 +620,7 @@ def _export(args: argparse.Namespace) -> int:
         validate=args.validate,
         triton_backend=args.triton_backend,
         show_progress=not args.no_progress,
+        force=args.force,
     )
     for slot, result in results.items():
         graphs = ", ".join(result.manifest["graphs"])

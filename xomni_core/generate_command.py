@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -57,12 +58,12 @@ def run_generate(config: PipelineConfig, args: argparse.Namespace) -> int:
     )
     out = Path(args.out)
     files = []
-    for index, image in enumerate(result.images):
-        path = out / f"image-{index:03d}.png"
-        with atomic_file(path) as tmp:
-            image.save(tmp, format="PNG")
+    number = next_image_number(out)
+    for image in result.images:
+        path, number = write_new_image(out, image, number)
         files.append(path.name)
         print(path)
+        number += 1
     record: dict[str, Any] = {
         "xomni_version": __version__,
         "settings": result.settings,
@@ -74,6 +75,65 @@ def run_generate(config: PipelineConfig, args: argparse.Namespace) -> int:
         record["rewards"] = {"per_reward": result.scores.per_reward, "total": result.scores.total}
         for index, total in enumerate(result.scores.total):
             print(f"image-{index:03d}: reward {total:.4f}")
-    with atomic_file(out / "generation.json") as tmp:
+    keep_earlier_record(out)
+    with atomic_file(out / RECORD) as tmp:
         tmp.write_text(json.dumps(record, indent=2) + "\n")
     return 0
+
+
+# A folder may hold several runs. Images are never replaced: each run takes the next free
+# ``image-NNN.png`` numbers. ``generation.json`` describes the latest run; the record it replaces
+# is kept as ``generation-NNN.json``, NNN being the number of that run's first image.
+RECORD = "generation.json"
+_IMAGE = re.compile(r"^image-(\d{3,})\.png$")
+
+
+def next_image_number(out: Path) -> int:
+    """One past the highest ``image-NNN.png`` number in ``out`` (0 for a new folder)."""
+    if not out.is_dir():
+        return 0
+    numbers = [int(m.group(1)) for p in out.iterdir() if (m := _IMAGE.match(p.name))]
+    return max(numbers, default=-1) + 1
+
+
+def write_new_image(out: Path, image: Any, number: int) -> tuple[Path, int]:
+    """Write ``image`` as ``image-NNN.png`` at the first free number from ``number`` on; never
+    replaces a file, even one another run writes at the same moment."""
+    while True:
+        path = out / f"image-{number:03d}.png"
+        if not path.exists():
+            try:
+                with atomic_file(path, overwrite=False) as tmp:
+                    image.save(tmp, format="PNG")
+                return path, number
+            except FileExistsError:
+                pass
+        number += 1
+
+
+def keep_earlier_record(out: Path) -> Path | None:
+    """Copy the ``generation.json`` of an earlier run to ``generation-NNN.json`` (never replacing a
+    file) before the new record replaces it; returns the new name."""
+    earlier = out / RECORD
+    if not earlier.is_file():
+        return None
+    number = _first_image_number(earlier)
+    while True:
+        kept = out / f"generation-{number:03d}.json"
+        try:
+            with atomic_file(kept, overwrite=False) as tmp:
+                tmp.write_bytes(earlier.read_bytes())
+            return kept
+        except FileExistsError:
+            if kept.read_bytes() == earlier.read_bytes():
+                return kept  # kept already by a run that stopped before writing its own record
+            number += 1
+
+
+def _first_image_number(record_path: Path) -> int:
+    try:
+        images = json.loads(record_path.read_text()).get("images") or []
+        match = _IMAGE.match(str(images[0]))
+    except (ValueError, AttributeError, IndexError, OSError, UnicodeDecodeError):
+        match = None
+    return int(match.group(1)) if match else 0

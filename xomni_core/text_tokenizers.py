@@ -7,11 +7,30 @@ files instead.
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
+
+#: Keys ``from_pretrained`` records about how a tokenizer was loaded, not what it is; saving
+#: them would make a folder differ with the way its tokenizer was last read.
+LOADER_ONLY_KEYS = (
+    "is_local",
+    "local_files_only",
+    "cache_dir",
+    "force_download",
+    "proxies",
+    "token",
+    "revision",
+    "subfolder",
+    "trust_remote_code",
+    "_commit_hash",
+)
+TOKENIZER_CONFIG = "tokenizer_config.json"
 
 
 def build_byte_tokenizer(
@@ -46,6 +65,22 @@ def build_byte_tokenizer(
     if added_tokens:
         tokenizer.add_tokens(list(added_tokens))
     return tokenizer
+
+
+def save_text_tokenizer(tokenizer: Any, folder: str | os.PathLike[str]) -> None:
+    """``tokenizer.save_pretrained(folder)`` without the :data:`LOADER_ONLY_KEYS`, so that a
+    tokenizer saves the same files however it was loaded."""
+    tokenizer.save_pretrained(str(folder))
+    path = Path(folder, TOKENIZER_CONFIG)
+    if not path.is_file():
+        return
+    record = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(record, dict) and any(key in record for key in LOADER_ONLY_KEYS):
+        for key in LOADER_ONLY_KEYS:
+            record.pop(key, None)
+        path.write_text(
+            json.dumps(record, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
 
 
 def _byte_of_char() -> dict[str, int]:

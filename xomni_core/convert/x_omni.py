@@ -25,8 +25,6 @@ import contextlib
 import difflib
 import json
 import math
-import pickle
-import re
 import shutil
 import sys
 import tempfile
@@ -45,6 +43,7 @@ from ..atomic import atomic_directory
 from ..dtypes import torch_dtype
 from ..errors import CheckpointError, PluginError, XomniError
 from ..folders import check_state_dict
+from ..pickles import load_tensors_only
 from . import ConversionResult, ConvertOptions
 
 if TYPE_CHECKING:
@@ -613,15 +612,7 @@ def write_pipeline_config(release: Release, out: Path) -> None:
 
 def load_state_dict_file(path: Path, what: str) -> dict[str, torch.Tensor]:
     """A flat ``name -> tensor`` mapping from a PyTorch pickle file, never running pickled code."""
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"{what} {path} was refused by torch.load(weights_only=True): {_unpickler_reason(exc)}; "
-            "only tensors and plain containers are read, pickled objects and code never are"
-        ) from exc
-    except (OSError, RuntimeError, EOFError, ValueError) as exc:
-        raise CheckpointError(f"{what} {path} is not a readable PyTorch state dict: {exc}") from exc
+    loaded = load_tensors_only(path, what)
     if not isinstance(loaded, Mapping):
         raise CheckpointError(f"{what} {path} holds a {type(loaded).__name__}, expected a state dict")
     bad = [
@@ -634,13 +625,6 @@ def load_state_dict_file(path: Path, what: str) -> dict[str, torch.Tensor]:
             f"{what} {path} must map tensor names to tensors; not tensors: {', '.join(bad[:8])}"
         )
     return dict(loaded)
-
-
-def _unpickler_reason(exc: Exception) -> str:
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
-    found = re.search(r"WeightsUnpickler error:\s*(.+)", text)
-    reason = found.group(1) if found else text.strip().splitlines()[0]
-    return reason.strip().rstrip(".")
 
 
 def _pos_grid_side(vit: Mapping[str, torch.Tensor], path: Path) -> int | None:

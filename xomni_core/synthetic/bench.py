@@ -245,11 +245,11 @@ def _parsed(prompt: str, index: int, size: tuple[int, int], record_path: Path) -
 
 
 def open_images(paths: Iterable[Path]) -> Iterator[Image]:
-    from PIL import Image as PILImage
+    """Each file as an RGB image; unreadable, huge or damaged files raise InputError naming them."""
+    from ..images import open_image
 
     for path in paths:
-        with PILImage.open(path) as image:
-            yield image.convert("RGB")
+        yield open_image(path)
 
 
 def generate_images(

@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ..atomic import atomic_directory
+from ..atomic import atomic_directory, remove_stale_temporaries
 from ..errors import CheckpointError
+from ..pickles import load_tensors_only
 
 if TYPE_CHECKING:
     from ..interfaces import Backbone
@@ -87,10 +88,7 @@ def save_checkpoint(path: Path, backbone: Backbone[Any], state: TrainerState) ->
 def load_trainer_state(path: Path) -> TrainerState:
     """Read ``trainer_state.pt`` of a checkpoint folder (tensors and plain containers only)."""
     file = path / STATE_FILE
-    try:
-        payload = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"cannot read training state {file}: {type(exc).__name__}: {exc}") from exc
+    payload = load_tensors_only(file, "training state")
     if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{file} is not a training state of format version {FORMAT_VERSION}")
     return TrainerState(
@@ -111,11 +109,9 @@ def prune_checkpoints(output_dir: Path, keep: int | None) -> None:
 
 
 def remove_partial_checkpoints(output_dir: Path) -> None:
-    """Remove the temporary folders of checkpoints whose writing was cut short."""
-    folder = output_dir / CHECKPOINTS
-    if folder.is_dir():
-        for path in folder.glob(".step-*"):
-            shutil.rmtree(path, ignore_errors=True)
+    """Remove the temporary folders of checkpoints whose writing was cut short (by a process
+    that is gone: a live writer's folder is left alone)."""
+    remove_stale_temporaries(output_dir / CHECKPOINTS)
 
 
 def capture_rng_state() -> dict[str, Any]:

@@ -29,6 +29,7 @@ import torch
 from ..config import PipelineConfig, load_config
 from ..errors import ConfigError, InputError
 from ..generation import image_prompt_ids
+from ..images import open_image
 from ..interfaces import Backbone, Tokenizer
 from ..pipelines.build import build_component, prepare
 from ..registry import PluginRegistry
@@ -163,12 +164,9 @@ def load_pairs(settings: SFTSettings, config: PipelineConfig) -> list[CaptionedI
         if not image_path.is_absolute():
             image_path = path.parent / image_path
         try:
-            with PILImage.open(image_path) as opened:
-                image = opened.convert("RGB")
-        except OSError as exc:
-            raise ConfigError(
-                f"{where}: {path} line {number}: cannot read image {image_path}: {exc}"
-            ) from exc
+            image = open_image(image_path)
+        except InputError as exc:
+            raise ConfigError(f"{where}: {path} line {number}: {exc}") from exc
         if image.size != (width, height):
             image = image.resize((width, height), PILImage.Resampling.BICUBIC)
         pairs.append(CaptionedImage(row["caption"], image))

@@ -45,7 +45,7 @@ from xomni_core import (
     torch_dtype,
     write_component_file,
 )
-from xomni_core.text_tokenizers import build_byte_tokenizer
+from xomni_core.text_tokenizers import build_byte_tokenizer, save_text_tokenizer
 
 from .params import XOmniParams
 
@@ -379,7 +379,7 @@ class XOmniBackbone(Backbone[XOmniParams]):
         with atomic_directory(path) as folder:
             write_component_file(folder, kind="backbone", plugin=PLUGIN_NAME, params=self.params)
             save_tensors(self.net.state_dict(), folder / WEIGHTS_FILE)
-            self.tokenizer.save_pretrained(str(folder))
+            save_text_tokenizer(self.tokenizer, folder)
 
     def to(self, device: str | None = None, dtype: str | None = None) -> Self:
         self.net.to(device=device, dtype=torch_dtype(dtype) if dtype else None)

@@ -788,6 +788,27 @@ def _require_folder(folder: Path, what: str) -> Path:
     return folder
 
 
+#: Weight files that unpickle when loaded; these folders are read from safetensors only.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def _require_safetensors(folder: Path, what: str) -> None:
+    """Refuse a sub-model folder whose weights are pickle files, naming them."""
+    if any(folder.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    found = (
+        f"it holds the pickle file(s) {', '.join(pickles)}, which are never unpickled"
+        if pickles
+        else ("it holds no weights")
+    )
+    raise CheckpointError(
+        f"decoder plugin '{PLUGIN_NAME}': {what} in {folder} must be stored as safetensors "
+        f"(only *.safetensors weights are read); {found}. Save it with "
+        "save_pretrained(..., safe_serialization=True)"
+    )
+
+
 def _semantic_channels(transformer_dir: Path) -> int:
     """Input width of ``siglip_embed.weight``, read from the safetensors headers only."""
     from safetensors import safe_open
@@ -839,13 +860,13 @@ def _load_parts(
             (
                 "text_encoder",
                 "the CLIP text encoder",
-                lambda d: CLIPTextModel.from_pretrained(d, dtype=load_dtype),
+                lambda d: CLIPTextModel.from_pretrained(d, dtype=load_dtype, use_safetensors=True),
             ),
             ("tokenizer", "the CLIP tokenizer", AutoTokenizer.from_pretrained),
             (
                 "text_encoder_2",
                 "the T5 text encoder",
-                lambda d: T5EncoderModel.from_pretrained(d, dtype=load_dtype),
+                lambda d: T5EncoderModel.from_pretrained(d, dtype=load_dtype, use_safetensors=True),
             ),
             ("tokenizer_2", "the T5 tokenizer", AutoTokenizer.from_pretrained),
         ]
@@ -859,6 +880,8 @@ def _load_parts(
                 )
         else:
             _require_folder(folder, what)
+            if name != "scheduler":
+                _require_safetensors(folder, what)
         try:
             parts[name] = load(str(folder))
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
