@@ -9,6 +9,7 @@ expected.
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import re
 from dataclasses import dataclass
@@ -353,9 +354,8 @@ def _model_in(annotation: Any) -> Any:
 
 def _expected(model: type[BaseModel], loc: list[str]) -> str:
     """A short description of a field's type and constraints from the JSON schema."""
-    try:
-        schema = model.model_json_schema()
-    except Exception:
+    schema = _json_schema(model)
+    if schema is None:
         return ""
     defs = schema.get("$defs", {})
     node: dict[str, Any] = schema
@@ -372,6 +372,15 @@ def _expected(model: type[BaseModel], loc: list[str]) -> str:
         node = props[part]
     node = _deref(node, defs)
     return _schema_words(node, defs)
+
+
+@functools.lru_cache(maxsize=64)
+def _json_schema(model: type[BaseModel]) -> dict[str, Any] | None:
+    """A model's JSON schema, built once: a message about many fields needs it many times."""
+    try:
+        return model.model_json_schema()
+    except Exception:
+        return None
 
 
 def _deref(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
