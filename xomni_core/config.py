@@ -206,7 +206,7 @@ def _set_path(data: Any, keys: list[str], value: Any, override: str) -> None:
         last = depth == len(keys) - 1
         where = ".".join(keys[: depth + 1])
         if isinstance(node, list):
-            if not key.isdigit() or int(key) >= len(node):
+            if not (key.isascii() and key.isdigit() and len(key) < 10) or int(key) >= len(node):
                 raise ConfigError(
                     f"override {quote(override)}: {shorten(where)} is not an index of a list of {len(node)}"
                 )

@@ -191,6 +191,12 @@ def test_deep_override_key_is_refused(tmp_path: Path) -> None:
     assert "nested more than 64 levels deep" in refusal(path, ["a" + ".a" * 20_000 + "=1"])
 
 
+@pytest.mark.parametrize("index", ["9" * 5000, "\u00b2", "-1", "1"])
+def test_override_of_a_list_item_that_does_not_exist_is_refused(tmp_path: Path, index: str) -> None:
+    path = write(tmp_path, "c.yaml", "rewards:\n  - {plugin: target-color}\n")
+    assert "is not an index of a list of 1" in refusal(path, [f"rewards.{index}.weight=2"])
+
+
 def test_non_string_yaml_keys_do_not_crash(tmp_path: Path) -> None:
     message = refusal(write(tmp_path, "c.yaml", "runtime:\n  2020-01-01: 1\n  null: 2\n"))
     assert "runtime.2020-01-01: unknown key" in message
