@@ -19,8 +19,11 @@ from ._version import CORE_API_VERSION, __version__
 from .convert import CONVERT_DTYPES, CONVERTERS
 from .errors import XomniError
 from .heap import long_lived_objects, skip_collection_at_exit
+from .quoting import printable, shorten
 
 EXIT_USAGE = 2
+#: Longest error message printed, in characters; the rest is counted, not shown.
+MAX_MESSAGE = 1500
 
 
 def run() -> NoReturn:
@@ -56,8 +59,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fail(message: str) -> None:
+    """Print one error paragraph: control characters escaped, at most :data:`MAX_MESSAGE` long."""
+    text = shorten(printable(message), MAX_MESSAGE)
     print(
-        textwrap.fill(f"xomni: error: {message}", width=100, break_long_words=False, break_on_hyphens=False),
+        textwrap.fill(f"xomni: error: {text}", width=100, break_long_words=False, break_on_hyphens=False),
         file=sys.stderr,
     )
 

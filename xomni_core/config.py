@@ -9,18 +9,20 @@ expected.
 from __future__ import annotations
 
 import difflib
-import json
+import functools
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import tomllib
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
+from .checked import CheckedModel
+from .config_files import MAX_DEPTH, checked_data, parse_yaml, read_file_data
 from .errors import ConfigError, PluginError
 from .params import ComponentParams
+from .quoting import quote, shorten
 from .settings import PluginSettings
 from .spec import PluginSpec
 from .training.settings import TrainingSettings
@@ -32,15 +34,22 @@ if TYPE_CHECKING:
 Dtype = Literal["float32", "float16", "bfloat16"]
 SINGLE_SLOTS: tuple[ComponentKind, ...] = ("tokenizer", "backbone", "decoder")
 
+#: Devices a pipeline can run on, in torch's syntax (``meta`` holds no data, so it cannot).
+DEVICE_PATTERN = re.compile(r"(cpu|mps|(cuda|xpu)(:[0-9]{1,3})?)")
+#: Most problems one validation error lists; the rest are counted.
+MAX_PROBLEMS = 10
+#: Most decoder steps a config or flag may ask for.
+MAX_INFERENCE_STEPS = 1000
 
-class ComponentConfig(BaseModel):
+
+class ComponentConfig(CheckedModel):
     """One component: which plugin, its params, and optionally a folder of pretrained weights.
 
     Without ``weights`` the component is built from ``params`` with fresh random weights.
     A relative ``weights`` path is relative to the config file.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     plugin: str = Field(min_length=1, description="plugin name, see `xomni plugins list`")
     params: dict[str, Any] = Field(default_factory=dict, description="the plugin's parameters")
@@ -69,14 +78,14 @@ class RewardConfig(ComponentConfig):
     normalize: RewardNormalization = Field("none", description="per-batch rescaling before weighting")
 
 
-class RuntimeSettings(BaseModel):
+class RuntimeSettings(CheckedModel):
     """Where and how the pipeline runs."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    device: str = Field("cpu", description="torch device, e.g. cpu, cuda, cuda:1")
+    device: str = Field("cpu", description="torch device: cpu, cuda, cuda:N, mps, xpu or xpu:N")
     dtype: Dtype = Field("float32", description="compute dtype of the components")
-    seed: int = Field(0, description="seed for random initialisation and sampling")
+    seed: int = Field(0, ge=0, lt=2**63, description="seed for random initialisation and sampling")
     threads: int | None = Field(
         None,
         ge=1,
@@ -84,26 +93,35 @@ class RuntimeSettings(BaseModel):
         "1 suits models whose ops are too small to split",
     )
 
+    @field_validator("device")
+    @classmethod
+    def _torch_device(cls, device: str) -> str:
+        if not DEVICE_PATTERN.fullmatch(device):
+            raise ValueError("expected a torch device: cpu, cuda, cuda:N, mps, xpu or xpu:N")
+        return device
 
-class GenerationSettings(BaseModel):
+
+class GenerationSettings(CheckedModel):
     """Defaults of text-to-image generation; command-line options override them."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     height_px: int = Field(256, gt=0, description="image height, a multiple of the token size")
     width_px: int = Field(256, gt=0, description="image width, a multiple of the token size")
     sampling: SamplingParams = SamplingParams(temperature=1.0, min_p=0.03)
-    num_inference_steps: int | None = Field(None, ge=1, description="decoder steps (None: its default)")
+    num_inference_steps: int | None = Field(
+        None, ge=1, le=MAX_INFERENCE_STEPS, description="decoder steps, at most 1000 (None: its default)"
+    )
     guidance_scale: float | None = Field(None, ge=0.0, description="decoder CFG (None: its default)")
     noise_scale: float | None = Field(
         None, ge=0.0, description="decoder initial-noise scale, 0 is deterministic (None: its default)"
     )
 
 
-class PipelineConfig(BaseModel):
+class PipelineConfig(CheckedModel):
     """A whole pipeline: the components by slot, rewards, runtime and plugin settings."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     version: Literal[1] = 1
     tokenizer: ComponentConfig | None = None
@@ -156,41 +174,29 @@ class ResolvedConfig:
 
 
 def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Parse a YAML (.yaml/.yml), TOML (.toml) or JSON (.json) file into a dict."""
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"config file {file} does not exist")
-    text = file.read_text()
-    suffix = file.suffix.lower()
-    try:
-        if suffix in (".yaml", ".yml"):
-            data = yaml.safe_load(text)
-        elif suffix == ".toml":
-            data = tomllib.loads(text)
-        elif suffix == ".json":
-            data = json.loads(text)
-        else:
-            raise ConfigError(f"config file {file}: unknown format '{suffix}'; use .yaml, .toml or .json")
-    except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"config file {file} could not be parsed: {exc}") from exc
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {file} must hold a mapping at top level, got {type(data).__name__}")
-    return data
+    """Parse a YAML (.yaml/.yml), TOML (.toml) or JSON (.json) file into a dict.
+
+    Reading is bounded (size, nesting, values, numbers; see :mod:`xomni_core.config_files`) and
+    an empty file is refused.
+    """
+    return read_file_data(Path(path))
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``path.to.key=value`` overrides; values are parsed as YAML scalars or lists."""
+    """Apply ``path.to.key=value`` overrides; values are parsed as YAML scalars or lists.
+
+    Values are read under the same limits as config files.
+    """
     for override in overrides:
         path, sep, raw = override.partition("=")
+        where = f"override {quote(override)}"
         if not sep or not path.strip():
-            raise ConfigError(f"override {override!r} must look like section.key=value")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"override {override!r}: value does not parse: {exc}") from exc
-        _set_path(data, path.strip().split("."), value, override)
+            raise ConfigError(f"{where} must look like section.key=value")
+        keys = path.strip().split(".")
+        if len(keys) > MAX_DEPTH:
+            raise ConfigError(f"{where}: the key is nested more than {MAX_DEPTH} levels deep")
+        value = checked_data(parse_yaml(raw, where), where, tuple(keys)) if raw.strip() else ""
+        _set_path(data, keys, value, override)
     return data
 
 
@@ -200,8 +206,10 @@ def _set_path(data: Any, keys: list[str], value: Any, override: str) -> None:
         last = depth == len(keys) - 1
         where = ".".join(keys[: depth + 1])
         if isinstance(node, list):
-            if not key.isdigit() or int(key) >= len(node):
-                raise ConfigError(f"override {override!r}: {where} is not an index of a list of {len(node)}")
+            if not (key.isascii() and key.isdigit() and len(key) < 10) or int(key) >= len(node):
+                raise ConfigError(
+                    f"override {quote(override)}: {shorten(where)} is not an index of a list of {len(node)}"
+                )
             index = int(key)
             if last:
                 node[index] = value
@@ -213,7 +221,9 @@ def _set_path(data: Any, keys: list[str], value: Any, override: str) -> None:
             else:
                 node = node.setdefault(key, {})
         else:
-            raise ConfigError(f"override {override!r}: {'.'.join(keys[:depth])} is not a section")
+            raise ConfigError(
+                f"override {quote(override)}: {shorten('.'.join(keys[:depth]))} is not a section"
+            )
 
 
 def load_config(
@@ -223,10 +233,10 @@ def load_config(
     data: dict[str, Any] | None = None,
 ) -> PipelineConfig:
     """Read a config file (or take ``data``), apply overrides and check its structure."""
-    raw = dict(data) if data is not None else {}
+    raw = checked_data(dict(data), "config") if data is not None else {}
     if path is not None:
         raw = read_config_file(path)
-    raw = apply_overrides(json.loads(json.dumps(raw, default=str)), overrides or [])
+    raw = checked_data(apply_overrides(raw, overrides or []), "config with its overrides")
     base_dir = Path(path).resolve().parent if path is not None else None
     try:
         return PipelineConfig.model_validate(raw).with_base_dir(base_dir)
@@ -268,15 +278,24 @@ def resolve_config(config: PipelineConfig, registry: PluginRegistry) -> Resolved
                 f"{slot}.weights: the {section.backend} backend runs exported artefacts; set weights "
                 f"to a folder written by `xomni export` for {kind} plugin '{spec.name}'"
             )
-        if weights is not None and not weights.is_dir():
+        if weights is not None and not _is_dir(weights, f"{slot}.weights"):
             raise ConfigError(
-                f"{slot}.weights: folder {weights} does not exist ({kind} plugin '{spec.name}' "
+                f"{slot}.weights: folder {shorten(str(weights))} does not exist ({kind} plugin '{spec.name}' "
                 "loads pretrained weights from a local folder written by save_pretrained)"
             )
         components[slot] = ResolvedComponent(
             slot, spec, params, weights, backend=section.backend, providers=section.providers
         )
     return ResolvedConfig(config, components)
+
+
+def _is_dir(path: Path, key: str) -> bool:
+    """Whether ``path`` is a folder; a path the file system refuses outright names ``key``."""
+    try:
+        return path.is_dir()
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(f"{key}: {quote(str(path))} cannot be a folder: {reason}") from exc
 
 
 def validation_message(exc: ValidationError, model: type[BaseModel], *, prefix: str = "") -> str:
@@ -286,27 +305,34 @@ def validation_message(exc: ValidationError, model: type[BaseModel], *, prefix: 
 
 def _describe(exc: ValidationError, *, prefix: str, plugin: PluginSpec | None, model: type[BaseModel]) -> str:
     owner = f" of {plugin.kind} plugin '{plugin.name}'" if plugin else ""
+    errors = exc.errors(include_url=False)
     messages = []
-    for error in exc.errors(include_url=False):
+    listed_keys: set[tuple[str, ...]] = set()  # sections whose known keys were already listed
+    for error in errors[:MAX_PROBLEMS]:
         loc = [str(part) for part in error["loc"]]
-        path = prefix + ".".join(loc)
+        path = shorten(prefix + ".".join(loc))
         if error["type"] == "extra_forbidden":
             known = _field_names(model, loc[:-1])
             hint = difflib.get_close_matches(loc[-1], known, n=1)
             text = f"{path}: unknown key{owner}"
             if hint:
                 text += f"; did you mean '{hint[0]}'?"
-            text += f" Known keys: {', '.join(known)}."
+            if tuple(loc[:-1]) not in listed_keys:
+                listed_keys.add(tuple(loc[:-1]))
+                text += f" Known keys: {', '.join(known)}."
         elif not loc:  # a check across fields: the whole input is no help
             where = prefix.strip().rstrip(".")
-            reason = error["msg"].removeprefix("Value error, ")
+            reason = shorten(error["msg"].removeprefix("Value error, "))
             text = f"{where}: {reason}{owner}" if where else reason + owner
         else:
             expected = _expected(model, loc)
-            text = f"{path}: {error['msg']}{owner} (got {error.get('input')!r}"
+            reason = shorten(error["msg"].removeprefix("Value error, "))
+            text = f"{path}: {reason}{owner} (got {quote(error.get('input'))}"
             text += f"; expected {expected})" if expected else ")"
         messages.append(text)
-    count = f"{len(messages)} problems: " if len(messages) > 1 else ""
+    if len(errors) > MAX_PROBLEMS:
+        messages.append(f"... and {len(errors) - MAX_PROBLEMS} more.")
+    count = f"{len(errors)} problems: " if len(errors) > 1 else ""
     return "invalid config: " + count + " ".join(messages)
 
 
@@ -333,9 +359,8 @@ def _model_in(annotation: Any) -> Any:
 
 def _expected(model: type[BaseModel], loc: list[str]) -> str:
     """A short description of a field's type and constraints from the JSON schema."""
-    try:
-        schema = model.model_json_schema()
-    except Exception:
+    schema = _json_schema(model)
+    if schema is None:
         return ""
     defs = schema.get("$defs", {})
     node: dict[str, Any] = schema
@@ -352,6 +377,15 @@ def _expected(model: type[BaseModel], loc: list[str]) -> str:
         node = props[part]
     node = _deref(node, defs)
     return _schema_words(node, defs)
+
+
+@functools.lru_cache(maxsize=64)
+def _json_schema(model: type[BaseModel]) -> dict[str, Any] | None:
+    """A model's JSON schema, built once: a message about many fields needs it many times."""
+    try:
+        return model.model_json_schema()
+    except Exception:
+        return None
 
 
 def _deref(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:

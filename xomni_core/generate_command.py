@@ -6,9 +6,9 @@ import argparse
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ._version import __version__
 from .atomic import atomic_file
@@ -17,29 +17,36 @@ from .cpu import configure_cpu
 from .errors import ConfigError
 from .heap import long_lived_objects
 
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+#: Flags of ``xomni generate`` checked by config models, by the model field they set.
+SAMPLING_FLAGS = {
+    "temperature": "--temperature",
+    "top_k": "--top-k",
+    "top_p": "--top-p",
+    "min_p": "--min-p",
+    "cfg_scale": "--cfg-scale",
+}
+GENERATION_FLAGS = {
+    "height_px": "--height",
+    "width_px": "--width",
+    "num_inference_steps": "--steps",
+    "guidance_scale": "--guidance",
+    "noise_scale": "--noise-scale",
+}
+RUNTIME_FLAGS = {"seed": "--seed"}
+
 
 def run_generate(config: PipelineConfig, args: argparse.Namespace) -> int:
-    """Generate one image per prompt into ``args.out``; every file is written atomically."""
-    sampling = config.generation.sampling
-    changes = {
-        key: value
-        for key, value in {
-            "temperature": args.temperature,
-            "top_k": args.top_k,
-            "top_p": args.top_p,
-            "min_p": args.min_p,
-            "cfg_scale": args.cfg_scale,
-        }.items()
-        if value is not None
-    }
-    if changes:
-        try:
-            sampling = type(sampling).model_validate({**sampling.model_dump(), **changes})
-        except ValidationError as exc:
-            message = validation_message(exc, type(sampling), prefix="--")
-            for field in changes:  # name the flag as typed: --top-k, not --top_k
-                message = message.replace(f"--{field}:", f"--{field.replace('_', '-')}:")
-            raise ConfigError(message) from exc
+    """Generate one image per prompt into ``args.out``; every file is written atomically.
+
+    Every numeric flag is checked by the config model field it overrides before anything loads,
+    so a bad value exits 2 naming the flag.
+    """
+    sampling = _with_flags(config.generation.sampling, SAMPLING_FLAGS, args)
+    _with_flags(config.generation, GENERATION_FLAGS, args)
+    _with_flags(config.runtime, RUNTIME_FLAGS, args)
     with long_lived_objects():
         configure_cpu(config.runtime)
         from .pipelines import TextToImagePipeline
@@ -76,8 +83,9 @@ def run_generate(config: PipelineConfig, args: argparse.Namespace) -> int:
         for index, total in enumerate(result.scores.total):
             print(f"image-{index:03d}: reward {total:.4f}")
     keep_earlier_record(out)
+    text = json.dumps(record, indent=2, allow_nan=False) + "\n"  # strict JSON: no NaN or Infinity
     with atomic_file(out / RECORD) as tmp:
-        tmp.write_text(json.dumps(record, indent=2) + "\n")
+        tmp.write_text(text)
     return 0
 
 
@@ -137,3 +145,20 @@ def _first_image_number(record_path: Path) -> int:
     except (ValueError, AttributeError, IndexError, OSError, UnicodeDecodeError):
         match = None
     return int(match.group(1)) if match else 0
+
+
+def _with_flags(model: _Model, flags: dict[str, str], args: argparse.Namespace) -> _Model:
+    """``model`` with the values of ``flags`` (field -> flag) set, validated; errors name the flag."""
+    given = {
+        field: getattr(args, flag.removeprefix("--").replace("-", "_"), None) for field, flag in flags.items()
+    }
+    changes = {field: value for field, value in given.items() if value is not None}
+    if not changes:
+        return model
+    try:
+        return type(model).model_validate({**model.model_dump(), **changes})
+    except ValidationError as exc:
+        message = validation_message(exc, type(model), prefix="--")
+        for field in changes:  # name the flag as typed: --top-k, not --top_k
+            message = message.replace(f"--{field}:", f"{flags[field]}:")
+        raise ConfigError(message) from exc

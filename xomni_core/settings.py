@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from .checked import CheckedModel
 
 ALLOW_ENV = "XOMNI_PLUGINS"
 DENY_ENV = "XOMNI_DISABLE_PLUGINS"
 
 
-class PluginSettings(BaseModel):
+class PluginSettings(CheckedModel):
     """How installed plugins are admitted.
 
     Entries of ``allow`` and ``deny`` match a plugin name, ``kind/name``, an entry-point name
@@ -19,7 +21,7 @@ class PluginSettings(BaseModel):
     that wins when two distributions provide it.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     strict: bool = Field(False, description="fail when any installed plugin is broken")
     allow: tuple[str, ...] | None = Field(None, description="only these plugins are enabled (None: all)")

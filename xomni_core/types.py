@@ -6,12 +6,14 @@ torch is only named for type checking so importing this module stays cheap.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
+from .checked import CheckedModel
 from .errors import InputError
 
 if TYPE_CHECKING:
@@ -128,14 +130,14 @@ class PreprocessedImage:
     original_size_px: tuple[int, int]  # (height_px, width_px) before resizing
 
 
-class SamplingParams(BaseModel):
+class SamplingParams(CheckedModel):
     """Sampling controls for autoregressive generation.
 
     ``temperature=0`` means greedy decoding. ``cfg_scale`` above 1 enables classifier-free
     guidance against the backbone's negative prompt.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     temperature: float = Field(1.0, ge=0.0)
     top_k: int | None = Field(None, ge=1)
@@ -151,14 +153,14 @@ class SamplingParams(BaseModel):
 GREEDY = SamplingParams(temperature=0.0)
 
 
-class ImageGenerationRequest(BaseModel):
+class ImageGenerationRequest(CheckedModel):
     """Prompts to turn into exactly ``grid.num_tokens`` image tokens each.
 
     Sample ``i`` draws from its own random stream seeded with ``seed + i``, so a prompt gives the
     same tokens alone as inside a batch.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True, allow_inf_nan=False)
 
     prompts: tuple[str, ...] = Field(min_length=1)
     grid: GridSize
@@ -167,10 +169,10 @@ class ImageGenerationRequest(BaseModel):
     show_progress: bool = False
 
 
-class TextGenerationRequest(BaseModel):
+class TextGenerationRequest(CheckedModel):
     """Token-id prompts (text and image segments already laid out) to continue in text mode."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     input_ids: tuple[tuple[int, ...], ...] = Field(min_length=1)
     max_new_tokens: int = Field(256, ge=1)
@@ -219,13 +221,15 @@ class DecodeRequest:
 def check_decode_settings(
     *, num_inference_steps: int | None, guidance_scale: float | None, noise_scale: float | None
 ) -> None:
-    """Refuse decoder settings out of range (fewer than 1 step, a negative or NaN scale) with an
-    :class:`InputError` that names the setting; ``None`` means the decoder's default."""
+    """Refuse decoder settings out of range (fewer than 1 step, a negative, infinite or NaN scale)
+    with an :class:`InputError` that names the setting; ``None`` means the decoder's default."""
     if num_inference_steps is not None and num_inference_steps < 1:
         raise InputError(f"decoder num_inference_steps must be at least 1, got {num_inference_steps}")
     for name, scale in (("guidance_scale", guidance_scale), ("noise_scale", noise_scale)):
         if scale is not None and not scale >= 0.0:
             raise InputError(f"decoder {name} must be at least 0, got {scale}")
+        if scale is not None and math.isinf(scale):
+            raise InputError(f"decoder {name} must be finite, got {scale}")
 
 
 @dataclass(frozen=True)

@@ -134,9 +134,9 @@ def test_size_not_divisible_by_16_exits_2_and_writes_nothing(tmp_path: Path) -> 
 @pytest.mark.parametrize(
     ("option", "value", "message"),
     [
-        ("--noise-scale", "-1", "noise_scale must be at least 0, got -1.0"),
-        ("--guidance", "-2", "guidance_scale must be at least 0, got -2.0"),
-        ("--steps", "0", "num_inference_steps must be at least 1, got 0"),
+        ("--noise-scale", "-1", "--noise-scale: Input should be greater than or equal to 0"),
+        ("--guidance", "-2", "--guidance: Input should be greater than or equal to 0"),
+        ("--steps", "0", "--steps: Input should be greater than or equal to 1"),
     ],
 )
 def test_out_of_range_decoder_setting_exits_2_naming_it_and_writes_nothing(

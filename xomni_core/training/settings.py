@@ -7,21 +7,22 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from ..checked import CheckedModel
 from ..types import SamplingParams
 
 
-class TrainingPrompt(BaseModel):
+class TrainingPrompt(CheckedModel):
     """A prompt with per-sample metadata that reaches the rewards (e.g. ``target_color``)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     prompt: str = Field(min_length=1)
     metadata: dict[str, Any] = Field(default_factory=dict, description="passed to every reward")
 
 
-class GRPOSettings(BaseModel):
+class GRPOSettings(CheckedModel):
     """Group Relative Policy Optimisation of the backbone on image tokens.
 
     Each step samples ``group_size`` images for each of ``prompts_per_step`` prompts on every
@@ -29,7 +30,7 @@ class GRPOSettings(BaseModel):
     steps on the clipped policy-ratio objective with a KL penalty to the starting weights.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     steps: int = Field(100, ge=1, description="optimisation steps (one rollout each)")
     group_size: int = Field(8, ge=2, description="images per prompt; advantages compare them")
@@ -58,7 +59,7 @@ class GRPOSettings(BaseModel):
     grid_h: int | None = Field(None, ge=1, description="token rows, instead of height_px")
     grid_w: int | None = Field(None, ge=1, description="token columns, instead of width_px")
     num_inference_steps: int | None = Field(
-        None, ge=1, description="decoder steps (None: generation.num_inference_steps)"
+        None, ge=1, le=1000, description="decoder steps, at most 1000 (None: generation.num_inference_steps)"
     )
     guidance_scale: float | None = Field(
         None, ge=0.0, description="decoder guidance (None: generation.guidance_scale)"
@@ -122,10 +123,10 @@ class GRPOSettings(BaseModel):
         return [p if isinstance(p, TrainingPrompt) else TrainingPrompt(prompt=p) for p in self.prompts]
 
 
-class SyntheticCaptions(BaseModel):
+class SyntheticCaptions(CheckedModel):
     """Captioned scenes drawn by :mod:`xomni_core.synthetic`, seeded and rendered on the fly."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     split: Literal["train", "rl", "eval"] = Field("train", description="which split's captions")
     n: int = Field(ge=1, description="number of scenes")
@@ -144,7 +145,7 @@ class SyntheticCaptions(BaseModel):
         return categories
 
 
-class SFTSettings(BaseModel):
+class SFTSettings(CheckedModel):
     """Supervised fine-tuning of the backbone on image-caption pairs.
 
     The frozen tokenizer turns each image into a token grid (once, before training); the loss is
@@ -152,7 +153,7 @@ class SFTSettings(BaseModel):
     forced, under the backbone's image-mode logits.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     synthetic: SyntheticCaptions | None = Field(
         None, description="train on synthetic captioned scenes {split, n, seed, categories}"
@@ -210,10 +211,10 @@ class SFTSettings(BaseModel):
         return max(1, -(-self.epochs * num_pairs // per_step))
 
 
-class TrainingSettings(BaseModel):
+class TrainingSettings(CheckedModel):
     """How the ``xomni train`` commands train this pipeline."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     grpo: GRPOSettings | None = Field(None, description="settings of `xomni train grpo`")
     sft: SFTSettings | None = Field(None, description="settings of `xomni train sft`")
