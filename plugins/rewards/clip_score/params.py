@@ -35,7 +35,7 @@ class ClipNetworkParams(ComponentParams):
     hidden_act: Literal["quick_gelu", "gelu"] = Field(
         "quick_gelu", description="MLP activation: quick_gelu for OpenAI CLIP, gelu for OpenCLIP models."
     )
-    layer_norm_eps: float = Field(1e-5, gt=0.0)
+    layer_norm_eps: float = Field(1e-5, gt=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _consistent(self) -> ClipNetworkParams:
@@ -64,6 +64,6 @@ class ClipScoreParams(ComponentParams):
     """
 
     network: ClipNetworkParams = ClipNetworkParams()
-    scale: float = Field(2.5, gt=0.0, description="Factor w applied to the cosine similarity.")
+    scale: float = Field(2.5, gt=0.0, le=1e6, description="Factor w applied to the cosine similarity.")
     clamp_negative: bool = Field(True, description="Clip negative cosine similarities to 0 before scaling.")
     batch_size: int = Field(16, ge=1, description="Images embedded per forward pass.")
