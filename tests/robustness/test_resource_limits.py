@@ -34,7 +34,19 @@ from xomni_plugins.tokenizers.siglip_vq import SigLIPVQParams
 
 TINY = REPO / "examples" / "configs" / "tiny-random.yaml"
 NANO = REPO / "xomni_core" / "models" / "xomni-nano" / "pipeline.yaml"
-TB = 10**12
+TINY_CLIP = {
+    "text_hidden_size": 32,
+    "text_intermediate_size": 64,
+    "text_num_layers": 1,
+    "text_num_heads": 2,
+    "vision_hidden_size": 48,
+    "vision_intermediate_size": 96,
+    "vision_num_layers": 2,
+    "vision_num_heads": 2,
+    "image_size_px": 32,
+    "patch_size_px": 8,
+    "projection_dim": 16,
+}
 
 
 def tiny_data(**params: dict[str, Any]) -> dict[str, Any]:
@@ -146,6 +158,16 @@ def test_estimates_match_the_weights_of_built_components(config: Path) -> None:
         component = build_component(resolved.component(estimate.slot), resolved.config, registry)
         real = weight_bytes(component)
         assert real / 1.5 <= estimate.estimate_bytes <= real * 1.5, estimate.slot
+
+
+@pytest.mark.parametrize("plugin", ["clip-score", "hpsv2"])
+def test_clip_reward_estimates_match_their_built_networks(plugin: str) -> None:
+    data = tiny_data()
+    data["rewards"] = [{"plugin": plugin, "params": {"network": TINY_CLIP}}]
+    resolved, registry = prepare(load_config(data=data), slots=["rewards.0"])
+    [estimate] = estimate_components(resolved, ["rewards.0"])
+    reward = build_component(resolved.component("rewards.0"), resolved.config, registry)
+    assert estimate.estimate_bytes == weight_bytes(reward)
 
 
 def test_estimates_match_the_released_sizes_counted_on_the_meta_device() -> None:
