@@ -205,8 +205,9 @@ def estimate_components(
 
 
 def _effective_params(component: ResolvedComponent) -> ComponentParams:
-    """The params the component is built with: a weights folder's own record overrides the config."""
-    if component.weights is None or component.backend != "torch":
+    """The params the component is built with: a weights folder's own record (pretrained or
+    exported) overrides the config's."""
+    if component.weights is None:
         return component.params
     try:
         return read_component_file(
