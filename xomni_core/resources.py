@@ -194,19 +194,20 @@ def estimate_components(
     estimates = []
     for slot in chosen:
         component = resolved.components[slot]
+        params = _effective_params(component)
+        if params is None:
+            continue
         # Fresh weights are initialised in float32 before the cast to the runtime dtype.
-        nbytes = memory_estimate(
-            _effective_params(component),
-            dtype_bytes=max(dtype_bytes, BUILD_DTYPE_BYTES) if component.weights is None else dtype_bytes,
-        )
+        per_value = max(dtype_bytes, BUILD_DTYPE_BYTES) if component.weights is None else dtype_bytes
+        nbytes = memory_estimate(params, dtype_bytes=per_value)
         if nbytes is not None:
             estimates.append(ComponentEstimate(slot, component.spec.kind, component.spec.name, nbytes))
     return estimates
 
 
-def _effective_params(component: ResolvedComponent) -> ComponentParams:
+def _effective_params(component: ResolvedComponent) -> ComponentParams | None:
     """The params the component is built with: a weights folder's own record (pretrained or
-    exported) overrides the config's."""
+    exported) overrides the config's; None when that record cannot be read."""
     if component.weights is None:
         return component.params
     try:
@@ -217,7 +218,7 @@ def _effective_params(component: ResolvedComponent) -> ComponentParams:
             params_class=component.spec.params,
         )
     except CheckpointError:
-        return component.params  # loading reports the folder's problem itself
+        return None  # unknown: loading reports the folder's problem itself
 
 
 def check_memory(
