@@ -149,6 +149,14 @@ def test_a_weights_folder_is_estimated_from_its_own_params() -> None:
     assert XOmniParams().memory_estimate() > 30 * 10**9
 
 
+def test_a_weights_folder_without_a_readable_record_counts_as_unknown(tmp_path: Path) -> None:
+    (tmp_path / "xomni_component.json").write_text("{not json")
+    data = tiny_data()
+    data["backbone"] = {"plugin": "x-omni", "weights": str(tmp_path)}  # params: the 7B defaults
+    resolved, _ = prepare(load_config(data=data))
+    assert [e.slot for e in estimate_components(resolved)] == ["tokenizer", "decoder"]
+
+
 @pytest.mark.parametrize("config", [TINY, NANO], ids=["tiny-random", "xomni-nano"])
 def test_estimates_match_the_weights_of_built_components(config: Path) -> None:
     resolved, registry = prepare(config)
