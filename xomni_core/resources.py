@@ -77,10 +77,9 @@ def allow_large_from_env() -> bool:
 
 def memory_estimate(params: ComponentParams, dtype_bytes: int = 4) -> int | None:
     """The params' own estimate in bytes, or None where they have none (or a useless one)."""
-    method = getattr(params, "memory_estimate", None)
-    if not callable(method):
+    if not isinstance(params, MemoryEstimating):
         return None
-    value = method(dtype_bytes=dtype_bytes)
+    value = params.memory_estimate(dtype_bytes=dtype_bytes)
     if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
         return None
     return int(value) if math.isfinite(value) else sys.maxsize
