@@ -102,7 +102,7 @@ def test_wrong_param_type_names_path_plugin_value_and_expectation(registry: Plug
 def test_out_of_range_param_names_the_bound(registry: PluginRegistry) -> None:
     config = load_config(data={"decoder": {"plugin": "flux-semantic", "params": {"num_inference_steps": 0}}})
     with pytest.raises(
-        ConfigError, match=r"decoder.params.num_inference_steps: .*\(got 0; expected integer >= 1\)"
+        ConfigError, match=r"decoder.params.num_inference_steps: .*\(got 0; expected integer >= 1 <= 1000\)"
     ):
         resolve_config(config, registry)
 

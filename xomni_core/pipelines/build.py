@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..config import PipelineConfig, ResolvedComponent, ResolvedConfig, load_config, resolve_config
 from ..errors import ConfigError
 from ..interfaces import Component
 from ..registry import PluginRegistry
+from ..resources import check_resources
 
 if TYPE_CHECKING:
     from ..params import ComponentParams
@@ -19,14 +21,23 @@ def prepare(
     *,
     overrides: list[str] | None = None,
     registry: PluginRegistry | None = None,
+    slots: Sequence[str] | None = None,
+    allow_large: bool | None = None,
 ) -> tuple[ResolvedConfig, PluginRegistry]:
-    """Load (if a path), discover plugins with the config's settings, and resolve every slot."""
+    """Load (if a path), discover plugins with the config's settings, resolve every slot, and
+    check that the machine can hold the components about to be built (``slots``, default all).
+
+    The device and memory checks run before anything is allocated; ``allow_large=True`` (or
+    ``XOMNI_ALLOW_LARGE=1``) skips the memory check, see :mod:`xomni_core.resources`.
+    """
     if not isinstance(config, PipelineConfig):
         config = load_config(config, overrides)
     elif overrides:
         raise ConfigError("overrides apply to config files; pass an already overridden PipelineConfig")
     registry = registry or PluginRegistry.discover(config.plugins)
-    return resolve_config(config, registry), registry
+    resolved = resolve_config(config, registry)
+    check_resources(resolved, slots, allow_large=allow_large)
+    return resolved, registry
 
 
 def build_component(

@@ -42,7 +42,9 @@ class ImageUnderstandingPipeline:
         registry: PluginRegistry | None = None,
     ) -> ImageUnderstandingPipeline:
         """Build from a pipeline config; only its tokenizer and backbone are used."""
-        resolved, registry = prepare(config, overrides=overrides, registry=registry)
+        resolved, registry = prepare(
+            config, overrides=overrides, registry=registry, slots=("tokenizer", "backbone")
+        )
         tokenizer: Any = build_component(resolved.component("tokenizer"), resolved.config, registry)
         backbone: Any = build_component(resolved.component("backbone"), resolved.config, registry)
         return cls(tokenizer, backbone, config=resolved.config, registry=registry)

@@ -200,7 +200,7 @@ class _SFTTrainer:
         self.seed = config.runtime.seed if settings.seed is None else settings.seed
         runtime = config.runtime.model_copy(update={"device": processes.device})
         self.config = config.model_copy(update={"runtime": runtime})
-        resolved, registry = prepare(self.config, registry=registry)
+        resolved, registry = prepare(self.config, registry=registry, slots=("tokenizer", "backbone"))
         tokenizer = build_component(resolved.component("tokenizer"), self.config, registry)
         backbone = build_component(resolved.component("backbone"), self.config, registry)
         assert isinstance(tokenizer, Tokenizer) and isinstance(backbone, Backbone)

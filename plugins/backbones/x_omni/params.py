@@ -12,6 +12,11 @@ from pydantic import Field, model_validator
 
 from xomni_core import ComponentParams
 
+#: Longest context a config may ask for (2**20 tokens); generation loops never run longer.
+MAX_POSITIONS = 1 << 20
+#: Largest RoPE base accepted; far beyond any released model's, short of float overflow.
+MAX_ROPE_THETA = 1e10
+
 
 class XOmniParams(ComponentParams):
     """Qwen2 decoder sizes, the multimodal vocabulary and the special-token strings."""
@@ -22,11 +27,17 @@ class XOmniParams(ComponentParams):
     num_hidden_layers: int = Field(28, gt=0, description="All decoder layers: vision-specific ones included.")
     num_attention_heads: int = Field(28, gt=0, description="Query heads per layer.")
     num_key_value_heads: int = Field(4, gt=0, description="Key/value heads per layer (GQA).")
-    max_position_embeddings: int = Field(32768, gt=0, description="Longest sequence, in tokens.")
-    rope_theta: float = Field(1_000_000.0, gt=0.0, description="RoPE base frequency.")
-    rms_norm_eps: float = Field(1e-6, gt=0.0, description="Epsilon of every RMSNorm.")
+    max_position_embeddings: int = Field(
+        32768, gt=0, le=MAX_POSITIONS, description="Longest sequence, in tokens; bounds generation loops."
+    )
+    rope_theta: float = Field(
+        1_000_000.0, gt=1.0, le=MAX_ROPE_THETA, description="RoPE base frequency (above 1, finite)."
+    )
+    rms_norm_eps: float = Field(1e-6, gt=0.0, le=1.0, description="Epsilon of every RMSNorm.")
     hidden_act: Literal["silu"] = Field("silu", description="MLP activation (SwiGLU gate).")
-    initializer_range: float = Field(0.02, gt=0.0, description="Std of the normal init used by from_params.")
+    initializer_range: float = Field(
+        0.02, gt=0.0, le=1.0, description="Std of the normal init used by from_params."
+    )
     vocab_size: int = Field(
         152064,
         gt=0,
@@ -71,6 +82,10 @@ class XOmniParams(ComponentParams):
     def total_vocab_size(self) -> int:
         """Size of the single id space: text ids then multimodal ids."""
         return self.vocab_size + self.mm_vocab_size
+
+    def memory_estimate(self, dtype_bytes: int = 4) -> int:
+        """Bytes of the weights at ``dtype_bytes`` per value, by formula (no torch)."""
+        return count_parameters(self) * dtype_bytes
 
     def image_token(self, index: int) -> str:
         """The text-tokenizer string of image token ``index``."""

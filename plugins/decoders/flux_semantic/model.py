@@ -48,7 +48,7 @@ from xomni_core import (
 )
 from xomni_core.text_tokenizers import build_byte_tokenizer
 
-from .params import FLUX_MAX_T5_LENGTH, FluxSemanticParams
+from .params import FLUX_MAX_T5_LENGTH, MAX_INFERENCE_STEPS, FluxSemanticParams
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -419,8 +419,8 @@ class FluxSemanticDecoder(Decoder[FluxSemanticParams]):
             if request.num_inference_steps is None
             else request.num_inference_steps
         )
-        if steps < 1:
-            raise InputError(f"num_inference_steps must be at least 1, got {steps}")
+        if not 1 <= steps <= MAX_INFERENCE_STEPS:
+            raise InputError(f"num_inference_steps must be between 1 and {MAX_INFERENCE_STEPS}, got {steps}")
         scale = self.params.guidance_scale if request.guidance_scale is None else request.guidance_scale
         noise_scale = self.params.noise_scale if request.noise_scale is None else request.noise_scale
         batch = request.latents.batch_size
@@ -440,6 +440,8 @@ class FluxSemanticDecoder(Decoder[FluxSemanticParams]):
             timestep = t.expand(batch).to(latents.dtype) / 1000
             velocity = self.predict_velocity(latents, timestep, image_ids, text, semantic, scale, negative)
             latents = self.scheduler.step(velocity, t, latents, return_dict=False)[0]
+        settings = f"guidance_scale={scale}, noise_scale={noise_scale}, num_inference_steps={steps}"
+        _require_finite(latents, f"decoder plugin '{PLUGIN_NAME}' produced non-finite latents ({settings})")
         return self.latents_to_images(latents, grid_h, grid_w)
 
     def semantic_tokens(self, values: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -466,6 +468,7 @@ class FluxSemanticDecoder(Decoder[FluxSemanticParams]):
         scale_factor = self.params.vae_scale_factor
         latents = unpack_latents(latents, height_px, width_px, scale_factor)
         pixels = self._decode_vae(latents)
+        _require_finite(pixels, f"decoder plugin '{PLUGIN_NAME}' produced non-finite pixels from its VAE")
         processor = VaeImageProcessor(vae_scale_factor=2 * scale_factor)
         images: list[Image] = processor.postprocess(pixels.float(), output_type="pil")
         return images
@@ -619,6 +622,12 @@ def latent_image_ids(
     ids[..., 1] = ids[..., 1] + torch.arange(grid_h)[:, None]
     ids[..., 2] = ids[..., 2] + torch.arange(grid_w)[None, :]
     return ids.reshape(grid_h * grid_w, 3).to(device=device, dtype=dtype)
+
+
+def _require_finite(values: torch.Tensor, message: str) -> None:
+    """Refuse to turn NaN or infinite values into an image (they would save as black pixels)."""
+    if not bool(torch.isfinite(values).all()):
+        raise InputError(f"{message}; no image was written, lower the guidance or noise scale")
 
 
 def decode_vae_latents(vae: AutoencoderKL, latents: torch.Tensor) -> torch.Tensor:

@@ -6,12 +6,20 @@ Defaults describe the released decoder: a FLUX.1-dev transformer plus ``siglip_e
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import Field, model_validator
 
 from xomni_core import ComponentParams
 
 #: FLUX's text path refuses T5 sequences longer than this.
 FLUX_MAX_T5_LENGTH = 512
+#: Most sampler steps one decode may run.
+MAX_INFERENCE_STEPS = 1000
+#: Most VAE resolution levels: each doubles the pixels of one latent along each side.
+MAX_VAE_LEVELS = 8
+
+PositiveInt = Annotated[int, Field(ge=1)]
 
 
 class FluxSemanticParams(ComponentParams):
@@ -26,7 +34,9 @@ class FluxSemanticParams(ComponentParams):
     pooled_projection_dim: int = Field(768, ge=1, description="width of the pooled CLIP embedding")
     in_channels: int = Field(64, ge=4, description="packed 2x2 VAE latent channels")
     guidance_embeds: bool = Field(True, description="FLUX.1-dev embeds a distilled guidance value")
-    axes_dims_rope: tuple[int, int, int] = (16, 56, 56)
+    axes_dims_rope: tuple[PositiveInt, PositiveInt, PositiveInt] = Field(
+        (16, 56, 56), description="rotary dimensions of the text, row and column positions"
+    )
     semantic_channels: int = Field(1536, ge=1, description="channels of the semantic latents")
     semantic_packing: int = Field(
         1,
@@ -40,11 +50,13 @@ class FluxSemanticParams(ComponentParams):
 
     # VAE (diffusers AutoencoderKL, FLUX layout: no quant convs, shift and scale on latents).
     vae_latent_channels: int = Field(16, ge=1)
-    vae_block_out_channels: tuple[int, ...] = Field((128, 256, 512, 512), min_length=1)
+    vae_block_out_channels: tuple[PositiveInt, ...] = Field(
+        (128, 256, 512, 512), min_length=1, max_length=MAX_VAE_LEVELS
+    )
     vae_layers_per_block: int = Field(2, ge=1)
     vae_norm_num_groups: int = Field(32, ge=1)
-    vae_scaling_factor: float = Field(0.3611, gt=0.0)
-    vae_shift_factor: float = 0.1159
+    vae_scaling_factor: float = Field(0.3611, ge=1e-4, le=1e4, description="latents are divided by it")
+    vae_shift_factor: float = Field(0.1159, ge=-1e4, le=1e4)
 
     # T5 encoder (text_encoder_2), used for random initialisation only.
     t5_vocab_size: int = Field(32128, ge=1)
@@ -61,18 +73,20 @@ class FluxSemanticParams(ComponentParams):
     clip_ffn_size: int = Field(3072, ge=1)
     clip_num_layers: int = Field(12, ge=1)
     clip_num_heads: int = Field(12, ge=1)
-    clip_max_length: int = Field(77, ge=2, description="prompt tokens and position embeddings")
+    clip_max_length: int = Field(
+        77, ge=2, le=FLUX_MAX_T5_LENGTH, description="prompt tokens and position embeddings"
+    )
 
     # Sampler defaults; a DecodeRequest may override steps, guidance_scale and noise_scale.
-    num_inference_steps: int = Field(28, ge=1)
+    num_inference_steps: int = Field(28, ge=1, le=MAX_INFERENCE_STEPS)
     guidance_scale: float = Field(
-        1.0, ge=0.0, description="true-CFG scale; at or below 1 the unconditional pass is skipped"
+        1.0, ge=0.0, le=100.0, description="true-CFG scale; at or below 1 the unconditional pass is skipped"
     )
     noise_scale: float = Field(
-        1.0, ge=0.0, description="scale of the initial noise; below 1 trades variety for fidelity"
+        1.0, ge=0.0, le=100.0, description="scale of the initial noise; below 1 trades variety for fidelity"
     )
     embedded_guidance: float = Field(
-        1.0, ge=0.0, description="value fed to FLUX's guidance embedding (guidance_embeds only)"
+        1.0, ge=0.0, le=100.0, description="value fed to FLUX's guidance embedding (guidance_embeds only)"
     )
 
     @property
@@ -99,6 +113,10 @@ class FluxSemanticParams(ComponentParams):
     def packed_semantic_channels(self) -> int:
         """Width of the semantic input of one transformer token: ``semantic_packing**2`` latents."""
         return self.semantic_channels * self.semantic_packing**2
+
+    def memory_estimate(self, dtype_bytes: int = 4) -> int:
+        """Bytes of the weights of every sub-model at ``dtype_bytes`` per value (no torch)."""
+        return count_parameters(self) * dtype_bytes
 
     @model_validator(mode="after")
     def _consistent_sizes(self) -> FluxSemanticParams:
@@ -145,3 +163,65 @@ class FluxSemanticParams(ComponentParams):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+
+def count_parameters(params: FluxSemanticParams) -> int:
+    """Number of weights of the transformer, the VAE and (text-conditioned) both text encoders."""
+    total = transformer_parameters(params) + vae_parameters(params)
+    if params.text_conditioning:
+        total += t5_parameters(params) + clip_parameters(params)
+    return total
+
+
+def transformer_parameters(params: FluxSemanticParams) -> int:
+    """Weights of diffusers' ``FluxTransformer2DModel`` plus ``siglip_embed``."""
+    d, head = params.inner_dim, params.attention_head_dim
+    embedder = 256 * d + d + d * d + d
+    conditioning = embedder * (2 if params.guidance_embeds else 1)
+    conditioning += params.pooled_projection_dim * d + d + d * d + d
+    inputs = params.joint_attention_dim * d + d + params.in_channels * d + d
+    dual = 36 * d * d + 30 * d + 4 * head
+    single = 15 * d * d + 11 * d + 2 * head
+    outputs = 2 * d * d + 2 * d + d * params.in_channels + params.in_channels
+    blocks = params.num_dual_stream_layers * dual + params.num_single_stream_layers * single
+    return conditioning + inputs + blocks + outputs + params.packed_semantic_channels * d
+
+
+def vae_parameters(params: FluxSemanticParams) -> int:
+    """Weights of diffusers' ``AutoencoderKL`` without quant convs."""
+
+    def resnet(c_in: int, c_out: int) -> int:
+        shortcut = c_in * c_out + c_out if c_in != c_out else 0
+        return 2 * c_in + 9 * c_in * c_out + c_out + 2 * c_out + 9 * c_out * c_out + c_out + shortcut
+
+    channels, layers = params.vae_block_out_channels, params.vae_layers_per_block
+    z = params.vae_latent_channels
+    last = channels[-1]
+    middle = 2 * resnet(last, last) + 2 * last + 4 * (last * last + last)
+    encoder = 27 * channels[0] + channels[0] + middle + 2 * last + 9 * last * 2 * z + 2 * z
+    previous = channels[0]
+    for level, c in enumerate(channels):
+        encoder += resnet(previous, c) + (layers - 1) * resnet(c, c)
+        encoder += 9 * c * c + c if level < len(channels) - 1 else 0
+        previous = c
+    decoder = 9 * z * last + last + middle + 2 * channels[0] + 27 * channels[0] + 3
+    previous = last
+    for level, c in enumerate(reversed(channels)):
+        decoder += resnet(previous, c) + layers * resnet(c, c)
+        decoder += 9 * c * c + c if level < len(channels) - 1 else 0
+        previous = c
+    return encoder + decoder
+
+
+def t5_parameters(params: FluxSemanticParams) -> int:
+    """Weights of transformers' ``T5EncoderModel`` with gated-GELU feed-forward layers."""
+    d, inner = params.t5_hidden_size, params.t5_num_heads * params.t5_head_dim
+    layer = 4 * d * inner + 3 * d * params.t5_ffn_size + 2 * d
+    return params.t5_vocab_size * d + params.t5_num_layers * layer + 32 * params.t5_num_heads + d
+
+
+def clip_parameters(params: FluxSemanticParams) -> int:
+    """Weights of transformers' ``CLIPTextModel``."""
+    h, f = params.clip_hidden_size, params.clip_ffn_size
+    layer = 4 * h * h + 4 * h + 4 * h + 2 * h * f + f + h
+    return (params.clip_vocab_size + params.clip_max_length) * h + params.clip_num_layers * layer + 2 * h

@@ -8,6 +8,9 @@ from pydantic import Field, model_validator
 
 from xomni_core import ComponentParams
 
+#: Rows of the byte-level tokenizer ``from_params`` builds when ``vocab_size`` is None.
+BYTE_VOCAB_SIZE = 259
+
 
 class ClipNetworkParams(ComponentParams):
     """Sizes of a CLIP network (names follow transformers' ``CLIPConfig``).
@@ -35,7 +38,22 @@ class ClipNetworkParams(ComponentParams):
     hidden_act: Literal["quick_gelu", "gelu"] = Field(
         "quick_gelu", description="MLP activation: quick_gelu for OpenAI CLIP, gelu for OpenCLIP models."
     )
-    layer_norm_eps: float = Field(1e-5, gt=0.0)
+    layer_norm_eps: float = Field(1e-5, gt=0.0, le=1.0)
+
+    def count_parameters(self) -> int:
+        """Weights of transformers' ``CLIPModel`` of these sizes, by formula (no torch)."""
+
+        def layers(count: int, width: int, hidden: int) -> int:
+            return count * (4 * width * width + 9 * width + 2 * width * hidden + hidden)
+
+        h, w = self.text_hidden_size, self.vision_hidden_size
+        vocab = self.vocab_size if self.vocab_size is not None else BYTE_VOCAB_SIZE
+        text = (vocab + self.max_text_tokens) * h
+        text += layers(self.text_num_layers, h, self.text_intermediate_size)
+        patches = (self.image_size_px // self.patch_size_px) ** 2
+        vision = 3 * self.patch_size_px**2 * w + (patches + 2) * w + 4 * w
+        vision += layers(self.vision_num_layers, w, self.vision_intermediate_size)
+        return text + 2 * h + vision + (h + w) * self.projection_dim + 1
 
     @model_validator(mode="after")
     def _consistent(self) -> ClipNetworkParams:
@@ -64,6 +82,10 @@ class ClipScoreParams(ComponentParams):
     """
 
     network: ClipNetworkParams = ClipNetworkParams()
-    scale: float = Field(2.5, gt=0.0, description="Factor w applied to the cosine similarity.")
+    scale: float = Field(2.5, gt=0.0, le=1e6, description="Factor w applied to the cosine similarity.")
     clamp_negative: bool = Field(True, description="Clip negative cosine similarities to 0 before scaling.")
     batch_size: int = Field(16, ge=1, description="Images embedded per forward pass.")
+
+    def memory_estimate(self, dtype_bytes: int = 4) -> int:
+        """Bytes of the CLIP network's weights at ``dtype_bytes`` per value."""
+        return self.network.count_parameters() * dtype_bytes

@@ -31,5 +31,5 @@ class HPSv2Params(ClipScoreParams):
     multiplies it (100 gives the percentages some reports quote)."""
 
     network: ClipNetworkParams = VIT_H_14
-    scale: float = Field(1.0, gt=0.0, description="Factor applied to the cosine similarity.")
+    scale: float = Field(1.0, gt=0.0, le=1e6, description="Factor applied to the cosine similarity.")
     clamp_negative: bool = Field(False, description="Clip negative cosine similarities to 0 before scaling.")

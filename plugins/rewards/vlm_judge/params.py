@@ -20,11 +20,11 @@ class QwenVLNetworkParams(ComponentParams):
     num_layers: int = Field(28, gt=0)
     num_heads: int = Field(28, gt=0)
     num_kv_heads: int = Field(4, gt=0)
-    rope_theta: float = Field(1_000_000.0, gt=0.0)
+    rope_theta: float = Field(1_000_000.0, gt=1.0, le=1e10, description="RoPE base (above 1, finite).")
     mrope_section: tuple[int, int, int] = Field(
         (16, 24, 24), description="Rotary frequencies given to the time, height and width positions."
     )
-    rms_norm_eps: float = Field(1e-6, gt=0.0)
+    rms_norm_eps: float = Field(1e-6, gt=0.0, le=1.0)
     max_positions: int = Field(128_000, gt=0)
     vision_depth: int = Field(32, gt=0)
     vision_hidden_size: int = Field(1280, gt=0)
@@ -35,7 +35,9 @@ class QwenVLNetworkParams(ComponentParams):
     patch_size_px: int = Field(14, gt=0)
     spatial_merge_size: int = Field(2, gt=0, description="Patches merged per side into one LLM token.")
     temporal_patch_size: int = Field(2, gt=0)
-    initializer_range: float = Field(0.02, gt=0.0, description="Std of the normal init used by from_params.")
+    initializer_range: float = Field(
+        0.02, gt=0.0, le=1.0, description="Std of the normal init used by from_params."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> QwenVLNetworkParams:

@@ -6,11 +6,16 @@ The defaults describe the released X-Omni tokenizer: a SigLIP2 giant ViT (patch 
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import Field, model_validator
 
 from xomni_core import ComponentParams
+
+#: Longest image side, in pixels, that preprocessing may produce or keep (and, in patches, the
+#: largest position grid): it bounds the tokens of one image.
+MAX_SIDE_PX = 16384
 
 
 class SigLIPVQParams(ComponentParams):
@@ -21,16 +26,17 @@ class SigLIPVQParams(ComponentParams):
     vit_depth: int = Field(40, gt=0, description="Number of transformer blocks.")
     vit_heads: int = Field(16, gt=0, description="Attention heads per block.")
     vit_mlp_ratio: float = Field(
-        4.0, gt=0.0, description="MLP hidden size as a multiple of vit_width (truncated to int)."
+        4.0, gt=0.0, le=64.0, description="MLP hidden size as a multiple of vit_width (truncated to int)."
     )
-    patch_size_px: int = Field(16, gt=0, description="Side of one square patch, in pixels.")
+    patch_size_px: int = Field(16, gt=0, le=1024, description="Side of one square patch, in pixels.")
     pos_grid_size: int = Field(
         128,
         gt=0,
+        le=MAX_SIDE_PX,
         description="Side of the stored square position-embedding grid, in patches "
         "(128 in the release: 2048 px / 16 px).",
     )
-    layer_norm_eps: float = Field(1e-6, gt=0.0, description="Epsilon of the ViT LayerNorms.")
+    layer_norm_eps: float = Field(1e-6, gt=0.0, le=1.0, description="Epsilon of the ViT LayerNorms.")
     gelu_approximation: Literal["none", "tanh"] = Field(
         "none",
         description="GELU variant of the ViT MLPs. The X-Omni ViT code uses exact GELU ('none'); "
@@ -49,16 +55,22 @@ class SigLIPVQParams(ComponentParams):
     # --- any-resolution preprocessing ---
     filter_images: bool = Field(True, description="Reject images that are too small or too elongated.")
     min_short_side_px: int = Field(
-        128, gt=0, description="With filtering on, reject images whose short side is smaller."
+        128, gt=0, le=MAX_SIDE_PX, description="With filtering on, reject images whose short side is smaller."
     )
     max_aspect_ratio: float = Field(
-        3.0, ge=1.0, description="With filtering on, reject images whose long/short ratio is larger."
+        3.0,
+        ge=1.0,
+        le=1000.0,
+        description="With filtering on, reject images whose long/short ratio is larger.",
     )
     target_short_side_px: int = Field(
-        384, gt=0, description="Images whose short side is smaller are scaled up to this."
+        384, gt=0, le=MAX_SIDE_PX, description="Images whose short side is smaller are scaled up to this."
     )
     max_long_side_px: int = Field(
-        1152, gt=0, description="Images whose long side is larger are then scaled down to this."
+        1152,
+        gt=0,
+        le=MAX_SIDE_PX,
+        description="Images whose long side is larger are then scaled down to this.",
     )
     pixel_mean: tuple[float, float, float] = Field(
         (0.5, 0.5, 0.5), description="Per-channel mean subtracted from [0, 1] RGB values."
@@ -66,6 +78,10 @@ class SigLIPVQParams(ComponentParams):
     pixel_std: tuple[float, float, float] = Field(
         (0.5, 0.5, 0.5), description="Per-channel divisor applied after the mean."
     )
+
+    def memory_estimate(self, dtype_bytes: int = 4) -> int:
+        """Bytes of the weights at ``dtype_bytes`` per value, by formula (no torch)."""
+        return count_parameters(self) * dtype_bytes
 
     @model_validator(mode="after")
     def _consistent(self) -> SigLIPVQParams:
@@ -96,8 +112,27 @@ class SigLIPVQParams(ComponentParams):
                 f"max_long_side_px={self.max_long_side_px} must be at least "
                 f"patch_size_px={self.patch_size_px}"
             )
-        if any(s <= 0.0 for s in self.pixel_std):
+        if not all(math.isfinite(v) for v in (*self.pixel_mean, *self.pixel_std)):
+            problems.append(f"pixel_mean={self.pixel_mean} and pixel_std={self.pixel_std} must be finite")
+        elif any(s <= 0.0 for s in self.pixel_std):
             problems.append(f"pixel_std={self.pixel_std} must be positive in every channel")
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+
+def count_parameters(params: SigLIPVQParams) -> int:
+    """Number of weights of the tokenizer that ``params`` describes, by formula.
+
+    The ViT: patch embedding, position grid and pre-norm blocks (qkv and projection with bias,
+    a two-layer MLP, two LayerNorms). The projector: in and out projections, the codebook and
+    the residual conv blocks applied after ``post_quant_conv``.
+    """
+    width, mlp, patch = params.vit_width, int(params.vit_width * params.vit_mlp_ratio), params.patch_size_px
+    codes, dim = params.codebook_size, params.codebook_dim
+    attention = (3 * width * width + 3 * width) + (width * width + width)
+    block = 4 * width + attention + (2 * width * mlp + mlp + width)
+    vit = 3 * patch * patch * width + width + params.pos_grid_size**2 * width + params.vit_depth * block
+    residual = 2 * (9 * width * width + width) + 4 * width
+    projector = width * dim + dim + codes * dim + dim * width + width + params.num_post_conv_blocks * residual
+    return vit + projector
