@@ -61,7 +61,11 @@ from .types import (
 )
 
 if TYPE_CHECKING:
+    from .images import open_image
+    from .pickles import load_tensors_only
     from .pipelines import ImageUnderstandingPipeline, TextToImagePipeline
+    from .registry import PluginWarning
+    from .resources import MemoryEstimating
 
 __all__ = [
     "BACKENDS",
@@ -86,10 +90,12 @@ __all__ = [
     "ImageRejectedError",
     "ImageUnderstandingPipeline",
     "InputError",
+    "MemoryEstimating",
     "PipelineConfig",
     "PluginError",
     "PluginRegistry",
     "PluginSpec",
+    "PluginWarning",
     "PreprocessedImage",
     "Reward",
     "RewardBatch",
@@ -110,7 +116,9 @@ __all__ = [
     "load_config",
     "load_module_weights",
     "load_tensors",
+    "load_tensors_only",
     "load_transformers_model",
+    "open_image",
     "read_component_file",
     "save_tensors",
     "torch_dtype",
@@ -121,6 +129,10 @@ _LAZY = {
     "PipelineConfig": "xomni_core.config",
     "load_config": "xomni_core.config",
     "PluginRegistry": "xomni_core.registry",
+    "PluginWarning": "xomni_core.registry",
+    "MemoryEstimating": "xomni_core.resources",
+    "open_image": "xomni_core.images",
+    "load_tensors_only": "xomni_core.pickles",
     "TextToImagePipeline": "xomni_core.pipelines",
     "ImageUnderstandingPipeline": "xomni_core.pipelines",
 }

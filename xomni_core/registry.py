@@ -13,6 +13,7 @@ import difflib
 import importlib.metadata as metadata
 import re
 import warnings
+import weakref
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -227,14 +228,30 @@ def _unique(entry_points: Iterable[metadata.EntryPoint]) -> list[metadata.EntryP
     return unique
 
 
-def _distribution_name(entry_point: metadata.EntryPoint) -> str:
+# Each ``dist.metadata`` parses the distribution's METADATA file anew; one parse per
+# distribution object is enough.
+_DIST_NAMES: weakref.WeakKeyDictionary[metadata.Distribution, tuple[str, str]] = weakref.WeakKeyDictionary()
+
+
+def _distribution_names(entry_point: metadata.EntryPoint) -> tuple[str, str]:
+    """The entry point's distribution name and its ``name version`` label."""
     dist = entry_point.dist
-    return dist.metadata["Name"] if dist is not None else "<unknown>"
+    if dist is None:
+        return "<unknown>", "<unknown>"
+    names = _DIST_NAMES.get(dist)
+    if names is None:
+        info = dist.metadata
+        names = (info["Name"], f"{info['Name']} {info['Version']}")
+        _DIST_NAMES[dist] = names
+    return names
+
+
+def _distribution_name(entry_point: metadata.EntryPoint) -> str:
+    return _distribution_names(entry_point)[0]
 
 
 def _distribution_label(entry_point: metadata.EntryPoint) -> str:
-    dist = entry_point.dist
-    return f"{dist.metadata['Name']} {dist.version}" if dist is not None else "<unknown>"
+    return _distribution_names(entry_point)[1]
 
 
 def _entry_point_name(record: PluginRecord) -> str:
