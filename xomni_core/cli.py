@@ -8,10 +8,12 @@ the pipelines only when they run. Errors a user can fix print one paragraph and 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -20,6 +22,7 @@ from .convert import CONVERT_DTYPES, CONVERTERS
 from .errors import XomniError
 from .heap import long_lived_objects, skip_collection_at_exit
 from .quoting import printable, shorten
+from .resources import ALLOW_LARGE_ENV
 
 EXIT_USAGE = 2
 #: Longest error message printed, in characters; the rest is counted, not shown.
@@ -42,7 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
-        code: int = args.handler(args)
+        with _allowing_large(args.allow_large):
+            code: int = args.handler(args)
         return code
     except XomniError as exc:
         if args.debug:
@@ -56,6 +60,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("xomni: interrupted", file=sys.stderr)
         return 130
     return EXIT_USAGE
+
+
+@contextlib.contextmanager
+def _allowing_large(allow: bool) -> Iterator[None]:
+    """Skip the memory check of pipeline building while a command runs, when asked to."""
+    if not allow:
+        yield
+        return
+    before = os.environ.get(ALLOW_LARGE_ENV)
+    os.environ[ALLOW_LARGE_ENV] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(ALLOW_LARGE_ENV, None)
+        else:
+            os.environ[ALLOW_LARGE_ENV] = before
 
 
 def _fail(message: str) -> None:
@@ -76,6 +97,12 @@ def _build_parser() -> argparse.ArgumentParser:
         "--version", action="version", version=f"xomni {__version__} (core API {CORE_API_VERSION})"
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument(
+        "--allow-large",
+        action="store_true",
+        help="build components even when their estimated weights exceed the memory available "
+        "(the same as XOMNI_ALLOW_LARGE=1)",
+    )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     plugins = commands.add_parser("plugins", help="list and inspect installed plugins")

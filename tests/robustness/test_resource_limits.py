@@ -8,6 +8,7 @@ a decoder never turns non-finite values into an image.
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ from pydantic import ValidationError
 from support import REPO, run_xomni
 
 from xomni_core import ConfigError, DecodeRequest, InputError, SemanticLatents, hookimpl
+from xomni_core.cli import main
 from xomni_core.config import PipelineConfig, load_config, resolve_config
 from xomni_core.pipelines import ImageUnderstandingPipeline, TextToImagePipeline
 from xomni_core.pipelines.build import build_component, prepare
@@ -392,3 +394,20 @@ def test_a_decoder_refuses_a_runaway_number_of_steps_before_sampling(decoder: Fl
     request = DecodeRequest(latents=latents(), num_inference_steps=10**9)
     with pytest.raises(InputError, match="num_inference_steps must be between 1 and 1000, got 1000000000"):
         decoder.decode(request)
+
+
+def test_the_allow_large_flag_builds_past_the_memory_limit_for_that_command_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("XOMNI_MEMORY_LIMIT_GB", "0.001")
+    monkeypatch.delenv("XOMNI_ALLOW_LARGE", raising=False)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_data()))
+    command = ["generate", "a cat", "--config", str(config), "--height", "32", "--width", "32"]
+    command.append("--no-progress")
+    assert main([*command, "--out", str(tmp_path / "refused")]) == 2
+    assert "XOMNI_ALLOW_LARGE=1" in capsys.readouterr().err
+    assert not (tmp_path / "refused").exists()
+    assert main(["--allow-large", *command, "--out", str(tmp_path / "drawn")]) == 0
+    assert (tmp_path / "drawn" / "image-000.png").is_file()
+    assert "XOMNI_ALLOW_LARGE" not in os.environ
