@@ -13,7 +13,6 @@ ends, without the guards once the discovery is over.
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import threading
@@ -22,6 +21,7 @@ from contextlib import contextmanager
 from typing import Any, NoReturn, TypeVar
 
 from .errors import PluginError
+from .settings import positive_number_from_env
 
 TIMEOUT_ENV = "XOMNI_PLUGIN_IMPORT_TIMEOUT"
 DEFAULT_TIMEOUT_S = 10.0
@@ -45,16 +45,8 @@ class _ExitCalled(BaseException):
 
 def import_timeout_s(environ: Mapping[str, str] | None = None) -> float:
     """The time limit of one plugin import: ``XOMNI_PLUGIN_IMPORT_TIMEOUT`` seconds, or 10."""
-    raw = (os.environ if environ is None else environ).get(TIMEOUT_ENV, "").strip()
-    if not raw:
-        return DEFAULT_TIMEOUT_S
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise PluginError(f"{TIMEOUT_ENV} must be a positive number of seconds, got {raw!r}")
-    return value
+    value = positive_number_from_env(TIMEOUT_ENV, "seconds", PluginError, environ)
+    return DEFAULT_TIMEOUT_S if value is None else value
 
 
 @contextmanager

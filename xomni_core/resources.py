@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from .errors import CheckpointError, ConfigError
 from .folders import read_component_file
+from .settings import positive_number_from_env
 
 if TYPE_CHECKING:
     from .config import ResolvedComponent, ResolvedConfig
@@ -136,14 +137,8 @@ def check_device(device: str) -> None:
 def memory_limit(device: str) -> MemoryLimit | None:
     """Bytes available on ``device``: free GPU memory for CUDA when torch is already imported,
     otherwise available RAM (also bounded by a cgroup limit). None when unknown."""
-    override = os.environ.get(MEMORY_LIMIT_ENV, "").strip()
-    if override:
-        try:
-            gigabytes = float(override)
-        except ValueError:
-            gigabytes = math.nan
-        if not (math.isfinite(gigabytes) and gigabytes > 0):
-            raise ConfigError(f"{MEMORY_LIMIT_ENV}={override!r}: expected a positive number of gigabytes")
+    gigabytes = positive_number_from_env(MEMORY_LIMIT_ENV, "gigabytes", ConfigError)
+    if gigabytes is not None:
         return MemoryLimit(int(gigabytes * GB), MEMORY_LIMIT_ENV)
     if device.startswith("cuda") and "torch" in sys.modules:
         torch = sys.modules["torch"]

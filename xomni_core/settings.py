@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 
@@ -43,3 +44,20 @@ class PluginSettings(CheckedModel):
 
 def _split(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def positive_number_from_env(
+    name: str, unit: str, error: type[Exception], environ: Mapping[str, str] | None = None
+) -> float | None:
+    """The positive, finite number in environment variable ``name`` (None when unset or blank);
+    anything else raises ``error`` naming the variable and the ``unit`` expected."""
+    raw = (os.environ if environ is None else environ).get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise error(f"{name}={raw!r}: expected a positive number of {unit}")
+    return value

@@ -242,7 +242,10 @@ def test_micro_batches_change_memory_not_the_step(
             output_dir=str(tmp_path / str(micro)),
         )
         runs[micro] = train_grpo(load_config(data=data), show_progress=False).records
-    _assert_records_close(runs[4], runs[None], rel=1e-5)
+    # Micro-batches change the shapes, hence the summation order, of float32 reductions: the
+    # guided KL moves by about 1e-5 relative on some CPUs' kernels. A wrong split weighs whole
+    # micro-batches wrongly, far beyond 1e-4.
+    _assert_records_close(runs[4], runs[None], rel=1e-4)
     assert runs[None][1]["clip_fraction"] > 0.0  # the second update on a rollout is clipped
 
 
