@@ -22,7 +22,6 @@ from .convert import CONVERT_DTYPES, CONVERTERS
 from .errors import XomniError
 from .heap import long_lived_objects, skip_collection_at_exit
 from .quoting import printable, shorten
-from .resources import ALLOW_LARGE_ENV
 
 EXIT_USAGE = 2
 #: Longest error message printed, in characters; the rest is counted, not shown.
@@ -68,6 +67,8 @@ def _allowing_large(allow: bool) -> Iterator[None]:
     if not allow:
         yield
         return
+    from .resources import ALLOW_LARGE_ENV  # not on the startup path of every command
+
     before = os.environ.get(ALLOW_LARGE_ENV)
     os.environ[ALLOW_LARGE_ENV] = "1"
     try:

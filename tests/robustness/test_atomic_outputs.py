@@ -147,22 +147,10 @@ def test_generate_never_replaces_earlier_images_and_records_the_latest_run(tmp_p
 
 
 def test_a_saved_backbone_writes_the_same_tokenizer_files_however_it_was_loaded(tmp_path: Path) -> None:
-    from xomni_plugins.backbones.x_omni import XOmniParams
+    from core.test_convert import BACKBONE as params
+
     from xomni_plugins.backbones.x_omni.model import XOmniBackbone
 
-    params = XOmniParams(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        num_mm_adap_layers=1,
-        num_mm_head_layers=1,
-        vocab_size=272,
-        mm_vocab_size=80,
-        image_vocab_size=64,
-        max_position_embeddings=256,
-    )
     XOmniBackbone.from_params(params, seed=0).save_pretrained(tmp_path / "fresh")
     XOmniBackbone.from_pretrained(tmp_path / "fresh").save_pretrained(tmp_path / "reloaded")
     XOmniBackbone.from_pretrained(tmp_path / "reloaded").save_pretrained(tmp_path / "again")
