@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import re
 import shutil
@@ -181,25 +182,17 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(code, os.strerror(code), str(b))
 
 
-_RENAMEAT2: list[Any] = []
-
-
+@functools.cache
 def _renameat2() -> Any:
     """libc's ``renameat2`` (Linux, glibc 2.28+), or ``None``."""
-    if not _RENAMEAT2:
-        function = None
-        if os.name == "posix":
-            import ctypes
+    if os.name != "posix":
+        return None
+    import ctypes
 
-            with contextlib.suppress(OSError, AttributeError):
-                function = ctypes.CDLL(None, use_errno=True).renameat2
-                function.argtypes = [
-                    ctypes.c_int,
-                    ctypes.c_char_p,
-                    ctypes.c_int,
-                    ctypes.c_char_p,
-                    ctypes.c_uint,
-                ]
-                function.restype = ctypes.c_int
-        _RENAMEAT2.append(function)
-    return _RENAMEAT2[0]
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
