@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm.auto import tqdm
 
-from .errors import InputError
+from .errors import InputError, PluginError
+from .sampling import sample
 from .types import (
     GenerationMode,
     GridSize,
@@ -56,11 +57,6 @@ def generate_image_tokens(backbone: Backbone[Any], request: ImageGenerationReque
         description="image tokens",
     )
     indices = tokens - vocab.image_token_offset
-    if bool(((indices < 0) | (indices >= vocab.image_vocab_size)).any()):
-        raise RuntimeError(
-            "backbone produced ids outside the image-token range in image mode; "
-            "its forward_step does not restrict logits as the Backbone contract requires"
-        )
     return TokenGrid(indices.reshape(len(prompts), grid.grid_h, grid.grid_w).cpu())
 
 
@@ -112,29 +108,49 @@ def _decode_loop(
 ) -> torch.Tensor:
     """Run prefill then one step per new token; ``rows`` beyond ``batch_size`` are negatives."""
     device = backbone.device
-    input_ids, attention_mask = _left_pad(rows, backbone.vocab.pad_id, device)
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    ids = backbone.vocab.mode_range(mode)
+    input_ids, prompt_mask = _left_pad(rows, backbone.vocab.pad_id, device)
+    prompt_length = input_ids.shape[1]
+    max_length = prompt_length + num_new_tokens - 1  # the last new token is never fed back
+    # Every position the loop reaches, allocated once; each step passes a view of it.
+    attention_mask = torch.ones((len(rows), max_length), dtype=torch.long, device=device)
+    attention_mask[:, :prompt_length] = prompt_mask
+    position_ids = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
     generators = [_generator(seed + i, device) for i in range(batch_size)]
     out = torch.empty(batch_size, num_new_tokens, dtype=torch.long, device=device)
     finished = torch.zeros(batch_size, dtype=torch.bool, device=device)
-    past = None
+    past = backbone.new_cache(len(rows), max_length)
     steps = tqdm(range(num_new_tokens), desc=description, disable=not show_progress, leave=False)
     for step in steps:
-        result = backbone.forward_step(input_ids, attention_mask, position_ids, past, mode)
+        mask = attention_mask[:, : prompt_length + step]
+        result = backbone.forward_step(input_ids, mask, position_ids, past, mode)
         past = result.past
-        logits = guided_scores(result.logits.float(), batch_size, sampling.cfg_scale)
-        next_ids = _sample(logits, sampling, generators)
+        logits = _mode_logits(result.logits, ids, backbone.vocab.total_vocab_size)
+        next_ids = sample(guided_scores(logits, batch_size, sampling.cfg_scale), sampling, generators)
+        next_ids += ids.start
         if stop_id is not None:
             next_ids = torch.where(finished, torch.full_like(next_ids, stop_id), next_ids)
             finished |= next_ids == stop_id
         out[:, step] = next_ids
         if stop_id is not None and bool(finished.all()):
             return out[:, : step + 1]
-        step_ids = next_ids.repeat(len(rows) // batch_size)
-        input_ids = step_ids[:, None]
+        input_ids = next_ids.repeat(len(rows) // batch_size)[:, None]
         position_ids = position_ids[:, -1:] + 1
-        attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(rows), 1)], dim=-1)
     return out
+
+
+def _mode_logits(logits: torch.Tensor, ids: range, total_vocab_size: int) -> torch.Tensor:
+    """Float32 logits over ``ids``; a backbone that still returns the whole id space (with
+    every id outside ``ids`` at the lowest value) gets its row cut to ``ids``."""
+    width = logits.shape[-1]
+    if width == len(ids):
+        return logits.float()
+    if width == total_vocab_size:
+        return logits[:, ids.start : ids.stop].float()
+    raise PluginError(
+        f"backbone returned logits of width {width}; expected {len(ids)} (the ids of this "
+        f"generation mode, {ids.start} to {ids.stop - 1})"
+    )
 
 
 def _left_pad(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -161,30 +177,3 @@ def guided_scores(logits: torch.Tensor, batch_size: int, cfg_scale: float) -> to
     cond = torch.log_softmax(logits[:batch_size], dim=-1)
     uncond = torch.log_softmax(logits[batch_size:], dim=-1)
     return uncond + cfg_scale * (cond - uncond)
-
-
-def _sample(
-    logits: torch.Tensor, sampling: SamplingParams, generators: list[torch.Generator]
-) -> torch.Tensor:
-    if sampling.greedy:
-        return logits.argmax(dim=-1)
-    from transformers import LogitsProcessorList
-    from transformers.generation.logits_process import (
-        MinPLogitsWarper,
-        TemperatureLogitsWarper,
-        TopKLogitsWarper,
-        TopPLogitsWarper,
-    )
-
-    warpers = LogitsProcessorList()
-    if sampling.temperature != 1.0:
-        warpers.append(TemperatureLogitsWarper(sampling.temperature))
-    if sampling.top_k is not None:
-        warpers.append(TopKLogitsWarper(sampling.top_k))
-    if sampling.top_p < 1.0:
-        warpers.append(TopPLogitsWarper(sampling.top_p))
-    if sampling.min_p > 0.0:
-        warpers.append(MinPLogitsWarper(sampling.min_p))
-    scores = warpers(None, logits) if warpers else logits  # type: ignore[arg-type]
-    probs = torch.softmax(scores, dim=-1)
-    return torch.stack([torch.multinomial(probs[i], 1, generator=g)[0] for i, g in enumerate(generators)])

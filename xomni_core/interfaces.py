@@ -148,13 +148,22 @@ class BackboneVocab:
     def image_token_id(self, index: int) -> int:
         return self.image_token_offset + index
 
+    def mode_range(self, mode: GenerationMode) -> range:
+        """The ids ``mode`` can emit: text ids in text mode, image tokens in image mode."""
+        if mode == "text":
+            return range(self.text_vocab_size)
+        if mode == "image":
+            return range(self.image_token_offset, self.image_token_offset + self.image_vocab_size)
+        raise InputError(f"generation mode must be 'text' or 'image', got {mode!r}")
+
 
 @dataclass(frozen=True)
 class BackboneStep:
-    """Output of one forward pass: float32 logits of the last position ``(batch, total_vocab)``
-    and the cache.
+    """Output of one forward pass: float32 logits of the last position and the cache.
 
-    ``past`` is opaque to callers: pass it back to the next :meth:`Backbone.forward_step`.
+    ``logits`` is ``(batch, len(vocab.mode_range(mode)))``: column ``j`` scores id
+    ``mode_range(mode).start + j``, so image mode never computes or samples text ids. ``past``
+    is opaque to callers: pass it back to the next :meth:`Backbone.forward_step`.
     """
 
     logits: torch.Tensor
@@ -190,6 +199,12 @@ class Backbone(Component[P]):
     def detokenize(self, ids: Sequence[int]) -> str:
         """Text for ids, special tokens removed."""
 
+    def new_cache(self, batch_size: int, max_length: int) -> Any | None:
+        """An empty cache with room for ``max_length`` positions of ``batch_size`` rows, to pass
+        as ``past`` to the first :meth:`forward_step` (the prompt). ``None`` (the default) lets
+        :meth:`forward_step` allocate its cache as it goes."""
+        return None
+
     @abstractmethod
     def forward_step(
         self,
@@ -201,10 +216,11 @@ class Backbone(Component[P]):
     ) -> BackboneStep:
         """Run ``input_ids (batch, seq)`` after ``past``.
 
-        ``attention_mask`` covers past and new positions ``(batch, past + seq)``, 0 for padding;
-        ``position_ids (batch, seq)`` count only real tokens. Returns the last position's logits,
-        restricted by ``mode``: every id outside the mode's range holds the compute dtype's
-        lowest finite value. The returned cache may be ``past`` updated in place.
+        ``past`` is ``None`` or :meth:`new_cache`'s empty cache for the prompt, afterwards what
+        the previous step returned. ``attention_mask`` covers past and new positions
+        ``(batch, past + seq)``, 0 for padding; ``position_ids (batch, seq)`` count only real
+        tokens. Returns the last position's logits over ``vocab.mode_range(mode)`` (see
+        :class:`BackboneStep`). The returned cache may be ``past`` updated in place.
         """
 
     def chat_prompt(self, user_turn: str) -> str:

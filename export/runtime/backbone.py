@@ -221,7 +221,9 @@ class ExportedBackbone(Backbone[ExportedParams]):
             for layer in range(self._num_layers)
             for past_name, present_name in zip(past_names(layer), present_names(layer), strict=True)
         }
-        return BackboneStep(logits=outputs["logits"].to(self.device), past=cache)
+        ids = self.vocab.mode_range(mode)
+        logits = outputs["logits"][:, ids.start : ids.stop]
+        return BackboneStep(logits=logits.to(self.device), past=cache)
 
 
 _ONLY_EXPORTED = (

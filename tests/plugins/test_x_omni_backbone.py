@@ -12,7 +12,7 @@ import torch
 from pydantic import ValidationError
 from safetensors.torch import load_file, save_file
 
-from xomni_core import CheckpointError, ConfigError, TokenGrid
+from xomni_core import CheckpointError, ConfigError, InputError, TokenGrid
 from xomni_plugins.backbones.x_omni import PLUGIN, XOmniParams, count_parameters
 from xomni_plugins.backbones.x_omni.model import XOmniBackbone, XOmniForCausalLM
 
@@ -139,21 +139,65 @@ def test_lowest_logit_is_that_of_the_compute_dtype(backbone: XOmniBackbone) -> N
     assert logits[0, -1, 0].item() == torch.finfo(torch.bfloat16).min
 
 
-def test_cached_steps_match_the_full_sequence(backbone: XOmniBackbone) -> None:
+def image_columns(backbone: XOmniBackbone, logits: torch.Tensor) -> torch.Tensor:
+    ids = backbone.vocab.mode_range("image")
+    return logits[..., ids.start : ids.stop]
+
+
+@pytest.mark.parametrize("cache", ["dynamic", "static"])
+def test_cached_steps_match_the_full_sequence(backbone: XOmniBackbone, cache: str) -> None:
     ids = torch.tensor([mixed_ids(backbone)])
     full = backbone.forward(ids, mode="image")
 
     prefix = 6
+    past = backbone.new_cache(1, ids.shape[1]) if cache == "static" else None
     mask = torch.ones(1, prefix, dtype=torch.long)
-    step = backbone.forward_step(ids[:, :prefix], mask, torch.arange(prefix)[None], None, "image")
+    step = backbone.forward_step(ids[:, :prefix], mask, torch.arange(prefix)[None], past, "image")
     for position in range(prefix, ids.shape[1]):
         mask = torch.ones(1, position + 1, dtype=torch.long)
         step = backbone.forward_step(
             ids[:, position : position + 1], mask, torch.tensor([[position]]), step.past, "image"
         )
 
-    assert step.logits.shape == (1, backbone.vocab.total_vocab_size)
-    torch.testing.assert_close(step.logits, full[:, -1], atol=1e-5, rtol=0)
+    assert step.logits.shape == (1, backbone.vocab.image_vocab_size)
+    torch.testing.assert_close(step.logits, image_columns(backbone, full[:, -1]), atol=1e-5, rtol=0)
+
+
+def test_text_mode_step_scores_the_text_ids(backbone: XOmniBackbone) -> None:
+    ids = torch.tensor([mixed_ids(backbone)])
+    full = backbone.forward(ids, mode="text")
+    step = backbone.forward_step(ids, torch.ones_like(ids), torch.arange(ids.shape[1])[None], None, "text")
+
+    assert step.logits.shape == (1, backbone.vocab.text_vocab_size)
+    torch.testing.assert_close(step.logits, full[:, -1, : backbone.vocab.text_vocab_size], atol=1e-5, rtol=0)
+
+
+def test_static_cache_steps_equal_dynamic_cache_steps_on_a_padded_batch(backbone: XOmniBackbone) -> None:
+    long_row = mixed_ids(backbone)
+    short_row = backbone.tokenize("dog") + backbone.tokenize(backbone.image_prefix(1, 2))
+    ids, mask, positions = left_padded_batch(backbone, [long_row, short_row])
+    new_tokens = 5
+    dynamic = backbone.forward_step(ids, mask, positions, None, "image")
+    static = backbone.forward_step(
+        ids, mask, positions, backbone.new_cache(2, ids.shape[1] + new_tokens), "image"
+    )
+    torch.testing.assert_close(static.logits, dynamic.logits, atol=1e-5, rtol=0)
+
+    for step in range(new_tokens):
+        next_ids = static.logits.argmax(-1, keepdim=True) + backbone.vocab.image_token_offset
+        mask = torch.cat([mask, torch.ones(2, 1, dtype=torch.long)], dim=1)
+        positions = positions[:, -1:] + 1
+        dynamic = backbone.forward_step(next_ids, mask, positions, dynamic.past, "image")
+        static = backbone.forward_step(next_ids, mask, positions, static.past, "image")
+        torch.testing.assert_close(static.logits, dynamic.logits, atol=1e-5, rtol=0, msg=f"step {step}")
+
+
+def test_static_cache_refuses_a_step_beyond_its_room(backbone: XOmniBackbone) -> None:
+    ids = torch.tensor([mixed_ids(backbone)])
+    past = backbone.new_cache(1, ids.shape[1] - 1)
+
+    with pytest.raises(InputError, match="room for"):
+        backbone.forward_step(ids, torch.ones_like(ids), torch.arange(ids.shape[1])[None], past, "image")
 
 
 def left_padded_batch(
@@ -176,7 +220,7 @@ def test_left_padding_gives_the_unpadded_last_logits(backbone: XOmniBackbone) ->
     padded = backbone.forward_step(ids, mask, positions, None, "image").logits
     alone = backbone.forward(torch.tensor([short_row]), mode="image")
 
-    torch.testing.assert_close(padded[1], alone[0, -1], atol=1e-5, rtol=0)
+    torch.testing.assert_close(padded[1], image_columns(backbone, alone[0, -1]), atol=1e-5, rtol=0)
 
 
 def test_left_padded_cached_step_matches_the_unpadded_sequence(backbone: XOmniBackbone) -> None:
@@ -191,7 +235,7 @@ def test_left_padded_cached_step_matches_the_unpadded_sequence(backbone: XOmniBa
     step = backbone.forward_step(next_ids, next_mask, next_positions, step.past, "image")
     alone = backbone.forward(torch.tensor([[*short_row, int(next_ids[1, 0])]]), mode="image")
 
-    torch.testing.assert_close(step.logits[1], alone[0, -1], atol=1e-5, rtol=0)
+    torch.testing.assert_close(step.logits[1], image_columns(backbone, alone[0, -1]), atol=1e-5, rtol=0)
 
 
 def test_save_and_load_give_identical_logits(backbone: XOmniBackbone, tmp_path: Path) -> None:

@@ -47,6 +47,7 @@ from xomni_core import (
 )
 from xomni_core.text_tokenizers import build_byte_tokenizer, save_text_tokenizer
 
+from .cache import StaticKVCache
 from .params import XOmniParams
 
 if TYPE_CHECKING:
@@ -58,6 +59,8 @@ if TYPE_CHECKING:
 PLUGIN_NAME = "x-omni"
 WEIGHTS_FILE = "model.safetensors"
 _OWNER = f"backbone plugin '{PLUGIN_NAME}'"
+
+KVCache = DynamicCache | StaticKVCache
 
 #: Qwen2.5 chat markup, used when a tokenizer carries no chat template of its own.
 CHAT_TEMPLATE = (
@@ -141,7 +144,7 @@ class XOmniModel(nn.Module):
         input_ids: torch.Tensor,
         attention_bias: torch.Tensor,
         position_ids: torch.Tensor,
-        cache: DynamicCache | None,
+        cache: KVCache | None,
     ) -> torch.Tensor:
         """Final hidden states ``(batch, seq, hidden)``, each normed by its position's kind."""
         multimodal = (input_ids >= self.vocab_size)[..., None]
@@ -184,48 +187,78 @@ class XOmniForCausalLM(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
-        cache: DynamicCache | None = None,
+        cache: KVCache | None = None,
         mode: GenerationMode = "text",
         logits_to_keep: int = 0,
     ) -> torch.Tensor:
         """Float32 logits ``(batch, seq, vocab_size + mm_vocab_size)`` restricted by ``mode``.
 
-        ``attention_mask`` covers cached and new positions (0 for padding); without
-        ``position_ids`` positions count the unmasked tokens. ``logits_to_keep > 0`` computes
-        logits for that many last positions only (a 5,184-token prefill would otherwise
-        materialise gigabytes of logits).
+        ``logits_to_keep > 0`` computes logits for that many last positions only (a 5,184-token
+        prefill would otherwise materialise gigabytes of logits).
         """
-        seq_len = input_ids.shape[1]
-        past_len = cache.get_seq_length() if cache is not None else 0
-        if attention_mask is None:
-            attention_mask = input_ids.new_ones((input_ids.shape[0], past_len + seq_len))
-        if attention_mask.shape != (input_ids.shape[0], past_len + seq_len):
-            raise InputError(
-                f"attention_mask has shape {tuple(attention_mask.shape)}, expected "
-                f"(batch, past + seq) = ({input_ids.shape[0]}, {past_len + seq_len})"
-            )
-        if position_ids is None:
-            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -seq_len:]
-        dtype = self.lm_head.weight.dtype
-        hidden = self.model(input_ids, attention_bias(attention_mask, seq_len, dtype), position_ids, cache)
+        hidden = self.hidden_states(input_ids, attention_mask, position_ids, cache)
         if logits_to_keep > 0:
             hidden = hidden[:, -logits_to_keep:]
         return self.restricted_logits(hidden, mode)
 
+    def hidden_states(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        position_ids: torch.Tensor | None,
+        cache: KVCache | None,
+    ) -> torch.Tensor:
+        """Final normed hidden states ``(batch, seq, hidden)`` after ``cache``.
+
+        ``attention_mask`` covers cached and new positions (0 for padding); without
+        ``position_ids`` positions count the unmasked tokens.
+        """
+        batch, seq_len = input_ids.shape
+        past_len = cache.get_seq_length() if cache is not None else 0
+        if attention_mask is None:
+            attention_mask = input_ids.new_ones((batch, past_len + seq_len))
+        if attention_mask.shape != (batch, past_len + seq_len):
+            raise InputError(
+                f"attention_mask has shape {tuple(attention_mask.shape)}, expected "
+                f"(batch, past + seq) = ({batch}, {past_len + seq_len})"
+            )
+        if position_ids is None:
+            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -seq_len:]
+        dtype = self.lm_head.weight.dtype
+        if not isinstance(cache, StaticKVCache):
+            return self.model(input_ids, attention_bias(attention_mask, seq_len, dtype), position_ids, cache)
+        cache.check_room(batch, seq_len)
+        cache.store_padding(attention_mask)
+        if seq_len == 1 and past_len > 0:
+            bias = cache.step_bias()
+        else:
+            bias = attention_bias(attention_mask, seq_len, dtype)
+        hidden = self.model(input_ids, bias, position_ids, cache)
+        cache.advance(seq_len)
+        return hidden
+
+    def mode_logits(self, hidden: torch.Tensor, mode: GenerationMode) -> torch.Tensor:
+        """Float32 logits over the ids ``mode`` can emit only: ``lm_head`` in text mode, the
+        image rows of ``mm_head`` in image mode."""
+        return self._head(hidden, mode).float()
+
     def restricted_logits(self, hidden: torch.Tensor, mode: GenerationMode) -> torch.Tensor:
         """Logits over the whole id space; ids outside ``mode``'s range get the lowest value."""
         p = self.params
+        head = self._head(hidden, mode)
         # Filled in the compute dtype and only then widened: the "lowest value" is the compute
         # dtype's (bfloat16's for the released model), as in the official implementation.
         logits = hidden.new_full((*hidden.shape[:-1], p.total_vocab_size), torch.finfo(hidden.dtype).min)
-        if mode == "text":
-            logits[..., : p.vocab_size] = self.lm_head(hidden)
-        elif mode == "image":
-            image_rows = self.mm_head.weight[: p.image_vocab_size]
-            logits[..., p.vocab_size : p.vocab_size + p.image_vocab_size] = F.linear(hidden, image_rows)
-        else:
-            raise InputError(f"generation mode must be 'text' or 'image', got {mode!r}")
+        start = 0 if mode == "text" else p.vocab_size
+        logits[..., start : start + head.shape[-1]] = head
         return logits.float()
+
+    def _head(self, hidden: torch.Tensor, mode: GenerationMode) -> torch.Tensor:
+        if mode == "text":
+            return self.lm_head(hidden)
+        if mode == "image":
+            return F.linear(hidden, self.mm_head.weight[: self.params.image_vocab_size])
+        raise InputError(f"generation mode must be 'text' or 'image', got {mode!r}")
 
 
 def init_weights(net: XOmniForCausalLM, *, seed: int) -> None:
@@ -441,6 +474,19 @@ class XOmniBackbone(Backbone[XOmniParams]):
         )
         return logits
 
+    def new_cache(self, batch_size: int, max_length: int) -> StaticKVCache:
+        """Preallocated keys and values for ``max_length`` positions (see :class:`StaticKVCache`)."""
+        p = self.params
+        return StaticKVCache(
+            num_layers=p.num_hidden_layers,
+            batch_size=batch_size,
+            num_kv_heads=p.num_key_value_heads,
+            head_dim=p.head_dim,
+            max_length=max_length,
+            dtype=self.dtype,
+            device=self.device,
+        )
+
     def forward_step(
         self,
         input_ids: torch.Tensor,
@@ -450,20 +496,15 @@ class XOmniBackbone(Backbone[XOmniParams]):
         mode: GenerationMode,
     ) -> BackboneStep:
         cache = past if past is not None else DynamicCache()
-        if not isinstance(cache, DynamicCache):
+        if not isinstance(cache, DynamicCache | StaticKVCache):
             raise InputError(
                 f"past must be the cache a previous forward_step returned, got {type(past).__name__}"
             )
         device = self.device
-        logits = self.net(
-            input_ids.to(device),
-            attention_mask.to(device),
-            position_ids.to(device),
-            cache,
-            mode,
-            logits_to_keep=1,
+        hidden = self.net.hidden_states(
+            input_ids.to(device), attention_mask.to(device), position_ids.to(device), cache
         )
-        return BackboneStep(logits=logits[:, -1], past=cache)
+        return BackboneStep(logits=self.net.mode_logits(hidden[:, -1], mode), past=cache)
 
     # --- training ---
 
