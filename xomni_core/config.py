@@ -93,6 +93,11 @@ class RuntimeSettings(CheckedModel):
         description="torch CPU threads of `xomni generate` and `xomni chat` (None: torch's default); "
         "1 suits models whose ops are too small to split",
     )
+    compile: bool = Field(
+        False,
+        description="compile the backbone's one-token decoding step with torch.compile (CUDA: also "
+        "CUDA graphs); pays off on long or repeated generations, costs compile time at the start",
+    )
 
     @field_validator("device")
     @classmethod

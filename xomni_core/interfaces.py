@@ -205,6 +205,12 @@ class Backbone(Component[P]):
         :meth:`forward_step` allocate its cache as it goes."""
         return None
 
+    def compile_decoding(self, mode: str | None = None) -> None:
+        """Compile the one-token step that follows a :meth:`new_cache` cache (``torch.compile``;
+        on CUDA also a CUDA graph), trading compile time at the first step for faster steps.
+        ``mode`` is torch.compile's. Backbones without such a step raise :class:`PluginError`."""
+        raise PluginError(f"this backbone ({type(self).__name__}) has no compiled decoding step")
+
     @abstractmethod
     def forward_step(
         self,

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import PipelineConfig, ResolvedComponent, ResolvedConfig, load_config, resolve_config
 from ..errors import ConfigError
-from ..interfaces import Component
+from ..interfaces import Backbone, Component
 from ..registry import PluginRegistry
 from ..resources import check_resources
 
@@ -62,6 +62,8 @@ def build_component(
         component = cls.from_params(resolved.params, seed=config.runtime.seed)
     if resolved.backend == "torch":
         component = component.to(device=config.runtime.device, dtype=config.runtime.dtype)
+        if config.runtime.compile and isinstance(component, Backbone):
+            component.compile_decoding()
     registry.call_hook("xomni_component_built", component=component, slot=resolved.slot, config=config)
     return component
 

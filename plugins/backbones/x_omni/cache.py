@@ -38,7 +38,10 @@ class StaticKVCache:
         shape = (num_layers, batch_size, num_kv_heads, max_length, head_dim)
         self.keys = torch.zeros(shape, dtype=dtype, device=device)
         self.values = torch.zeros(shape, dtype=dtype, device=device)
-        self.bias = torch.zeros((batch_size, 1, 1, max_length), dtype=dtype, device=device)
+        # Unfilled positions stay blocked, so a step may also attend over the whole buffer.
+        self.bias = torch.full(
+            (batch_size, 1, 1, max_length), torch.finfo(dtype).min, dtype=dtype, device=device
+        )
         self.max_length = max_length
         self.length = 0
 
@@ -84,3 +87,22 @@ class StaticKVCache:
 
     def advance(self, new_positions: int) -> None:
         self.length += new_positions
+
+
+class BufferWriter:
+    """The cache protocol over whole buffers for a fixed-shape step: writes one position given
+    as a tensor and returns every position (unfilled ones are blocked by the bias), so the
+    step's shapes never change and it compiles (and captures as a CUDA graph) once."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, write_index: torch.Tensor) -> None:
+        self.keys = keys
+        self.values = values
+        self.write_index = write_index
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        keys, values = self.keys[layer_idx], self.values[layer_idx]
+        keys.index_copy_(2, self.write_index, key_states)
+        values.index_copy_(2, self.write_index, value_states)
+        return keys, values

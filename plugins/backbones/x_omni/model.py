@@ -48,6 +48,7 @@ from xomni_core import (
 from xomni_core.text_tokenizers import build_byte_tokenizer, save_text_tokenizer
 
 from .cache import StaticKVCache
+from .compiled import CompiledDecodeStep
 from .params import XOmniParams
 
 if TYPE_CHECKING:
@@ -373,6 +374,7 @@ class XOmniBackbone(Backbone[XOmniParams]):
         self.net = net.eval()
         self.tokenizer = tokenizer
         self._vocab = resolve_vocab(params, tokenizer)
+        self._compiled_step: CompiledDecodeStep | None = None
 
     # --- construction and saving ---
 
@@ -501,10 +503,29 @@ class XOmniBackbone(Backbone[XOmniParams]):
                 f"past must be the cache a previous forward_step returned, got {type(past).__name__}"
             )
         device = self.device
-        hidden = self.net.hidden_states(
-            input_ids.to(device), attention_mask.to(device), position_ids.to(device), cache
+        input_ids, attention_mask, position_ids = (
+            t.to(device) for t in (input_ids, attention_mask, position_ids)
         )
+        compiled = self._compiled_step
+        if (
+            compiled is not None
+            and isinstance(cache, StaticKVCache)
+            and cache.length > 0
+            and input_ids.shape[1] == 1
+        ):
+            cache.check_room(input_ids.shape[0], 1)
+            cache.store_padding(attention_mask)
+            logits = compiled.step(input_ids, position_ids, cache, mode)
+            cache.advance(1)
+            return BackboneStep(logits=logits, past=cache)
+        hidden = self.net.hidden_states(input_ids, attention_mask, position_ids, cache)
         return BackboneStep(logits=self.net.mode_logits(hidden[:, -1], mode), past=cache)
+
+    def compile_decoding(self, mode: str | None = None) -> None:
+        """Run one-token steps after a preallocated cache through ``torch.compile`` (see
+        :class:`CompiledDecodeStep`); ``mode`` is torch.compile's (default: ``reduce-overhead``
+        on CUDA, which captures CUDA graphs, else ``default``)."""
+        self._compiled_step = CompiledDecodeStep(self.net, mode=mode)
 
     # --- training ---
 
