@@ -1,5 +1,5 @@
-"""Text tokenizers in the layout of official X-Omni releases and of folders written by xomni
-0.1: every placeholder, image token and multimodal marker listed as an extra special token."""
+"""Text tokenizers in the layout of official X-Omni releases and of older xomni folders: every
+placeholder, image token and multimodal marker listed as an extra special token."""
 
 from __future__ import annotations
 

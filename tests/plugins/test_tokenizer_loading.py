@@ -1,6 +1,6 @@
 """Backbone folders with X-Omni's real id space (151,936 text + 16,448 multimodal ids) load their
 text tokenizer in seconds and keep every id; folders whose tokenizer lists every extra token as
-special (official releases, xomni 0.1) still load with the same ids."""
+special (official releases, older xomni folders) still load with the same ids."""
 
 from __future__ import annotations
 
