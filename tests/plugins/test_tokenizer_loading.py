@@ -129,6 +129,14 @@ def test_tokenizer_built_in_memory_matches_the_loaded_one(loaded: XOmniBackbone)
         assert built.encode(text, add_special_tokens=False) == loaded.tokenize(text)
 
 
+def test_exported_tokenizer_files_keep_the_layout(loaded: XOmniBackbone, tmp_path: Path) -> None:
+    loaded.write_export_assets(tmp_path)
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    assert config["extra_special_tokens"] == ["<|im_start|>"]
+    exported = AutoTokenizer.from_pretrained(str(tmp_path), local_files_only=True)
+    assert exported.get_vocab() == loaded.tokenizer.get_vocab()
+
+
 def test_folder_with_listed_special_tokens_loads_with_the_same_ids(tmp_path: Path) -> None:
     current = XOmniBackbone.from_params(SMALL, seed=0)
     folder = tmp_path / "backbone"
