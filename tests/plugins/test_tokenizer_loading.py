@@ -179,6 +179,38 @@ def test_unlisting_image_tokens_keeps_ids_and_the_other_special_tokens(tmp_path:
         assert tokenizer.decode(ids, skip_special_tokens=True) == listed.decode(ids, skip_special_tokens=True)
 
 
+def write_transformers_4_layout(folder: Path) -> None:
+    """Rewrite a saved tokenizer's config as transformers 4 wrote it: ``additional_special_tokens``,
+    an ``added_tokens_decoder`` of every added token, and ``special_tokens_map.json``."""
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    listed = config.pop("extra_special_tokens")
+    added = json.loads((folder / "tokenizer.json").read_text())["added_tokens"]
+    config["additional_special_tokens"] = listed
+    config["added_tokens_decoder"] = {str(entry.pop("id")): entry for entry in added}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    special_map = {"eos_token": config["eos_token"], "pad_token": config["pad_token"]}
+    (folder / "special_tokens_map.json").write_text(
+        json.dumps(special_map | {"additional_special_tokens": listed})
+    )
+
+
+def test_unlisting_handles_the_transformers_4_layout(tmp_path: Path) -> None:
+    listed = listed_special_tokenizer(SMALL)
+    listed.save_pretrained(str(tmp_path))
+    write_transformers_4_layout(tmp_path)
+    names = image_names(SMALL)
+    assert unlist_special_tokens(tmp_path, names) == len(names)
+    for file in ("tokenizer_config.json", "special_tokens_map.json"):
+        assert not set(names) & set(json.loads((tmp_path / file).read_text())["additional_special_tokens"])
+    tokenizer = AutoTokenizer.from_pretrained(str(tmp_path), local_files_only=True)
+    assert not set(names) & set(tokenizer.extra_special_tokens)
+    assert tokenizer.get_vocab() == listed.get_vocab()
+    for text in SAMPLES:
+        ids = listed.encode(text, add_special_tokens=False)
+        assert tokenizer.encode(text, add_special_tokens=False) == ids
+        assert tokenizer.decode(ids, skip_special_tokens=True) == listed.decode(ids, skip_special_tokens=True)
+
+
 def test_unlisting_leaves_tokens_that_tokenizer_json_does_not_hold(tmp_path: Path) -> None:
     listed_special_tokenizer(SMALL).save_pretrained(str(tmp_path))
     before = (tmp_path / "tokenizer_config.json").read_text()
