@@ -2,7 +2,8 @@
 
 A byte-level tokenizer covers any text with 256 base tokens, so a freshly built model can take
 real prompts without downloading a vocabulary. Pretrained components load their own tokenizer
-files instead.
+files instead; :func:`unlist_special_tokens` keeps such files quick to load when they list
+thousands of special tokens.
 """
 
 from __future__ import annotations
