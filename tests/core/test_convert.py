@@ -17,6 +17,7 @@ import torch
 import yaml
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from tokenizer_layouts import listed_special_tokenizer
 
 from xomni_core import CheckpointError, DecodeRequest, SemanticLatents, TextToImagePipeline, XomniError
 from xomni_core.cli import main
@@ -150,7 +151,8 @@ def official_config() -> dict[str, Any]:
 def write_release(
     root: Path, tokenizer: SigLIPVQTokenizer, backbone: XOmniBackbone, decoder: FluxSemanticDecoder
 ) -> Path:
-    """The official layout: config, two backbone shards, tokenizer files, .pt state dicts, decoder."""
+    """The official layout: config, two backbone shards, tokenizer files (image tokens listed as
+    special), .pt state dicts, decoder."""
     src = root / "X-Omni-Tiny"
     src.mkdir()
     (src / "config.json").write_text(json.dumps(official_config(), indent=2))
@@ -165,7 +167,7 @@ def write_release(
         save_file({k: state[k].contiguous() for k in keys}, str(src / file))
     index = {"metadata": {}, "weight_map": {k: file for file, keys in shards.items() for k in keys}}
     (src / "model.safetensors.index.json").write_text(json.dumps(index))
-    backbone.tokenizer.save_pretrained(str(src))
+    listed_special_tokenizer(backbone.params).save_pretrained(str(src))
 
     vq = tokenizer.model.state_dict()
     vit = {k.removeprefix("vit."): v.clone() for k, v in vq.items() if k.startswith("vit.")}
@@ -273,6 +275,22 @@ def test_backbone_logits_equal_the_source_in_both_modes(
     ids = torch.tensor([backbone.tokenize("a cat" + backbone.image_prefix(2, 2)) + image])
     for mode in ("text", "image"):
         assert torch.equal(pipeline.backbone.forward(ids, mode=mode), backbone.forward(ids, mode=mode))
+
+
+def test_converted_text_tokenizer_keeps_the_ids_and_lists_no_image_tokens(
+    converted: Path, pipeline: TextToImagePipeline
+) -> None:
+    release = listed_special_tokenizer(BACKBONE)  # what the release's files hold
+    names = [BACKBONE.image_token(k) for k in range(BACKBONE.image_vocab_size)]
+    assert len(release.extra_special_tokens) > len(names)
+    config = json.loads((converted / "backbone" / "tokenizer_config.json").read_text())
+    assert not set(names) & set(config["extra_special_tokens"])
+    converted_tokenizer = pipeline.backbone.tokenizer
+    assert converted_tokenizer.get_vocab() == release.get_vocab()
+    text = "a cat<SOM>2 2<IMAGE><MM-Token-5><MM-Token-63><EOM><|im_end|>"
+    ids = release.encode(text, add_special_tokens=False)
+    assert converted_tokenizer.encode(text, add_special_tokens=False) == ids
+    assert converted_tokenizer.decode(ids, skip_special_tokens=True) == "a cat2 2"
 
 
 def test_tokenizer_ids_and_latents_equal_the_source(source: Source, pipeline: TextToImagePipeline) -> None:

@@ -28,7 +28,7 @@ import math
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,6 +44,7 @@ from ..dtypes import torch_dtype
 from ..errors import CheckpointError, PluginError, XomniError
 from ..folders import check_state_dict
 from ..pickles import load_tensors_only
+from ..text_tokenizers import unlist_special_tokens
 from . import ConversionResult, ConvertOptions
 
 if TYPE_CHECKING:
@@ -545,7 +546,9 @@ def convert_backbone(
     check_state_dict(net.state_dict(), tensors, source=source, owner=f"{_OWNER}, backbone")
     net.load_state_dict(_cast(tensors, options.dtype), strict=True, assign=True)
     net.model.reset_rotary()
-    component(params, net, _load_text_tokenizer(release.src)).save_pretrained(out / "backbone")
+    image_tokens = [params.image_token(k) for k in range(params.image_vocab_size)]
+    text_tokenizer = _load_text_tokenizer(release.src, image_tokens)
+    component(params, net, text_tokenizer).save_pretrained(out / "backbone")
     return [f"backbone: {len(tensors)} tensors from {len(release.backbone_weights)} file(s)"]
 
 
@@ -718,7 +721,9 @@ def _cast(tensors: dict[str, torch.Tensor], dtype: str | None) -> dict[str, torc
     return {name: t.to(target) if t.is_floating_point() else t for name, t in tensors.items()}
 
 
-def _load_text_tokenizer(src: Path) -> Any:
+def _load_text_tokenizer(src: Path, image_tokens: Collection[str]) -> Any:
+    """The release's text tokenizer, with the image tokens special in ``tokenizer.json`` only:
+    the same ids and behaviour, and a saved copy that loads in seconds instead of minutes."""
     from transformers import AutoTokenizer
 
     with tempfile.TemporaryDirectory(prefix="xomni-tokenizer-") as tmp:
@@ -726,6 +731,7 @@ def _load_text_tokenizer(src: Path) -> Any:
             if (src / name).is_file():
                 shutil.copy2(src / name, Path(tmp, name))
         try:
+            unlist_special_tokens(tmp, image_tokens)
             return AutoTokenizer.from_pretrained(tmp, local_files_only=True, trust_remote_code=False)
         except (OSError, ValueError, KeyError) as exc:
             raise CheckpointError(f"cannot load the text tokenizer files of {src}: {exc}") from exc

@@ -289,9 +289,11 @@ def init_weights(net: XOmniForCausalLM, *, seed: int) -> None:
 def build_tokenizer(params: XOmniParams) -> PreTrainedTokenizerBase:
     """A byte-level text tokenizer laid out for ``params``'s id space.
 
-    Ids 0-255 are bytes, then pad, eos and ``<|im_start|>``; ``<|reserved_i|>`` fillers take
+    Ids 0-255 are bytes, then eos, pad and ``<|im_start|>``; ``<|reserved_i|>`` placeholders take
     the text ids up to ``vocab_size`` (so ``vocab_size`` must be at least 259). Then come the
     image tokens (``<MM-Token-k>`` at ``vocab_size + k``) and ``<SOM>``, ``<EOM>``, ``<IMAGE>``.
+    Placeholders live in the vocabulary and the multimodal tokens are special only in
+    ``tokenizer.json``, so that a saved tokenizer of the real id space loads in seconds.
     """
     text_specials = ["<|im_start|>"]
     text_ids = 256 + 2 + len(text_specials)
@@ -301,10 +303,11 @@ def build_tokenizer(params: XOmniParams) -> PreTrainedTokenizerBase:
             f"randomly initialised backbone: it needs at least {text_ids} text ids "
             "(256 bytes, pad, eos, <|im_start|>)"
         )
-    reserved = [f"<|reserved_{i}|>" for i in range(params.vocab_size - text_ids)]
     image = [params.image_token(k) for k in range(params.image_vocab_size)]
     tokenizer = build_byte_tokenizer(
-        [*text_specials, *reserved, *image, *params.mm_special_tokens],
+        text_specials,
+        placeholders=params.vocab_size - text_ids,
+        bulk_special_tokens=[*image, *params.mm_special_tokens],
         pad_token=params.pad_token,
         eos_token=params.eos_token,
         model_max_length=params.max_position_embeddings,
