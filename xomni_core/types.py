@@ -192,9 +192,10 @@ class DecodeRequest:
     """Semantic latents (and optional prompts) for a decoder to render.
 
     ``None`` settings fall back to the decoder's own defaults. ``noise_scale`` scales the initial
-    noise of a diffusion decoder (1 samples the model's distribution, 0 decodes deterministically);
-    with ``shared_noise`` every image of the request starts from the same noise, so images differ
-    by their latents alone.
+    noise of a diffusion decoder (1 samples the model's distribution, 0 decodes deterministically).
+    Image ``i`` starts from the noise of seed ``seed + i``, so it decodes the same alone as in a
+    batch; with ``shared_noise`` every image starts from the first image's noise, so images
+    differ by their latents alone.
     """
 
     latents: SemanticLatents

@@ -169,6 +169,19 @@ def test_out_of_range_decode_setting_is_an_input_error_naming_it(
         DecodeRequest(latents(), **{setting: value})
 
 
+def test_image_i_of_a_batch_decodes_as_alone_with_seed_plus_i(decoder: FluxSemanticDecoder) -> None:
+    batch = latents(batch=3, seed=4)
+    prompts = ("a cat", "a dog", "a fox")
+    together = pixels(decoder, DecodeRequest(batch, prompts=prompts, seed=7))
+    alone = np.concatenate(
+        [
+            pixels(decoder, DecodeRequest(SemanticLatents(batch.values[i : i + 1]), prompts=(p,), seed=7 + i))
+            for i, p in enumerate(prompts)
+        ]
+    )
+    np.testing.assert_allclose(together.astype(int), alone.astype(int), atol=1)
+
+
 def test_shared_noise_decodes_each_image_as_if_it_were_alone(decoder: FluxSemanticDecoder) -> None:
     batch = latents(batch=3, seed=4)
     prompts = ("a cat", "a dog", "a fox")

@@ -384,13 +384,16 @@ class FluxSemanticDecoder(Decoder[FluxSemanticParams]):
     def initial_noise(
         self, batch_size: int, grid_h: int, grid_w: int, seed: int, *, shared: bool = False
     ) -> torch.Tensor:
-        """Packed Gaussian noise ``(batch, grid_h * grid_w, in_channels)``, drawn on the CPU so a
-        seed gives the same noise on every device. ``shared`` repeats the first image's noise."""
+        """Packed Gaussian noise ``(batch, grid_h * grid_w, in_channels)``: image ``i`` draws from
+        seed ``seed + i``, so it starts from the same noise alone as in a batch. Drawn on the CPU
+        so a seed gives the same noise on every device. ``shared`` repeats the first image's."""
         channels = self.params.vae_latent_channels
-        generator = torch.Generator(device="cpu").manual_seed(seed)
-        drawn = 1 if shared else batch_size
-        noise = torch.randn((drawn, channels, 2 * grid_h, 2 * grid_w), generator=generator)
-        packed = pack_latents(noise).expand(batch_size, -1, -1)
+        shape = (1, channels, 2 * grid_h, 2 * grid_w)
+        drawn = [
+            torch.randn(shape, generator=torch.Generator(device="cpu").manual_seed(seed + i))
+            for i in range(1 if shared else batch_size)
+        ]
+        packed = pack_latents(torch.cat(drawn)).expand(batch_size, -1, -1)
         return packed.to(device=self.device, dtype=self.dtype)
 
     def timesteps(self, num_inference_steps: int, num_image_tokens: int) -> torch.Tensor:
