@@ -480,9 +480,10 @@ def sampling_share(
     }
 
 
-def markdown(results: list[dict[str, Any]], share: dict[str, Any] | None, reference: str) -> str:
+def throughput_table(results: list[dict[str, Any]], reference: str | None) -> str:
+    """Markdown: tokens/s per row and batch, and the ratio to ``reference``'s median."""
     lines = [
-        f"| batch | implementation | tok/s median | min | max | vs {reference} |",
+        f"| batch | implementation | tok/s median | min | max | vs {reference or '-'} |",
         "| ---: | --- | ---: | ---: | ---: | ---: |",
     ]
     for row in results:
@@ -492,15 +493,19 @@ def markdown(results: list[dict[str, Any]], share: dict[str, Any] | None, refere
             f"| {row['batch']} | {row['name']} | {rate['median']:.1f} | {rate['min']:.1f} | "
             f"{rate['max']:.1f} | {'' if ratio is None else f'{ratio:.2f}'} |"
         )
-    if share is not None:
-        lines += [
-            "",
+    return "\n".join(lines)
+
+
+def share_table(share: dict[str, Any]) -> str:
+    """Markdown: per-step times of whole generation and of the forward passes alone."""
+    return "\n".join(
+        [
             "| batch | generate_image_tokens ms/step | forward_step loop ms/step | not forward |",
             "| ---: | ---: | ---: | ---: |",
             f"| {share['batch']} | {share['generate_ms_per_step']:.1f} | "
             f"{share['forward_ms_per_step']:.1f} | {100 * share['share']:.0f} % |",
         ]
-    return "\n".join(lines)
+    )
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -543,8 +548,43 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def results_table(
+    seconds: dict[tuple[str, int], list[float]], batches: Sequence[int], new_tokens: int
+) -> list[dict[str, Any]]:
+    """One entry per (row, batch): seconds, throughput and the ratio to each transformers row."""
+    names = list(dict.fromkeys(name for name, _ in seconds))
+    references = [name for name in names if name.startswith("transformers")]
+    results = []
+    for batch in batches:
+        medians = {name: statistics.median(seconds[name, batch]) for name in names}
+        for name in names:
+            results.append(
+                {
+                    "name": name,
+                    "batch": batch,
+                    "seconds": seconds[name, batch],
+                    "tokens_per_s": summary(seconds[name, batch], batch * new_tokens),
+                    "ratios": {ref: medians[ref] / medians[name] for ref in references if ref != name},
+                }
+            )
+    return results
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    return {
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or "cpu",
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Run the benchmark; returns what ``--json`` writes."""
+    """Run the benchmark; returns what ``--json`` writes (written again after each part, so a
+    run stopped during the sampling-share part keeps the throughput table)."""
     args = parse_args(argv)
     options = runtime_options()
     if args.modes == ["list"]:
@@ -558,8 +598,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         parse_mode(mode, options)  # refuse a bad mode before building anything
     torch.set_num_threads(args.threads)
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
-    params = PRESETS[args.preset].model_copy(update=args.params)
-    params = XOmniParams(**params.model_dump())
+    params = XOmniParams(**{**PRESETS[args.preset].model_dump(), **args.params})
     grid = GridSize(1, args.new_tokens) if args.new_tokens else GridSize(args.grid, args.grid)
     sampling = SamplingParams(temperature=args.temperature, min_p=args.min_p, cfg_scale=args.cfg_scale)
 
@@ -569,49 +608,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     build_s = time.perf_counter() - start
     prompts = fitted_prompts(backbone, grid, args.prompt_ids, max(args.batch))
     prompt_ids = len(image_prompt_ids(backbone, prompts[0], grid))
-    negative_ids = len(image_prompt_ids(backbone, "", grid))
-    work = Workload(grid, prompt_ids, negative_ids, sampling, args.seed)
-
-    runs = xomni_runs(backbone, work, modes, prompts)
-    if reference is not None:
-        runs += reference_runs(reference, work, args.reference)
-    seconds = measure(runs, args.batch, args.rounds, device)
-    references = [name for name, _ in runs if name.startswith("transformers")]
-    results = []
-    for batch in args.batch:
-        medians = {name: statistics.median(seconds[name, batch]) for name, _ in runs}
-        for name, _ in runs:
-            results.append(
-                {
-                    "name": name,
-                    "batch": batch,
-                    "seconds": seconds[name, batch],
-                    "tokens_per_s": summary(seconds[name, batch], batch * work.new_tokens),
-                    "ratios": {ref: medians[ref] / medians[name] for ref in references if ref != name},
-                }
-            )
-    share = None
-    if args.share_batch:
-        print(f"sampling share at batch {args.share_batch}", file=sys.stderr, flush=True)
-        share = sampling_share(backbone, work, args.share_batch, args.rounds, device)
-
-    report = {
+    work = Workload(grid, prompt_ids, len(image_prompt_ids(backbone, "", grid)), sampling, args.seed)
+    report: dict[str, Any] = {
         "meta": {
-            "command": " ".join(
-                ["benchmarks/decode_speed.py", *(argv if argv is not None else sys.argv[1:])]
-            ),
+            "command": " ".join(["benchmarks/decode_speed.py", *(sys.argv[1:] if argv is None else argv)]),
             "preset": args.preset,
             "params": params.model_dump(mode="json"),
             "parameters_xomni": count_parameters(params),
             "parameters_reference": sum(p.numel() for p in reference.parameters()) if reference else None,
-            "device": torch.cuda.get_device_name(device)
-            if device.type == "cuda"
-            else platform.processor() or "cpu",
             "dtype": args.dtype,
-            "threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "python": platform.python_version(),
+            **environment(device),
             "rounds": args.rounds,
             "new_tokens": work.new_tokens,
             "grid": [grid.grid_h, grid.grid_w],
@@ -623,14 +629,31 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "runtime_options": {o.name: [str(c) for c in o.choices] for o in options},
             "build_s": build_s,
         },
-        "results": results,
-        "sampling_share": share,
+        "results": [],
+        "sampling_share": None,
     }
-    print(markdown(results, share, references[0] if references else ""))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+
+    runs = xomni_runs(backbone, work, modes, prompts)
+    if reference is not None:
+        runs += reference_runs(reference, work, args.reference)
+    report["results"] = results_table(
+        measure(runs, args.batch, args.rounds, device), args.batch, work.new_tokens
+    )
+    write_json(args.json, report)
+    first_reference = next((name for name, _ in runs if name.startswith("transformers")), None)
+    print(throughput_table(report["results"], first_reference), flush=True)
+    if args.share_batch:
+        print(f"sampling share at batch {args.share_batch}", file=sys.stderr, flush=True)
+        report["sampling_share"] = sampling_share(backbone, work, args.share_batch, args.rounds, device)
+        write_json(args.json, report)
+        print("\n" + share_table(report["sampling_share"]))
     return report
+
+
+def write_json(path: Path | None, report: dict[str, Any]) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":
