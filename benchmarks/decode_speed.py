@@ -1,6 +1,7 @@
 """Image-token decode speed: xomni's ``generate_image_tokens`` against transformers' ``generate``.
 
-xomni side: an X-Omni backbone with random weights, built through the plugin's public API, and
+xomni side: an X-Omni backbone with random weights (``XOmniBackbone.from_params`` for fp32 on the
+CPU; elsewhere the plugin's network drawn on the device) and
 ``xomni_core.generation.generate_image_tokens``. Reference: a plain transformers
 ``Qwen2ForCausalLM`` of the same decoder sizes whose vocabulary (and head) has the 16,448 rows of
 X-Omni's multimodal table, sampled with ``generate``. Both draw ``--new-tokens`` tokens (a 16 x 16
@@ -20,7 +21,8 @@ Usage (the scaled layout, ~197 M parameters, fp32 on the CPU, one thread):
     .venv/bin/python benchmarks/decode_speed.py --json benchmarks/decode_speed.json
     .venv/bin/python benchmarks/decode_speed.py --batch 1 4 --rounds 1 --new-tokens 32   # quick
 
-The released 7B sizes on a GPU, with every runtime option xomni offers:
+The released 7B sizes on a GPU, with every runtime option xomni offers (``benchmarks/gpu_check.sh``
+runs this in time-limited sections):
 
     python benchmarks/decode_speed.py --device cuda --dtype bfloat16 --preset 7b \\
         --batch 1 16 --modes all --reference dynamic static --json out/decode_7b.json
