@@ -386,26 +386,31 @@ def reference_runs(model: Qwen2ForCausalLM, work: Workload, caches: Sequence[str
 @torch.inference_mode()
 def forward_only(backbone: XOmniBackbone, work: Workload, prompts: Sequence[str]) -> None:
     """The decode loop of image generation through ``forward_step`` alone: the same rows (the
-    unconditional ones too under guidance) and step inputs, with fixed random image tokens fed
-    back instead of sampled ones."""
+    unconditional ones too under guidance), cache and step inputs, with fixed random image
+    tokens fed back instead of sampled ones."""
     vocab = backbone.vocab
     device = backbone.device
     rows = [image_prompt_ids(backbone, prompt, work.grid) for prompt in prompts]
     if work.sampling.cfg_scale > 1.0:
         rows += [image_prompt_ids(backbone, "", work.grid)] * len(prompts)
-    length = max(map(len, rows))
-    input_ids = torch.tensor([[vocab.pad_id] * (length - len(r)) + r for r in rows], device=device)
-    attention_mask = torch.tensor([[0] * (length - len(r)) + [1] * len(r) for r in rows], device=device)
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    prompt_length = max(map(len, rows))
+    max_length = prompt_length + work.new_tokens - 1  # the last token is never fed back
+    input_ids = torch.tensor([[vocab.pad_id] * (prompt_length - len(r)) + r for r in rows], device=device)
+    attention_mask = torch.ones((len(rows), max_length), dtype=torch.long, device=device)
+    for i, row in enumerate(rows):
+        attention_mask[i, : prompt_length - len(row)] = 0
+    position_ids = (attention_mask[:, :prompt_length].cumsum(-1) - 1).clamp(min=0)
     fed = torch.randint(vocab.image_vocab_size, (work.new_tokens, len(prompts)), device=device)
     fed = (fed + vocab.image_token_offset).repeat(1, len(rows) // len(prompts))
-    past = None
+    # Generation asks a backbone for a preallocated cache where the interface offers one.
+    new_cache = getattr(backbone, "new_cache", None)
+    past = new_cache(len(rows), max_length) if new_cache is not None else None
     for step in range(work.new_tokens):
-        result = backbone.forward_step(input_ids, attention_mask, position_ids, past, "image")
+        mask = attention_mask[:, : prompt_length + step]
+        result = backbone.forward_step(input_ids, mask, position_ids, past, "image")
         past = result.past
         input_ids = fed[step][:, None]
         position_ids = position_ids[:, -1:] + 1
-        attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(rows), 1)], dim=-1)
     result.logits.sum().item()  # wait for the last step
 
 
