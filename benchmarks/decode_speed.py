@@ -603,6 +603,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     modes = all_modes(options) if args.modes == ["all"] else args.modes
     for mode in modes:
         parse_mode(mode, options)  # refuse a bad mode before building anything
+    print(f"xomni modes: {' '.join(modes)} (of {' '.join(all_modes(options))})", file=sys.stderr)
     torch.set_num_threads(args.threads)
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
     params = XOmniParams(**{**PRESETS[args.preset].model_dump(), **args.params})
