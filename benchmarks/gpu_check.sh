@@ -7,9 +7,9 @@
 #
 # Python: $XOMNI_PYTHON if set (used as it is); else .venv/bin/python if it imports torch and
 # xomni; else a python3 whose torch sees a GPU, with the wheels in $XOMNI_WHEELS (default
-# build/gpu-wheels, written by benchmarks/gpu_wheels.sh on a machine with network; nothing is
-# downloaded here) installed into a private folder and this checkout's packages linked beside
-# them; else a new .venv from the package index (torch==2.13.0, a CUDA build there), which
+# build/gpu-wheels, written by benchmarks/gpu_wheels.sh on a machine with network and copied
+# along with the checkout; nothing is downloaded here) installed into a private folder and this
+# checkout's packages linked beside them; else a new .venv from the package index (torch==2.13.0, a CUDA build there), which
 # XOMNI_SKIP_INSTALL=1 refuses.
 #
 # To add a check: write a function that runs it (it sees $PY, $OUT and the exported settings)
@@ -75,7 +75,10 @@ import sys, torch, transformers
 print('python', sys.version.split()[0], '| torch', torch.__version__, '| transformers', transformers.__version__)
 print('cuda', torch.version.cuda, '|', torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')
 "
-    imports_xomni "$PY" || { echo "$PY cannot import xomni"; return 1; }
+    if ! imports_xomni "$PY"; then
+        echo "$PY cannot import xomni: are the wheels of benchmarks/gpu_wheels.sh in $wheels?"
+        return 1
+    fi
 }
 
 # --- sections ---
