@@ -21,28 +21,26 @@ Usage (the scaled layout, ~197 M parameters, fp32 on the CPU, one thread):
     .venv/bin/python benchmarks/decode_speed.py --json benchmarks/decode_speed.json
     .venv/bin/python benchmarks/decode_speed.py --batch 1 4 --rounds 1 --new-tokens 32   # quick
 
-The released 7B sizes on a GPU, with every runtime option xomni offers (``benchmarks/gpu_check.sh``
+The released 7B sizes on a GPU, in both xomni modes (``benchmarks/gpu_check.sh``
 runs this in time-limited sections):
 
     python benchmarks/decode_speed.py --device cuda --dtype bfloat16 --preset 7b \\
-        --batch 1 16 --modes all --reference dynamic static --json out/decode_7b.json
+        --batch 1 16 --reference dynamic static --json out/decode_7b.json
 
-``--modes list`` prints the runtime options found in this checkout.
+xomni runs in two modes: ``eager`` and ``compiled`` (``Backbone.compile_decoding``: torch.compile of
+the one-token step over the preallocated cache; on CUDA also a CUDA graph). Each mode's compile
+time falls in its untimed warm-up call.
 """
 
 from __future__ import annotations
 
 import argparse
-import enum
 import functools
-import inspect
 import json
 import platform
 import statistics
 import sys
 import time
-import types
-import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +48,6 @@ from typing import Any
 
 import torch
 import transformers
-from pydantic import BaseModel
 from transformers import Qwen2Config, Qwen2ForCausalLM
 from transformers.models.qwen2.modeling_qwen2 import Qwen2RotaryEmbedding
 
@@ -149,147 +146,6 @@ def build_reference(
     return model
 
 
-# --- xomni runtime options, found at run time ---
-
-
-@dataclass(frozen=True)
-class RuntimeOption:
-    """A setting of ``generate_image_tokens`` beyond the work itself, with the values it takes.
-
-    ``path`` is a request field (``("cache",)``), a field of a settings model held by the request
-    (``("decoding", "cache")``) or, with ``target == "call"``, a keyword of the function.
-    """
-
-    target: str
-    path: tuple[str, ...]
-    choices: tuple[Any, ...]
-    default: Any
-
-    @property
-    def name(self) -> str:
-        return ".".join(self.path)
-
-
-def _choices(annotation: Any) -> tuple[Any, ...]:
-    """The values a bool, ``Literal``, enum or optional one of those allows; ``()`` otherwise."""
-    if annotation is bool:
-        return (False, True)
-    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
-        return tuple(annotation)
-    origin = typing.get_origin(annotation)
-    if origin is typing.Literal:
-        return typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(annotation)
-        inner = [arg for arg in args if arg is not type(None)]
-        if len(inner) == 1 and _choices(inner[0]):
-            return (*_choices(inner[0]), None)
-    return ()
-
-
-def _model_class(annotation: Any) -> type[BaseModel] | None:
-    """The pydantic model an annotation names, optional or not."""
-    candidates = typing.get_args(annotation) or (annotation,)
-    for candidate in candidates:
-        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-            return candidate
-    return None
-
-
-def runtime_options(
-    request_class: type[BaseModel] = ImageGenerationRequest,
-    function: Callable[..., object] = generate_image_tokens,
-) -> list[RuntimeOption]:
-    """Options of this checkout's image generation: request fields beyond the work (one level
-    into a nested settings model too) and keywords of the function beyond backbone and request."""
-    options = []
-    for name, field in request_class.model_fields.items():
-        if name in WORK_FIELDS:
-            continue
-        if choices := _choices(field.annotation):
-            options.append(RuntimeOption("request", (name,), choices, field.get_default()))
-        elif (model := _model_class(field.annotation)) is not None:
-            for sub, subfield in model.model_fields.items():
-                if choices := _choices(subfield.annotation):
-                    options.append(RuntimeOption("request", (name, sub), choices, subfield.get_default()))
-    for name, param in inspect.signature(function).parameters.items():
-        if name in ("backbone", "request") or param.kind not in (
-            param.KEYWORD_ONLY,
-            param.POSITIONAL_OR_KEYWORD,
-        ):
-            continue
-        default = None if param.default is param.empty else param.default
-        if choices := _choices(_resolved(function, param.annotation, default)):
-            options.append(RuntimeOption("call", (name,), choices, default))
-    return options
-
-
-def _resolved(function: Callable[..., object], annotation: Any, default: Any) -> Any:
-    """An annotation as an object; modules with postponed annotations hold strings."""
-    if not isinstance(annotation, str):
-        return annotation
-    try:
-        return eval(annotation, dict(vars(inspect.getmodule(function))))
-    except NameError:  # a name imported for type checking only
-        return type(default)
-
-
-def _parse_value(option: RuntimeOption, text: str) -> Any:
-    for choice in option.choices:
-        spelled = {str(choice).lower()}
-        if isinstance(choice, enum.Enum):
-            spelled |= {str(choice.value).lower(), choice.name.lower()}
-        if text.lower() in spelled:
-            return choice
-    raise SystemExit(
-        f"--modes: {option.name} takes one of {', '.join(map(str, option.choices))}, not {text!r}"
-    )
-
-
-def parse_mode(mode: str, options: Sequence[RuntimeOption]) -> dict[RuntimeOption, Any]:
-    """``default`` or comma-separated ``option=value`` pairs, e.g. ``cache=static,compile=true``."""
-    if mode == "default":
-        return {}
-    by_name = {option.name: option for option in options}
-    chosen = {}
-    for pair in mode.split(","):
-        name, _, value = pair.partition("=")
-        if name not in by_name:
-            known = ", ".join(by_name) or "none in this checkout"
-            raise SystemExit(f"--modes: unknown runtime option {name!r} (known: {known})")
-        chosen[by_name[name]] = _parse_value(by_name[name], value)
-    return chosen
-
-
-def all_modes(options: Sequence[RuntimeOption]) -> list[str]:
-    """``default`` plus each option set alone to each value other than its default."""
-    modes = ["default"]
-    for option in options:
-        modes += [f"{option.name}={choice}" for choice in option.choices if choice != option.default]
-    return modes
-
-
-def generate_with(
-    backbone: XOmniBackbone, request: dict[str, Any], settings: dict[RuntimeOption, Any]
-) -> object:
-    """``generate_image_tokens`` with ``settings`` applied to the request or the call."""
-    fields = dict(request)
-    nested: dict[str, dict[str, Any]] = {}
-    call: dict[str, Any] = {}
-    for option, value in settings.items():
-        if option.target == "call":
-            call[option.name] = value
-        elif len(option.path) == 1:
-            fields[option.name] = value
-        else:
-            nested.setdefault(option.path[0], {})[option.path[1]] = value
-    for name, values in nested.items():
-        model = _model_class(ImageGenerationRequest.model_fields[name].annotation)
-        assert model is not None
-        fields[name] = model(**values)
-    return generate_image_tokens(backbone, ImageGenerationRequest(**fields), **call)
-
-
 # --- the measured calls ---
 
 
@@ -322,24 +178,26 @@ def fitted_prompts(backbone: XOmniBackbone, grid: GridSize, n_ids: int, count: i
     return prompts
 
 
+#: How xomni runs the one-token step: eagerly, or compiled (``Backbone.compile_decoding``).
+MODES = ("eager", "compiled")
+
+
 def xomni_runs(
     backbone: XOmniBackbone, work: Workload, modes: Sequence[str], prompts: Sequence[str]
 ) -> list[tuple[str, Run]]:
     """One row per xomni mode, batch ``b`` taking the first ``b`` prompts. To measure another way
     of running xomni, add a (name, run) here."""
-    options = runtime_options()
     runs: list[tuple[str, Run]] = []
     for mode in modes:
-        settings = parse_mode(mode, options)
+        runner = XOmniBackbone(backbone.params, backbone.net, backbone.tokenizer)
+        if mode == "compiled":
+            runner.compile_decoding()
 
-        def run(batch: int, settings: dict[RuntimeOption, Any] = settings) -> object:
-            request = {
-                "prompts": tuple(prompts[:batch]),
-                "grid": work.grid,
-                "sampling": work.sampling,
-                "seed": work.seed,
-            }
-            return generate_with(backbone, request, settings)
+        def run(batch: int, runner: XOmniBackbone = runner) -> object:
+            request = ImageGenerationRequest(
+                prompts=tuple(prompts[:batch]), grid=work.grid, sampling=work.sampling, seed=work.seed
+            )
+            return generate_image_tokens(runner, request)
 
         runs.append((f"xomni {mode}", run))
     return runs
@@ -534,8 +392,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--modes",
         nargs="+",
-        default=["default"],
-        help="xomni rows: 'default', 'all', option=value[,...], or 'list' to print the options",
+        choices=MODES,
+        default=list(MODES),
+        help="xomni rows: the eager step and/or the compiled one (its compile time falls in the warm-up)",
     )
     parser.add_argument(
         "--reference",
@@ -593,17 +452,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the benchmark; returns what ``--json`` writes (written again after each part, so a
     run stopped during the sampling-share part keeps the throughput table)."""
     args = parse_args(argv)
-    options = runtime_options()
-    if args.modes == ["list"]:
-        for option in options:
-            values = ", ".join(map(str, option.choices))
-            print(f"{option.name} ({option.target}): {values}; default {option.default}")
-        print("modes:", " ".join(all_modes(options)))
-        return {}
-    modes = all_modes(options) if args.modes == ["all"] else args.modes
-    for mode in modes:
-        parse_mode(mode, options)  # refuse a bad mode before building anything
-    print(f"xomni modes: {' '.join(modes)} (of {' '.join(all_modes(options))})", file=sys.stderr)
+    modes = args.modes
     torch.set_num_threads(args.threads)
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
     params = XOmniParams(**{**PRESETS[args.preset].model_dump(), **args.params})
@@ -634,7 +483,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "reference_sampling": "generate(do_sample=True, temperature, top_k=0, top_p=1.0, min_p, "
             "min_new_tokens=max_new_tokens=new_tokens)",
             "modes": modes,
-            "runtime_options": {o.name: [str(c) for c in o.choices] for o in options},
             "build_s": build_s,
         },
         "results": [],

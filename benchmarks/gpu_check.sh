@@ -99,14 +99,14 @@ decode_smoke() {
 # The released 7B sizes, random bf16 weights, next to transformers generate.
 decode_7b() {
     "$PY" benchmarks/decode_speed.py --device cuda --dtype bfloat16 --preset 7b --threads 4 \
-        --batch 1 16 --rounds "$ROUNDS" --share-batch 16 --json "$OUT/decode_7b.json"
+        --batch 1 16 --rounds "$ROUNDS" --share-batch 16 --modes eager --json "$OUT/decode_7b.json"
 }
 
-# Every runtime option xomni's generation offers (static cache, compiled step, ...) and
-# transformers' static cache (compiled by transformers on a GPU), batch 16 only.
+# xomni's eager step and its compiled step (torch.compile + CUDA graph over the preallocated
+# cache) next to transformers' dynamic and static caches, batch 1 and 16.
 decode_7b_modes() {
     "$PY" benchmarks/decode_speed.py --device cuda --dtype bfloat16 --preset 7b --threads 4 \
-        --batch 16 --rounds 2 --share-batch 0 --modes all --reference dynamic static \
+        --batch 1 16 --rounds 2 --share-batch 0 --modes eager compiled --reference dynamic static \
         --json "$OUT/decode_7b_modes.json"
 }
 
@@ -117,9 +117,9 @@ if ! setup_python; then
 fi
 export ROUNDS
 section "GPU" 20 gpu_info
-section "decode speed, tiny sizes" 60 decode_smoke
+section "decode speed, tiny sizes" 120 decode_smoke
 section "decode speed, 7B, batch 1 and 16" 240 decode_7b
-section "decode speed, 7B, runtime options, batch 16" 150 decode_7b_modes
+section "decode speed, 7B, eager and compiled" 150 decode_7b_modes
 
 echo
 if [ ${#FAILED[@]} -eq 0 ]; then
