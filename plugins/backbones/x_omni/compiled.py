@@ -3,8 +3,10 @@
 Each step writes its keys and values at a position given as a tensor and attends over the whole
 :class:`~.cache.StaticKVCache` buffer (unfilled positions blocked by the cache's bias), so one
 compiled graph serves every step of a generation. On CUDA the ``reduce-overhead`` mode also
-captures the step as a CUDA graph. Compiling costs time at the first step of each new batch
-size, mode and cache length, which short runs do not repay: it is opt-in.
+captures the step as a CUDA graph. Graphs are specialised to their shapes: the first step of
+each new batch size, mode and cache length compiles (the backbone rounds cache lengths up to
+limit how many), which short runs do not repay, so it is opt-in. On the CPU it measured faster
+than the eager step at batch 1 only (BENCHMARKS.md, "Image-token decoding").
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ class CompiledDecodeStep:
         self.net = net
         device_type = net.lm_head.weight.device.type
         compile_mode = mode or ("reduce-overhead" if device_type == "cuda" else "default")
-        self._compiled: Any = torch.compile(self._fixed_step, mode=compile_mode, fullgraph=True)
+        self._compiled: Any = torch.compile(
+            self._fixed_step, mode=compile_mode, fullgraph=True, dynamic=False
+        )
 
     def step(
         self,

@@ -62,6 +62,8 @@ WEIGHTS_FILE = "model.safetensors"
 _OWNER = f"backbone plugin '{PLUGIN_NAME}'"
 
 KVCache = DynamicCache | StaticKVCache
+#: Cache lengths of compiled decoding are multiples of this.
+CACHE_LENGTH_STEP = 256
 
 #: Qwen2.5 chat markup, used when a tokenizer carries no chat template of its own.
 CHAT_TEMPLATE = (
@@ -482,6 +484,12 @@ class XOmniBackbone(Backbone[XOmniParams]):
     def new_cache(self, batch_size: int, max_length: int) -> StaticKVCache:
         """Preallocated keys and values for ``max_length`` positions (see :class:`StaticKVCache`)."""
         p = self.params
+        if self._compiled_step is not None:
+            # The compiled step specialises on the cache's length: round it up so that prompts
+            # of nearby lengths share one compiled graph.
+            max_length = min(
+                -(-max_length // CACHE_LENGTH_STEP) * CACHE_LENGTH_STEP, p.max_position_embeddings
+            )
         return StaticKVCache(
             num_layers=p.num_hidden_layers,
             batch_size=batch_size,
