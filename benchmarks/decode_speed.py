@@ -203,6 +203,20 @@ def xomni_runs(
     return runs
 
 
+def with_threads(run: Run, threads: int) -> Run:
+    """``run`` with torch's CPU threads set to ``threads`` for the call."""
+
+    def threaded(batch: int) -> object:
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return run(batch)
+        finally:
+            torch.set_num_threads(before)
+
+    return threaded
+
+
 def reference_runs(model: Qwen2ForCausalLM, work: Workload, caches: Sequence[str]) -> list[tuple[str, Run]]:
     """One row per transformers cache: ``dynamic`` (generate's default) or ``static`` (which
     transformers also compiles on a GPU)."""
@@ -319,7 +333,7 @@ def sampling_share(
 ) -> dict[str, Any]:
     """How much of a whole image-generation call is not the backbone's forward pass."""
     prompts = fitted_prompts(backbone, work.grid, work.prompt_ids, batch)
-    [(_, generate)] = xomni_runs(backbone, work, ["default"], prompts)
+    [(_, generate)] = xomni_runs(backbone, work, ["eager"], prompts)
     calls: dict[str, Callable[[], object]] = {
         "generate_image_tokens": functools.partial(generate, batch),
         "forward_step loop": functools.partial(forward_only, backbone, work, prompts),
@@ -379,6 +393,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument(
+        "--compare-threads",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also run xomni's eager step with each of these thread counts, interleaved with the rest",
+    )
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 4, 16], help="batch sizes")
     parser.add_argument("--rounds", type=int, default=3, help="timed calls per row and batch size")
     parser.add_argument("--grid", type=int, default=16, help="image tokens a side (16: 256 tokens)")
@@ -490,6 +511,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     }
 
     runs = xomni_runs(backbone, work, modes, prompts)
+    for threads in args.compare_threads:
+        [(_, eager)] = xomni_runs(backbone, work, ["eager"], prompts)
+        runs.append((f"xomni eager, {threads} threads", with_threads(eager, threads)))
     if reference is not None:
         runs += reference_runs(reference, work, args.reference)
     report["results"] = results_table(
