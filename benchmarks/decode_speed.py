@@ -54,7 +54,12 @@ from transformers.models.qwen2.modeling_qwen2 import Qwen2RotaryEmbedding
 from xomni_core import GridSize, ImageGenerationRequest, SamplingParams
 from xomni_core.generation import generate_image_tokens, image_prompt_ids
 from xomni_plugins.backbones.x_omni import XOmniParams, count_parameters
-from xomni_plugins.backbones.x_omni.model import XOmniBackbone, XOmniForCausalLM, build_tokenizer
+from xomni_plugins.backbones.x_omni.model import (
+    XOmniBackbone,
+    XOmniForCausalLM,
+    build_tokenizer,
+    qwen2_config,
+)
 
 #: X-Omni's layout at hidden 512 / 8 layers (~197 M parameters, most of them the real id space).
 SCALED = XOmniParams(
@@ -113,20 +118,8 @@ def build_xomni(params: XOmniParams, device: torch.device, dtype: torch.dtype, s
 
 def reference_config(params: XOmniParams) -> Qwen2Config:
     """A plain Qwen2 of the backbone's decoder sizes with a vocabulary of the multimodal rows."""
-    config = Qwen2Config(
-        vocab_size=params.mm_vocab_size,
-        hidden_size=params.hidden_size,
-        intermediate_size=params.intermediate_size,
-        num_hidden_layers=params.num_hidden_layers,
-        num_attention_heads=params.num_attention_heads,
-        num_key_value_heads=params.num_key_value_heads,
-        max_position_embeddings=params.max_position_embeddings,
-        rms_norm_eps=params.rms_norm_eps,
-        rope_parameters={"rope_type": "default", "rope_theta": params.rope_theta},
-        tie_word_embeddings=False,
-        use_sliding_window=False,
-    )
-    config._attn_implementation = "sdpa"
+    config = qwen2_config(params)
+    config.vocab_size = params.mm_vocab_size
     return config
 
 

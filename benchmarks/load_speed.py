@@ -95,8 +95,10 @@ def build_folders(root: Path, *, listed: bool, rebuild: bool) -> dict[str, Path]
 
 def write_listed_twin(current: Path, twin: Path) -> None:
     """``current``'s weights (hard-linked where possible) with listed-layout tokenizer files."""
-    from xomni_core.text_tokenizers import build_byte_tokenizer, save_text_tokenizer
-    from xomni_plugins.backbones.x_omni.model import CHAT_TEMPLATE
+    from xomni_core.text_tokenizers import save_text_tokenizer
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from tokenizer_layouts import listed_special_tokenizer
 
     shutil.rmtree(twin, ignore_errors=True)
     twin.mkdir(parents=True)
@@ -105,17 +107,7 @@ def write_listed_twin(current: Path, twin: Path) -> None:
         os.link(current / WEIGHTS_FILE, twin / WEIGHTS_FILE)
     except OSError:
         shutil.copy2(current / WEIGHTS_FILE, twin / WEIGHTS_FILE)
-    p = params()
-    placeholders = [f"<|reserved_{i}|>" for i in range(p.vocab_size - 259)]
-    image = [p.image_token(k) for k in range(p.image_vocab_size)]
-    tokenizer = build_byte_tokenizer(
-        ["<|im_start|>", *placeholders, *image, *p.mm_special_tokens],
-        pad_token=p.pad_token,
-        eos_token=p.eos_token,
-        model_max_length=p.max_position_embeddings,
-    )
-    tokenizer.chat_template = CHAT_TEMPLATE
-    save_text_tokenizer(tokenizer, twin)
+    save_text_tokenizer(listed_special_tokenizer(params()), twin)
 
 
 # ----------------------------------------------------------------------------- one load
