@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from xomni_core import GridSize, ImageGenerationRequest, InputError, SamplingParams, TextGenerationRequest
+from xomni_core import (
+    BackboneStep,
+    GridSize,
+    ImageGenerationRequest,
+    InputError,
+    PluginError,
+    SamplingParams,
+    TextGenerationRequest,
+)
 from xomni_plugins.backbones.x_omni import XOmniParams
 from xomni_plugins.backbones.x_omni.model import XOmniBackbone
 
@@ -116,3 +124,42 @@ def test_text_generation_stops_at_max_new_tokens_or_end_of_sequence(backbone: XO
     assert 0 < len(answer) <= 7 or backbone.vocab.eos_id not in answer
     assert all(token < backbone.vocab.text_vocab_size for token in answer)
     assert backbone.vocab.eos_id not in answer
+
+
+class WholeRowBackbone(XOmniBackbone):
+    """A backbone that scores the whole id space, every id outside the mode at the lowest value,
+    as backbones written before steps scored their mode's ids alone did."""
+
+    def new_cache(self, batch_size: int, max_length: int) -> None:
+        return None
+
+    def forward_step(self, input_ids, attention_mask, position_ids, past, mode):  # type: ignore[no-untyped-def]
+        step = super().forward_step(input_ids, attention_mask, position_ids, past, mode)
+        start = self.vocab.mode_range(mode).start
+        whole = torch.full(
+            (step.logits.shape[0], self.vocab.total_vocab_size), torch.finfo(torch.float32).min
+        )
+        whole[:, start : start + step.logits.shape[1]] = step.logits
+        return BackboneStep(logits=whole, past=step.past)
+
+
+class WrongWidthBackbone(XOmniBackbone):
+    def forward_step(self, input_ids, attention_mask, position_ids, past, mode):  # type: ignore[no-untyped-def]
+        step = super().forward_step(input_ids, attention_mask, position_ids, past, mode)
+        return BackboneStep(logits=step.logits[:, 1:], past=step.past)
+
+
+def test_a_backbone_scoring_the_whole_id_space_draws_the_same_tokens(backbone: XOmniBackbone) -> None:
+    whole = WholeRowBackbone(TINY, backbone.net, backbone.tokenizer)
+    prompts = ["a cat", "two dogs"]
+    for sampling in (SAMPLED, GREEDY, SamplingParams(temperature=0.8, top_k=7, cfg_scale=2.0)):
+        assert torch.equal(
+            generate(whole, prompts, sampling=sampling, seed=5),
+            generate(backbone, prompts, sampling=sampling, seed=5),
+        )
+
+
+def test_logits_of_another_width_are_a_plugin_error_naming_the_widths(backbone: XOmniBackbone) -> None:
+    wrong = WrongWidthBackbone(TINY, backbone.net, backbone.tokenizer)
+    with pytest.raises(PluginError, match="width 63; expected 64"):
+        generate(wrong, ["a cat"], sampling=SAMPLED)
