@@ -25,15 +25,19 @@ def open_session(
     backend: str,
     device: str = "cpu",
     providers: Sequence[str] = (),
+    threads: int | None = None,
 ) -> GraphSession:
-    """A session for graph ``graph`` of the exported ``folder`` on ``backend``."""
+    """A session for graph ``graph`` of the exported ``folder`` on ``backend``; ``threads`` are
+    onnxruntime's intra-op threads (default: torch's thread count)."""
     folder = Path(folder)
     manifest = read_manifest(folder)
     graphs = manifest.get("graphs", {})
     if graph not in graphs:
         raise CheckpointError(f"{folder} has no exported graph {graph!r}; it has {sorted(graphs)}")
     if backend == "onnxruntime":
-        return OrtSession(folder / graphs[graph]["file"], providers or default_providers(device))
+        return OrtSession(
+            folder / graphs[graph]["file"], providers or default_providers(device), threads=threads
+        )
     if backend == "tensorrt":
         from ..tensorrt import TrtSession
 

@@ -1,5 +1,6 @@
 """ONNX export of the X-Omni backbone at tiny size: the parity gate on unseen shapes, a corrupted
-graph caught by it, and the exported runtime generating what the torch backbone generates."""
+graph caught by it, head graphs that hold one mode's weights each, and the exported runtime
+stepping and generating as the torch backbone does."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 import torch
@@ -26,7 +28,7 @@ from xomni_core.registry import PluginRegistry
 from xomni_export import MANIFEST_FILE, export_component, read_manifest, run_parity
 from xomni_export.manifest import sha256_of
 from xomni_export.runtime.backbone import ExportedBackbone
-from xomni_export.specs.backbone import DECODE, PREFILL
+from xomni_export.specs.backbone import DECODE, GRAPHS, IMAGE_HEAD, PREFILL, TEXT_HEAD
 from xomni_plugins.backbones.x_omni import XOmniParams
 from xomni_plugins.backbones.x_omni.model import XOmniBackbone
 
@@ -67,22 +69,75 @@ def test_export_passes_the_parity_gate_on_unseen_shapes(exported: Path) -> None:
     manifest = read_manifest(exported)
     assert manifest["kind"] == "backbone" and manifest["precision"] == "float32"
     assert manifest["parity"] == {"passed": True, "report": "parity.json"}
-    for name in (PREFILL, DECODE):
+    assert sorted(manifest["graphs"]) == sorted(GRAPHS)
+    for name in GRAPHS:
         entry = manifest["graphs"][name]
         assert entry["sha256"] == sha256_of(exported / entry["file"])
     report = json.loads((exported / "parity.json").read_text())
     assert report["passed"]
-    cases = {graph: [c for c in report["cases"] if c["graph"] == graph] for graph in (PREFILL, DECODE)}
+    cases = {graph: [c for c in report["cases"] if c["graph"] == graph] for graph in GRAPHS}
     assert [c["sizes"] for c in cases[PREFILL]] == [
         {"batch": 1, "seq": 3},
         {"batch": 3, "seq": 13},
         {"batch": 5, "seq": 4},
     ]
-    assert len(cases[DECODE]) == 3
+    assert all(len(cases[graph]) == 3 for graph in GRAPHS)
     for case in cases[PREFILL] + cases[DECODE]:
         names = [o["name"] for o in case["outputs"]]
-        assert names[0] == "logits" and len(names) == 1 + 2 * TINY.num_hidden_layers
+        assert names[0] == "hidden" and len(names) == 1 + 2 * TINY.num_hidden_layers
+    widths = {TEXT_HEAD: TINY.vocab_size, IMAGE_HEAD: TINY.image_vocab_size}
+    for graph, width in widths.items():
+        for case in cases[graph]:
+            [logits] = case["outputs"]
+            assert logits["name"] == "logits" and logits["shape"] == [case["sizes"]["batch"], width]
+    for case in report["cases"]:
         assert all(o["passed"] and o["max_abs_error"] < 1e-5 for o in case["outputs"])
+
+
+def initializers(path: Path) -> list[np.ndarray]:
+    return [numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer]
+
+
+def holds(arrays: list[np.ndarray], weight: torch.Tensor) -> bool:
+    target = weight.detach().numpy()
+    return any(a.shape == target.shape and np.array_equal(a, target) for a in arrays)
+
+
+def test_each_head_weight_lives_in_its_own_head_graph_only(backbone: XOmniBackbone, exported: Path) -> None:
+    lm_head = backbone.net.lm_head.weight
+    image_rows = backbone.net.mm_head.weight[: TINY.image_vocab_size]
+    graphs = {name: initializers(exported / f"{name}.onnx") for name in GRAPHS}
+    # An image step runs decode and image_head: neither stores the text head.
+    for name in (PREFILL, DECODE, IMAGE_HEAD):
+        assert not holds(graphs[name], lm_head), name
+    for name in (PREFILL, DECODE, TEXT_HEAD):
+        assert not holds(graphs[name], image_rows), name
+    assert holds(graphs[TEXT_HEAD], lm_head) and len(graphs[TEXT_HEAD]) == 1
+    assert holds(graphs[IMAGE_HEAD], image_rows) and len(graphs[IMAGE_HEAD]) == 1
+
+
+@pytest.mark.parametrize("mode", ["image", "text"])
+def test_forward_step_logits_match_the_torch_backbone_over_the_modes_ids(
+    backbone: XOmniBackbone, runtime: ExportedBackbone, mode: str
+) -> None:
+    prompts = [backbone.tokenize("a cat"), backbone.tokenize("two red bicycles<SOM>")]
+    length = max(len(p) for p in prompts)
+    ids = torch.tensor([[0] * (length - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (length - len(p)) + [1] * len(p) for p in prompts])
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    next_ids = torch.tensor([[TINY.vocab_size + 3], [TINY.vocab_size + 60]])
+    next_mask = torch.cat([mask, torch.ones(2, 1, dtype=torch.long)], dim=1)
+    width = len(backbone.vocab.mode_range(mode))
+    ours = runtime.forward_step(ids, mask, positions, None, mode)
+    theirs = backbone.forward_step(ids, mask, positions, None, mode)
+    assert ours.logits.shape == theirs.logits.shape == (2, width)
+    torch.testing.assert_close(ours.logits, theirs.logits, atol=1e-5, rtol=1e-5)
+    # One step after the cache each returned.
+    next_positions = positions[:, -1:] + 1
+    ours = runtime.forward_step(next_ids, next_mask, next_positions, ours.past, mode)
+    theirs = backbone.forward_step(next_ids, next_mask, next_positions, theirs.past, mode)
+    assert ours.logits.shape == theirs.logits.shape == (2, width)
+    torch.testing.assert_close(ours.logits, theirs.logits, atol=1e-5, rtol=1e-5)
 
 
 def test_a_corrupted_graph_fails_the_parity_gate_naming_output_and_index(
@@ -98,12 +153,12 @@ def test_a_corrupted_graph_fails_the_parity_gate_naming_output_and_index(
     report = run_parity(backbone.export_graphs("float32"), folder, "float32")
 
     assert not report.passed
-    assert all(c.passed for c in report.cases if c.graph == PREFILL)
+    assert all(c.passed for c in report.cases if c.graph != DECODE)
     failed = [(c, o) for c in report.cases if c.graph == DECODE for o in c.outputs if not o.passed]
-    assert "logits" in {o.name for _, o in failed}
-    case, check = next((c, o) for c, o in failed if o.name == "logits")
+    assert "hidden" in {o.name for _, o in failed}
+    case, check = next((c, o) for c, o in failed if o.name == "hidden")
     assert len(check.worst_index) == 2 and check.max_abs_error > check.atol
-    assert f"decode ({', '.join(f'{k}={v}' for k, v in case.sizes.items())}): logits" in report.summary()
+    assert f"decode ({', '.join(f'{k}={v}' for k, v in case.sizes.items())}): hidden" in report.summary()
     assert str(check.worst_index) in report.summary()
 
 
@@ -152,6 +207,22 @@ def test_a_folder_without_manifest_is_refused(exported: Path, tmp_path: Path) ->
     (folder / MANIFEST_FILE).unlink()
     with pytest.raises(CheckpointError, match=r"manifest\.json is missing"):
         ExportedBackbone.from_exported(folder, backend="onnxruntime")
+
+
+def test_a_folder_of_the_earlier_whole_vocabulary_layout_is_refused_with_the_way_out(
+    exported: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "backbone"
+    shutil.copytree(exported, folder)
+    manifest = read_manifest(folder)
+    # The earlier layout: prefill and decode computed both heads, selected by an image_mode input.
+    manifest["graphs"] = {name: manifest["graphs"][name] for name in (PREFILL, DECODE)}
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError) as caught:
+        ExportedBackbone.from_exported(folder, backend="onnxruntime")
+    message = str(caught.value)
+    assert str(folder) in message and "['text_head', 'image_head']" in message
+    assert f"Re-export it: xomni export CONFIG --component backbone --out {tmp_path}" in message
 
 
 def test_runtime_cannot_be_built_or_saved_as_a_torch_component(
