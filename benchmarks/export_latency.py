@@ -1,14 +1,31 @@
-"""Per-step latency: onnxruntime (CPU) against PyTorch eager on the same graphs.
+"""Exported runtimes (onnxruntime, CPU) against PyTorch eager, side by side.
 
-Exports a small but non-trivial X-Omni backbone and FLUX-style decoder with random weights,
-then times the backbone's ``decode`` step (one new token after a cache) and the decoder's
-``transformer`` step (one denoising step) in both runtimes, interleaved call by call so that
-machine noise hits both alike. Usage:
+Both runtimes use the same number of intra-op threads (``--threads``, default 1), onnxruntime's
+idle threads sleep instead of spinning (``--spinning`` turns spinning back on in the graph
+section, to show what it does to the torch calls next to it), and the two are called
+alternately so that machine noise hits both alike. Medians are reported. Three sections:
 
-    .venv/bin/python benchmarks/export_latency.py --repeats 30 --json benchmarks/export_latency.json
+* ``graphs``: single graph runs against the torch module each was exported from: the backbone's
+  ``decode``, ``image_head`` and ``text_head`` at X-Omni's id space (hidden 512, 8 layers,
+  151,936 text + 16,448 multimodal ids, 197 M parameters, random weights) and the FLUX-style
+  decoder's ``transformer`` step;
+* ``tokens``: ``generate_image_tokens`` of that backbone, 256 image tokens after a 64-token
+  prompt, min-p 0.03, torch (:class:`XOmniBackbone`) against the exported graphs
+  (:class:`ExportedBackbone`);
+* ``nano``: the shipped xomni-nano pipeline exported by ``xomni export`` against the torch
+  pipeline, end to end per image (prompt -> image tokens -> decoded image).
+
+Usage:
+
+    .venv/bin/python benchmarks/export_latency.py --json benchmarks/export_latency.json
 """
 
 from __future__ import annotations
+
+import os
+
+# As `xomni generate` does (xomni_core.cpu): torch's OpenMP workers sleep when idle.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
 import functools
@@ -16,18 +33,25 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import onnxruntime
 import torch
 
+from xomni_core import GridSize, ImageGenerationRequest, SamplingParams
+from xomni_core.pipelines import TextToImagePipeline
 from xomni_export import export_component
+from xomni_export.command import run_export
+from xomni_export.runtime.backbone import ExportedBackbone
 from xomni_export.runtime.sessions import OrtSession
 from xomni_plugins.backbones.x_omni import XOmniParams
 from xomni_plugins.backbones.x_omni.model import XOmniBackbone
 from xomni_plugins.decoders.flux_semantic import FluxSemanticParams
 from xomni_plugins.decoders.flux_semantic.model import FluxSemanticDecoder
 
+NANO = Path(__file__).resolve().parents[1] / "xomni_core" / "models" / "xomni-nano" / "pipeline.yaml"
 BACKBONE = XOmniParams(
     hidden_size=512,
     intermediate_size=1536,
@@ -36,9 +60,9 @@ BACKBONE = XOmniParams(
     num_key_value_heads=2,
     num_mm_adap_layers=2,
     num_mm_head_layers=2,
-    vocab_size=2048,
-    mm_vocab_size=4160,
-    image_vocab_size=4096,
+    vocab_size=151_936,
+    mm_vocab_size=16_448,
+    image_vocab_size=16_384,
     max_position_embeddings=4096,
 )
 DECODER = FluxSemanticParams(
@@ -69,13 +93,32 @@ DECODER = FluxSemanticParams(
     clip_num_heads=4,
     clip_max_length=32,
 )
-CASES = {
-    ("backbone", "decode"): [{"batch": 1, "seq": 1, "past": 256}, {"batch": 4, "seq": 1, "past": 256}],
+GRAPH_CASES = {
+    ("backbone", "decode"): [{"batch": 1, "seq": 1, "past": 192}, {"batch": 16, "seq": 1, "past": 192}],
+    ("backbone", "image_head"): [{"batch": 1}, {"batch": 16}],
+    ("backbone", "text_head"): [{"batch": 1}, {"batch": 16}],
     ("decoder", "transformer"): [
         {"batch": 1, "grid_h": 16, "grid_w": 16},
         {"batch": 2, "grid_h": 16, "grid_w": 16},
     ],
 }
+PROMPT_TOKENS = 64
+IMAGE_GRID = GridSize(16, 16)
+MIN_P = 0.03
+
+
+def alternate(calls: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1) -> dict[str, float]:
+    """Median seconds of each call, calling them in turn ``repeats`` times after ``warmup``."""
+    for _ in range(warmup):
+        for call in calls.values():
+            call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def run_eager(module: torch.nn.Module, inputs: list[torch.Tensor]) -> None:
@@ -83,67 +126,146 @@ def run_eager(module: torch.nn.Module, inputs: list[torch.Tensor]) -> None:
         module(*inputs)
 
 
-def time_call(call: Any) -> float:
-    start = time.perf_counter()
-    call()
-    return time.perf_counter() - start
+def export(component: Any, folder: Path) -> Path:
+    export_component(
+        component, folder, plugin="bench", plugin_version="bench", validate=False, show_progress=False
+    )
+    return folder
+
+
+def graph_rows(backbone: XOmniBackbone, folder: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
+    components = {"backbone": backbone, "decoder": FluxSemanticDecoder.from_params(DECODER, seed=0)}
+    folders = {"backbone": folder, "decoder": export(components["decoder"], folder.parent / "decoder")}
+    graphs = {kind: {g.spec.name: g for g in c.export_graphs("float32")} for kind, c in components.items()}
+    rows = []
+    for (kind, graph_name), cases in GRAPH_CASES.items():
+        graph = graphs[kind][graph_name]
+        session = OrtSession(
+            folders[kind] / f"{graph_name}.onnx", threads=args.threads, spinning=args.spinning
+        )
+        for sizes in cases:
+            inputs = list(graph.make_inputs({**graph.spec.sizes("opt"), **sizes}, 1))
+            feeds = dict(zip(graph.spec.input_names, inputs, strict=True))
+            medians = alternate(
+                {
+                    "torch": functools.partial(run_eager, graph.module, inputs),
+                    "onnxruntime": functools.partial(session.run, feeds),
+                },
+                args.repeats,
+                warmup=3,
+            )
+            rows.append(ratio_row({"graph": f"{kind}.{graph_name}", "sizes": sizes}, medians, 1000, "ms"))
+    return rows
+
+
+def token_rows(backbone: XOmniBackbone, folder: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
+    exported = ExportedBackbone.from_exported(folder, backend="onnxruntime", threads=args.threads)
+    prefix = len(backbone.tokenize(backbone.image_prefix(IMAGE_GRID.grid_h, IMAGE_GRID.grid_w)))
+    prompt = "x" * (PROMPT_TOKENS - prefix)  # one token per byte
+    request = ImageGenerationRequest(
+        prompts=(prompt,), grid=IMAGE_GRID, sampling=SamplingParams(min_p=MIN_P), seed=3
+    )
+    results: dict[str, torch.Tensor] = {}
+
+    def generate(name: str, runtime: Any) -> None:
+        results[name] = runtime.generate_image_tokens(request).ids
+
+    medians = alternate(
+        {
+            "torch": functools.partial(generate, "torch", backbone),
+            "onnxruntime": functools.partial(generate, "onnxruntime", exported),
+        },
+        args.rounds,
+    )
+    row = {"what": "generate_image_tokens", "batch": 1, "image_tokens": IMAGE_GRID.num_tokens}
+    row = ratio_row(row, medians, 1, "s")
+    row["torch_tokens_per_s"] = IMAGE_GRID.num_tokens / medians["torch"]
+    row["onnxruntime_tokens_per_s"] = IMAGE_GRID.num_tokens / medians["onnxruntime"]
+    row["same_tokens"] = bool(torch.equal(results["torch"], results["onnxruntime"]))
+    return [row]
+
+
+def nano_rows(folder: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
+    run_export(NANO, out=folder, validate=False, show_progress=False)
+    pipelines = {
+        "torch": TextToImagePipeline.from_config(NANO),
+        "onnxruntime": TextToImagePipeline.from_config(folder / "pipeline.onnxruntime.yaml"),
+    }
+    prompt = ["a red circle above a blue square"]
+    tokens: dict[str, Any] = {}
+
+    def image(name: str) -> None:
+        tokens[name] = pipelines[name](prompt, seed=1, show_progress=False).tokens.rows()
+
+    def image_tokens(name: str) -> None:
+        config = pipelines[name].config.generation
+        grid = GridSize.from_pixels(
+            config.height_px, config.width_px, pipelines[name].decoder.pixels_per_token
+        )
+        request = ImageGenerationRequest(prompts=tuple(prompt), grid=grid, sampling=config.sampling, seed=1)
+        pipelines[name].backbone.generate_image_tokens(request)
+
+    rows = []
+    for what, call in (("pipeline, one image", image), ("generate_image_tokens", image_tokens)):
+        medians = alternate({name: functools.partial(call, name) for name in pipelines}, args.rounds)
+        rows.append(ratio_row({"what": what}, medians, 1000, "ms"))
+    rows[0]["same_tokens"] = tokens["torch"] == tokens["onnxruntime"]
+    return rows
+
+
+def ratio_row(row: dict[str, Any], medians: dict[str, float], scale: float, unit: str) -> dict[str, Any]:
+    return {
+        **row,
+        f"torch_{unit}": scale * medians["torch"],
+        f"onnxruntime_{unit}": scale * medians["onnxruntime"],
+        "speedup": medians["torch"] / medians["onnxruntime"],
+    }
+
+
+def show(title: str, rows: list[dict[str, Any]]) -> None:
+    print(f"\n{title}")
+    for row in rows:
+        print(
+            "  " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--sections", nargs="+", default=["graphs", "tokens", "nano"])
+    parser.add_argument("--repeats", type=int, default=20, help="calls per graph row")
+    parser.add_argument("--rounds", type=int, default=3, help="generations per token and nano row")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--spinning", action="store_true", help="let onnxruntime's idle threads spin")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    components = {
-        "backbone": XOmniBackbone.from_params(BACKBONE, seed=0),
-        "decoder": FluxSemanticDecoder.from_params(DECODER, seed=0),
+    torch.set_num_threads(args.threads)
+    report: dict[str, Any] = {
+        "meta": {
+            "threads": args.threads,
+            "onnxruntime_spinning": args.spinning,
+            "repeats": args.repeats,
+            "rounds": args.rounds,
+            "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "cpus": os.cpu_count(),
+        }
     }
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for (kind, graph_name), cases in CASES.items():
-            component = components[kind]
-            export_component(
-                component,
-                Path(tmp) / kind,
-                plugin=kind,
-                plugin_version="bench",
-                validate=False,
-                show_progress=False,
-            )
-            graph = next(g for g in component.export_graphs("float32") if g.spec.name == graph_name)
-            session = OrtSession(Path(tmp) / kind / f"{graph_name}.onnx")
-            for sizes in cases:
-                inputs = list(graph.make_inputs({**graph.spec.sizes("opt"), **sizes}, 1))
-                feeds = dict(zip(graph.spec.input_names, inputs, strict=True))
-                eager = functools.partial(run_eager, graph.module, inputs)
-                onnx = functools.partial(session.run, feeds)
-
-                for _ in range(3):  # warm up both
-                    eager()
-                    onnx()
-                eager_s, onnx_s = [], []
-                for _ in range(args.repeats):
-                    eager_s.append(time_call(eager))
-                    onnx_s.append(time_call(onnx))
-                rows.append(
-                    {
-                        "graph": f"{kind}.{graph_name}",
-                        "sizes": sizes,
-                        "torch_eager_ms": 1000 * statistics.median(eager_s),
-                        "onnxruntime_ms": 1000 * statistics.median(onnx_s),
-                        "speedup": statistics.median(eager_s) / statistics.median(onnx_s),
-                    }
-                )
-    print(f"{'graph':22} {'sizes':36} {'torch ms':>9} {'ort ms':>8} {'ort speedup':>12}")
-    for row in rows:
-        sizes = ", ".join(f"{k}={v}" for k, v in row["sizes"].items())
-        print(
-            f"{row['graph']:22} {sizes:36} {row['torch_eager_ms']:9.2f} {row['onnxruntime_ms']:8.2f} "
-            f"{row['speedup']:12.2f}"
-        )
+        if {"graphs", "tokens"} & set(args.sections):
+            backbone = XOmniBackbone.from_params(BACKBONE, seed=0)
+            folder = export(backbone, Path(tmp) / "backbone")
+            if "graphs" in args.sections:
+                report["graphs"] = graph_rows(backbone, folder, args)
+                show("graphs (ms per call)", report["graphs"])
+            if "tokens" in args.sections:
+                report["tokens"] = token_rows(backbone, folder, args)
+                show("image tokens (s per generation)", report["tokens"])
+        if "nano" in args.sections:
+            report["nano"] = nano_rows(Path(tmp) / "nano", args)
+            show("xomni-nano (ms per image)", report["nano"])
     if args.json:
-        meta = {"threads_torch": torch.get_num_threads(), "repeats": args.repeats}
-        args.json.write_text(json.dumps({"meta": meta, "results": rows}, indent=2) + "\n")
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -91,9 +91,8 @@ class ExportedParams(ComponentParams):
 class ExportedBackbone(Backbone[ExportedParams]):
     """A backbone running exported body graphs (``prefill``/``decode``) and head graphs.
 
-    ``past`` of :meth:`forward_step` is a dict keyed by the decode graph's ``past.{i}.key`` /
-    ``past.{i}.value`` inputs; its values stay in the engine's own form between steps (see
-    :mod:`.sessions`).
+    ``past`` of :meth:`forward_step` is a dict of tensors keyed by the decode graph's
+    ``past.{i}.key`` / ``past.{i}.value`` inputs.
     """
 
     params_class: ClassVar[type[ComponentParams]] = ExportedParams
@@ -116,7 +115,6 @@ class ExportedBackbone(Backbone[ExportedParams]):
         self.heads = dict(heads)
         self._device = device
         self._num_layers = sum(1 for name in decode.input_names if name.endswith(".key"))
-        self._present = [n for layer in range(self._num_layers) for n in present_names(layer)]
 
     # --- construction ---
 
@@ -219,19 +217,19 @@ class ExportedBackbone(Backbone[ExportedParams]):
 
         if mode not in ("text", "image"):
             raise InputError(f"generation mode must be 'text' or 'image', got {mode!r}")
-        inputs: dict[str, Any] = {
+        inputs: dict[str, torch.Tensor] = {
             "input_ids": input_ids.long(),
             "attention_mask": attention_mask.long(),
             "position_ids": position_ids.long(),
         }
         if past is None:
-            outputs = self.prefill.run(inputs, keep=self._present)
+            outputs = self.prefill.run(inputs)
         else:
             if not isinstance(past, Mapping):
                 raise InputError(
                     f"past must be the cache a previous forward_step returned, got {type(past).__name__}"
                 )
-            outputs = self.decode.run({**inputs, **past}, keep=self._present)
+            outputs = self.decode.run({**inputs, **past})
         cache = {
             past_name: outputs[present_name]
             for layer in range(self._num_layers)
