@@ -13,7 +13,10 @@ alternately so that machine noise hits both alike. Medians are reported. Three s
   prompt, min-p 0.03, torch (:class:`XOmniBackbone`) against the exported graphs
   (:class:`ExportedBackbone`);
 * ``nano``: the shipped xomni-nano pipeline exported by ``xomni export`` against the torch
-  pipeline, end to end per image (prompt -> image tokens -> decoded image).
+  pipeline, end to end per image (prompt -> image tokens -> decoded image);
+* ``cache``: how the KV cache goes back into ``decode`` step after step, at X-Omni's layout and
+  at xomni-nano's: as numpy views (what :class:`OrtSession` does) against onnxruntime IO binding
+  that keeps the cache as ``OrtValue`` s between steps (no numpy at all).
 
 Usage:
 
@@ -103,6 +106,7 @@ GRAPH_CASES = {
     ],
 }
 PROMPT_TOKENS = 64
+CACHE_STEPS = 64
 IMAGE_GRID = GridSize(16, 16)
 MIN_P = 0.03
 
@@ -213,6 +217,63 @@ def nano_rows(folder: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+def decode_steps(session: OrtSession, batch: int, kv_shape: tuple[int, int], bound: bool) -> None:
+    """:data:`CACHE_STEPS` decode steps after a prompt-long cache, feeding each step's cache back
+    as numpy views (``session.run``) or, ``bound``, as the ``OrtValue`` s IO binding returned."""
+    present = [name for name in session.output_names if name.startswith("present.")]
+    past: dict[str, Any] = {
+        name.replace("present.", "past."): torch.zeros(batch, kv_shape[0], PROMPT_TOKENS, kv_shape[1])
+        for name in present
+    }
+    for step in range(CACHE_STEPS):
+        feeds = {
+            "input_ids": torch.full((batch, 1), 5),
+            "attention_mask": torch.ones(batch, PROMPT_TOKENS + step + 1, dtype=torch.long),
+            "position_ids": torch.full((batch, 1), PROMPT_TOKENS + step),
+        }
+        if not bound:
+            out = session.run({**feeds, **past})
+            past = {name.replace("present.", "past."): out[name] for name in present}
+            continue
+        binding = session.session.io_binding()
+        for key, value in {**feeds, **past}.items():
+            if isinstance(value, onnxruntime.OrtValue):
+                binding.bind_ortvalue_input(key, value)
+            else:
+                binding.bind_cpu_input(key, value.numpy())
+        for name in session.output_names:
+            binding.bind_output(name, "cpu")
+        session.session.run_with_iobinding(binding)
+        values = dict(zip(session.output_names, binding.get_outputs(), strict=True))
+        torch.from_numpy(values["hidden"].numpy())
+        past = {name.replace("present.", "past."): values[name] for name in present}
+
+
+def cache_rows(folders: dict[str, Path], args: argparse.Namespace) -> list[dict[str, Any]]:
+    rows = []
+    for name, folder in folders.items():
+        params = json.loads((folder / "xomni_component.json").read_text())["params"]
+        kv_shape = (params["num_key_value_heads"], params["hidden_size"] // params["num_attention_heads"])
+        session = OrtSession(folder / "decode.onnx", threads=args.threads)
+        for batch in (1, 16):
+            medians = alternate(
+                {
+                    "numpy views": functools.partial(decode_steps, session, batch, kv_shape, False),
+                    "io binding": functools.partial(decode_steps, session, batch, kv_shape, True),
+                },
+                args.rounds,
+            )
+            rows.append(
+                {
+                    "model": name,
+                    "batch": batch,
+                    "numpy_views_ms_per_step": 1000 * medians["numpy views"] / CACHE_STEPS,
+                    "io_binding_ms_per_step": 1000 * medians["io binding"] / CACHE_STEPS,
+                }
+            )
+    return rows
+
+
 def ratio_row(row: dict[str, Any], medians: dict[str, float], scale: float, unit: str) -> dict[str, Any]:
     return {
         **row,
@@ -232,7 +293,7 @@ def show(title: str, rows: list[dict[str, Any]]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sections", nargs="+", default=["graphs", "tokens", "nano"])
+    parser.add_argument("--sections", nargs="+", default=["graphs", "tokens", "nano", "cache"])
     parser.add_argument("--repeats", type=int, default=20, help="calls per graph row")
     parser.add_argument("--rounds", type=int, default=3, help="generations per token and nano row")
     parser.add_argument("--threads", type=int, default=1)
@@ -264,6 +325,14 @@ def main() -> None:
         if "nano" in args.sections:
             report["nano"] = nano_rows(Path(tmp) / "nano", args)
             show("xomni-nano (ms per image)", report["nano"])
+        if "cache" in args.sections:
+            folders = {"x-omni layout": Path(tmp) / "backbone", "xomni-nano": Path(tmp) / "nano" / "backbone"}
+            if not folders["x-omni layout"].is_dir():
+                export(XOmniBackbone.from_params(BACKBONE, seed=0), folders["x-omni layout"])
+            if not folders["xomni-nano"].is_dir():
+                run_export(NANO, out=folders["xomni-nano"].parent, components=["backbone"], validate=False)
+            report["cache"] = cache_rows(folders, args)
+            show("KV cache between decode steps", report["cache"])
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
 

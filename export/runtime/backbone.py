@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
@@ -33,7 +34,7 @@ from xomni_core import (
 
 from ..manifest import read_manifest
 from ..specs.backbone import DECODE, GRAPHS, HEADS, PREFILL, past_names, present_names
-from .loading import open_session
+from .loading import LazySession, open_session
 
 if TYPE_CHECKING:
     import torch
@@ -143,12 +144,23 @@ class ExportedBackbone(Backbone[ExportedParams]):
             tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
         except (OSError, ValueError) as exc:
             raise CheckpointError(f"cannot load the text tokenizer from {folder}: {exc}") from exc
-        sessions = {
-            graph: open_session(
-                folder, graph, backend=backend, device=device, providers=providers, threads=threads
+
+        def session(graph: str, prepack: bool = True) -> GraphSession:
+            return open_session(
+                folder,
+                graph,
+                backend=backend,
+                device=device,
+                providers=providers,
+                threads=threads,
+                prepack=prepack,
             )
-            for graph in GRAPHS
-        }
+
+        # The prompt runs once per generation: its packed weights would be a second copy of
+        # decode's for little gain. Each head opens when its mode first runs.
+        sessions = {PREFILL: session(PREFILL, prepack=False), DECODE: session(DECODE)}
+        for graph in HEADS.values():
+            sessions[graph] = LazySession(partial(session, graph), manifest["graphs"][graph])
         heads: dict[GenerationMode, GraphSession] = {m: sessions[g] for m, g in HEADS.items()}
         # onnxruntime sessions copy through numpy: they take and return CPU tensors on any device.
         return cls(
@@ -251,6 +263,10 @@ def _check_layout(folder: Path, manifest: Mapping[str, Any]) -> None:
     graphs = manifest.get("graphs") or {}
     missing = [graph for graph in GRAPHS if graph not in graphs]
     if not missing:
+        for graph in GRAPHS:
+            for name in (graphs[graph]["file"], *graphs[graph].get("external_data", [])):
+                if not (folder / name).is_file():
+                    raise CheckpointError(f"{folder / name} of graph {graph!r} is missing; re-export")
         return
     earlier = " (an earlier layout computed both heads in prefill/decode)" if PREFILL in graphs else ""
     raise CheckpointError(

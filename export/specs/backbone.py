@@ -10,14 +10,19 @@ A head graph turns ``hidden`` into float32 ``logits`` over the ids its mode can 
 ``text_head`` over the text ids, ``image_head`` over the image ids (column ``j`` is id
 ``image_token_offset + j``). A step therefore reads the body and its own mode's head only: at
 X-Omni's real vocabulary the text head is 152 k rows, nine times the image head, and an image
-step never touches it. Every weight lives in exactly one graph kind (the body's in the two body
-graphs, each head's in its head graph), so no head is stored twice.
+step never touches it. The body's weights belong to both body graphs and each head's to its
+head graph only; the export stores every tensor once, in the weights file all graphs of the
+folder share (:mod:`xomni_export.weights`).
 
 Two body graphs rather than one merged graph keep the prefill free of an empty-cache special
 case and let TensorRT tune each for its shapes.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+
+from xomni_core import GenerationMode
 
 from .. import Dim, ExportSpec, GraphSpec, TensorSpec
 
@@ -26,7 +31,7 @@ DECODE = "decode"
 TEXT_HEAD = "text_head"
 IMAGE_HEAD = "image_head"
 #: The head graph of each generation mode.
-HEADS = {"text": TEXT_HEAD, "image": IMAGE_HEAD}
+HEADS: Mapping[GenerationMode, str] = {"text": TEXT_HEAD, "image": IMAGE_HEAD}
 GRAPHS = (PREFILL, DECODE, TEXT_HEAD, IMAGE_HEAD)
 
 

@@ -72,7 +72,8 @@ def test_export_passes_the_parity_gate_on_unseen_shapes(exported: Path) -> None:
     assert sorted(manifest["graphs"]) == sorted(GRAPHS)
     for name in GRAPHS:
         entry = manifest["graphs"][name]
-        assert entry["sha256"] == sha256_of(exported / entry["file"])
+        assert entry["external_data"] == ["weights.bin"]
+        assert entry["sha256"] == sha256_of(exported / entry["file"], exported / "weights.bin")
     report = json.loads((exported / "parity.json").read_text())
     assert report["passed"]
     cases = {graph: [c for c in report["cases"] if c["graph"] == graph] for graph in GRAPHS}
@@ -114,6 +115,33 @@ def test_each_head_weight_lives_in_its_own_head_graph_only(backbone: XOmniBackbo
         assert not holds(graphs[name], image_rows), name
     assert holds(graphs[TEXT_HEAD], lm_head) and len(graphs[TEXT_HEAD]) == 1
     assert holds(graphs[IMAGE_HEAD], image_rows) and len(graphs[IMAGE_HEAD]) == 1
+
+
+def external_ranges(path: Path) -> set[tuple[int, int]]:
+    """(offset, length) in weights.bin of each initializer the graph keeps there."""
+    model = onnx.load(str(path), load_external_data=False)
+    ranges = set()
+    for tensor in model.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            info = {e.key: e.value for e in tensor.external_data}
+            assert info["location"] == "weights.bin"
+            ranges.add((int(info["offset"]), int(info["length"])))
+    return ranges
+
+
+def test_weights_the_body_graphs_share_are_stored_once(backbone: XOmniBackbone, exported: Path) -> None:
+    ranges = {name: external_ranges(exported / f"{name}.onnx") for name in GRAPHS}
+    assert ranges[PREFILL] == ranges[DECODE]
+    assert not ranges[TEXT_HEAD] & ranges[PREFILL] and not ranges[IMAGE_HEAD] & ranges[PREFILL]
+    stored = sorted(set().union(*ranges.values()))
+    assert all(
+        end <= start
+        for (_, end), (start, _) in zip([(o, o + n) for o, n in stored], stored[1:], strict=False)
+    )  # no two tensors overlap
+    assert (exported / "weights.bin").stat().st_size == stored[-1][0] + stored[-1][1]
+    parameter_bytes = 4 * backbone.net.num_parameters()
+    assert sum(n for _, n in stored) <= parameter_bytes
+    assert not list(exported.glob("*.onnx.data"))
 
 
 @pytest.mark.parametrize("mode", ["image", "text"])

@@ -12,11 +12,7 @@ import torch
 from tiny_exportable import WIDTH, export_tiny
 
 from xomni_core import CheckpointError, XomniError
-from xomni_export import (
-    TensorSpec,
-    onnx_export,
-    read_manifest,
-)
+from xomni_export import TensorSpec, read_manifest, weights
 from xomni_export.manifest import write_manifest
 from xomni_export.specs.backbone import backbone_export_spec
 from xomni_export.triton import model_config, write_triton_repository
@@ -106,13 +102,15 @@ def test_batching_off_keeps_full_dims(tiny_export: Path, tmp_path: Path) -> None
 
 
 def test_external_weights_sit_beside_the_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_BYTES", 0)
+    monkeypatch.setattr(weights, "MIN_BYTES", 0)  # the tiny weights would stay inside the graphs
     export = export_tiny(tmp_path / "backbone")
-    assert read_manifest(export)["graphs"]["mlp"]["external_data"] == ["mlp.onnx.data"]
+    assert read_manifest(export)["graphs"]["mlp"]["external_data"] == ["weights.bin"]
     repository = tmp_path / "models"
     write_triton_repository({"tiny": export}, repository, backend="onnxruntime")
     version = repository / "tiny_mlp" / "1"
-    assert sorted(p.name for p in version.iterdir()) == ["mlp.onnx.data", "model.onnx"]
+    assert sorted(p.name for p in version.iterdir()) == ["model.onnx", "weights.bin"]
+    # Linked, not copied, on one filesystem.
+    assert (version / "weights.bin").stat().st_ino == (export / "weights.bin").stat().st_ino
 
     from xomni_export.runtime.sessions import OrtSession
 
