@@ -14,6 +14,9 @@ alternately so that machine noise hits both alike. Medians are reported. Three s
   (:class:`ExportedBackbone`);
 * ``nano``: the shipped xomni-nano pipeline exported by ``xomni export`` against the torch
   pipeline, end to end per image (prompt -> image tokens -> decoded image);
+* ``spinning``: what spinning onnxruntime threads do to the torch calls between them: the
+  backbone ``decode`` and decoder ``transformer`` rows again, both runtimes on 2 threads, with
+  onnxruntime's idle threads spinning and sleeping;
 * ``cache``: how the KV cache goes back into ``decode`` step after step, at X-Omni's layout and
   at xomni-nano's: as numpy views (what :class:`OrtSession` does) against onnxruntime IO binding
   that keeps the cache as ``OrtValue`` s between steps (no numpy at all).
@@ -105,6 +108,10 @@ GRAPH_CASES = {
         {"batch": 2, "grid_h": 16, "grid_w": 16},
     ],
 }
+SPINNING_CASES = {
+    ("backbone", "decode"): [{"batch": 1, "seq": 1, "past": 192}],
+    ("decoder", "transformer"): [{"batch": 1, "grid_h": 16, "grid_w": 16}],
+}
 PROMPT_TOKENS = 64
 CACHE_STEPS = 64
 IMAGE_GRID = GridSize(16, 16)
@@ -137,17 +144,27 @@ def export(component: Any, folder: Path) -> Path:
     return folder
 
 
-def graph_rows(backbone: XOmniBackbone, folder: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
+def graph_rows(
+    backbone: XOmniBackbone,
+    folder: Path,
+    cases: dict[tuple[str, str], list[dict[str, int]]],
+    *,
+    repeats: int,
+    threads: int,
+    spinning: bool,
+) -> list[dict[str, Any]]:
+    """Each graph of ``cases`` alternating with its torch module, both on ``threads`` threads."""
     components = {"backbone": backbone, "decoder": FluxSemanticDecoder.from_params(DECODER, seed=0)}
-    folders = {"backbone": folder, "decoder": export(components["decoder"], folder.parent / "decoder")}
+    folders = {"backbone": folder, "decoder": folder.parent / "decoder"}
+    if not folders["decoder"].is_dir():
+        export(components["decoder"], folders["decoder"])
     graphs = {kind: {g.spec.name: g for g in c.export_graphs("float32")} for kind, c in components.items()}
     rows = []
-    for (kind, graph_name), cases in GRAPH_CASES.items():
+    torch.set_num_threads(threads)
+    for (kind, graph_name), sizes_list in cases.items():
         graph = graphs[kind][graph_name]
-        session = OrtSession(
-            folders[kind] / f"{graph_name}.onnx", threads=args.threads, spinning=args.spinning
-        )
-        for sizes in cases:
+        session = OrtSession(folders[kind] / f"{graph_name}.onnx", threads=threads, spinning=spinning)
+        for sizes in sizes_list:
             inputs = list(graph.make_inputs({**graph.spec.sizes("opt"), **sizes}, 1))
             feeds = dict(zip(graph.spec.input_names, inputs, strict=True))
             medians = alternate(
@@ -155,10 +172,11 @@ def graph_rows(backbone: XOmniBackbone, folder: Path, args: argparse.Namespace) 
                     "torch": functools.partial(run_eager, graph.module, inputs),
                     "onnxruntime": functools.partial(session.run, feeds),
                 },
-                args.repeats,
+                repeats,
                 warmup=3,
             )
-            rows.append(ratio_row({"graph": f"{kind}.{graph_name}", "sizes": sizes}, medians, 1000, "ms"))
+            row = {"graph": f"{kind}.{graph_name}", "sizes": sizes, "threads": threads, "spinning": spinning}
+            rows.append(ratio_row(row, medians, 1000, "ms"))
     return rows
 
 
@@ -293,12 +311,12 @@ def show(title: str, rows: list[dict[str, Any]]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sections", nargs="+", default=["graphs", "tokens", "nano", "cache"])
+    parser.add_argument("--sections", nargs="+", default=["graphs", "tokens", "nano", "spinning", "cache"])
     parser.add_argument("--repeats", type=int, default=20, help="calls per graph row")
     parser.add_argument("--rounds", type=int, default=3, help="generations per token and nano row")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--spinning", action="store_true", help="let onnxruntime's idle threads spin")
-    parser.add_argument("--json", type=Path)
+    parser.add_argument("--json", type=Path, help="JSON to write; sections not run keep their entries")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     report: dict[str, Any] = {
@@ -313,12 +331,29 @@ def main() -> None:
         }
     }
     with tempfile.TemporaryDirectory() as tmp:
-        if {"graphs", "tokens"} & set(args.sections):
+        if {"graphs", "tokens", "spinning"} & set(args.sections):
             backbone = XOmniBackbone.from_params(BACKBONE, seed=0)
             folder = export(backbone, Path(tmp) / "backbone")
             if "graphs" in args.sections:
-                report["graphs"] = graph_rows(backbone, folder, args)
+                report["graphs"] = graph_rows(
+                    backbone,
+                    folder,
+                    GRAPH_CASES,
+                    repeats=args.repeats,
+                    threads=args.threads,
+                    spinning=args.spinning,
+                )
                 show("graphs (ms per call)", report["graphs"])
+            if "spinning" in args.sections:
+                report["spinning"] = [
+                    row
+                    for spinning in (True, False)
+                    for row in graph_rows(
+                        backbone, folder, SPINNING_CASES, repeats=args.repeats, threads=2, spinning=spinning
+                    )
+                ]
+                torch.set_num_threads(args.threads)
+                show("spinning (ms per call, 2 threads)", report["spinning"])
             if "tokens" in args.sections:
                 report["tokens"] = token_rows(backbone, folder, args)
                 show("image tokens (s per generation)", report["tokens"])
@@ -334,7 +369,10 @@ def main() -> None:
             report["cache"] = cache_rows(folders, args)
             show("KV cache between decode steps", report["cache"])
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        earlier = json.loads(args.json.read_text()) if args.json.is_file() else {}
+        settings = report.pop("meta")
+        runs = {name: {"settings": settings, "rows": rows} for name, rows in report.items()}
+        args.json.write_text(json.dumps({**earlier, **runs}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

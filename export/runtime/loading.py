@@ -63,6 +63,10 @@ class LazySession:
         self.input_names = [t["name"] for t in entry["inputs"]]
         self.output_names = [t["name"] for t in entry["outputs"]]
 
+    @property
+    def is_open(self) -> bool:
+        return self._session is not None
+
     def run(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if self._session is None:
             self._session = self._open()

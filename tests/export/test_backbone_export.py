@@ -28,6 +28,7 @@ from xomni_core.registry import PluginRegistry
 from xomni_export import MANIFEST_FILE, export_component, read_manifest, run_parity
 from xomni_export.manifest import sha256_of
 from xomni_export.runtime.backbone import ExportedBackbone
+from xomni_export.runtime.loading import LazySession
 from xomni_export.specs.backbone import DECODE, GRAPHS, IMAGE_HEAD, PREFILL, TEXT_HEAD
 from xomni_plugins.backbones.x_omni import XOmniParams
 from xomni_plugins.backbones.x_omni.model import XOmniBackbone
@@ -227,6 +228,14 @@ def test_sampled_image_tokens_equal_the_torch_backbone_for_a_seed(
     assert torch.equal(
         runtime.generate_image_tokens(request).ids, backbone.generate_image_tokens(request).ids
     )
+
+
+def test_drawing_images_never_opens_the_text_head(exported: Path) -> None:
+    runtime = ExportedBackbone.from_exported(exported, backend="onnxruntime")
+    heads = runtime.heads
+    assert isinstance(heads["text"], LazySession) and isinstance(heads["image"], LazySession)
+    runtime.generate_image_tokens(ImageGenerationRequest(prompts=PROMPTS[:1], grid=GridSize(2, 2)))
+    assert heads["image"].is_open and not heads["text"].is_open
 
 
 def test_a_folder_without_manifest_is_refused(exported: Path, tmp_path: Path) -> None:
