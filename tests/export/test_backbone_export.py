@@ -66,6 +66,11 @@ def runtime(exported: Path) -> ExportedBackbone:
     return ExportedBackbone.from_exported(exported, backend="onnxruntime")
 
 
+def test_exporting_leaves_the_torch_backbone_as_it_was(backbone: XOmniBackbone, exported: Path) -> None:
+    # The exported copy attends its own way; the backbone keeps transformers' SDPA.
+    assert backbone.net.model.config._attn_implementation == "sdpa"
+
+
 def test_export_passes_the_parity_gate_on_unseen_shapes(exported: Path) -> None:
     manifest = read_manifest(exported)
     assert manifest["kind"] == "backbone" and manifest["precision"] == "float32"
