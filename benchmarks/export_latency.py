@@ -10,8 +10,8 @@ alternately so that machine noise hits both alike. Medians are reported. Three s
   151,936 text + 16,448 multimodal ids, 197 M parameters, random weights) and the FLUX-style
   decoder's ``transformer`` step;
 * ``tokens``: ``generate_image_tokens`` of that backbone, 256 image tokens after a 64-token
-  prompt, min-p 0.03, torch (:class:`XOmniBackbone`) against the exported graphs
-  (:class:`ExportedBackbone`);
+  prompt, min-p 0.03, batch 1 and 16 (``--token-batches``), torch (:class:`XOmniBackbone`)
+  against the exported graphs (:class:`ExportedBackbone`);
 * ``nano``: the shipped xomni-nano pipeline exported by ``xomni export`` against the torch
   pipeline, end to end per image (prompt -> image tokens -> decoded image);
 * ``spinning``: what spinning onnxruntime threads do to the torch calls between them: the
@@ -184,27 +184,32 @@ def token_rows(backbone: XOmniBackbone, folder: Path, args: argparse.Namespace) 
     exported = ExportedBackbone.from_exported(folder, backend="onnxruntime", threads=args.threads)
     prefix = len(backbone.tokenize(backbone.image_prefix(IMAGE_GRID.grid_h, IMAGE_GRID.grid_w)))
     prompt = "x" * (PROMPT_TOKENS - prefix)  # one token per byte
-    request = ImageGenerationRequest(
-        prompts=(prompt,), grid=IMAGE_GRID, sampling=SamplingParams(min_p=MIN_P), seed=3
-    )
     results: dict[str, torch.Tensor] = {}
 
-    def generate(name: str, runtime: Any) -> None:
+    def generate(name: str, runtime: Any, request: ImageGenerationRequest) -> None:
         results[name] = runtime.generate_image_tokens(request).ids
 
-    medians = alternate(
-        {
-            "torch": functools.partial(generate, "torch", backbone),
-            "onnxruntime": functools.partial(generate, "onnxruntime", exported),
-        },
-        args.rounds,
-    )
-    row = {"what": "generate_image_tokens", "batch": 1, "image_tokens": IMAGE_GRID.num_tokens}
-    row = ratio_row(row, medians, 1, "s")
-    row["torch_tokens_per_s"] = IMAGE_GRID.num_tokens / medians["torch"]
-    row["onnxruntime_tokens_per_s"] = IMAGE_GRID.num_tokens / medians["onnxruntime"]
-    row["same_tokens"] = bool(torch.equal(results["torch"], results["onnxruntime"]))
-    return [row]
+    rows = []
+    for batch in args.token_batches:
+        request = ImageGenerationRequest(
+            prompts=(prompt,) * batch, grid=IMAGE_GRID, sampling=SamplingParams(min_p=MIN_P), seed=3
+        )
+        medians = alternate(
+            {
+                "torch": functools.partial(generate, "torch", backbone, request),
+                "onnxruntime": functools.partial(generate, "onnxruntime", exported, request),
+            },
+            args.rounds,
+        )
+        tokens = batch * IMAGE_GRID.num_tokens
+        row = ratio_row(
+            {"what": "generate_image_tokens", "batch": batch, "image_tokens": tokens}, medians, 1, "s"
+        )
+        row["torch_tokens_per_s"] = tokens / medians["torch"]
+        row["onnxruntime_tokens_per_s"] = tokens / medians["onnxruntime"]
+        row["same_tokens"] = bool(torch.equal(results["torch"], results["onnxruntime"]))
+        rows.append(row)
+    return rows
 
 
 def nano_rows(folder: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -315,6 +320,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20, help="calls per graph row")
     parser.add_argument("--rounds", type=int, default=3, help="generations per token and nano row")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--token-batches", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--spinning", action="store_true", help="let onnxruntime's idle threads spin")
     parser.add_argument("--json", type=Path, help="JSON to write; sections not run keep their entries")
     args = parser.parse_args()
