@@ -162,7 +162,7 @@ class ExportedBackbone(Backbone[ExportedParams]):
         for graph in HEADS.values():
             sessions[graph] = LazySession(partial(session, graph), manifest["graphs"][graph])
         heads: dict[GenerationMode, GraphSession] = {m: sessions[g] for m, g in HEADS.items()}
-        # onnxruntime sessions copy through numpy: they take and return CPU tensors on any device.
+        # onnxruntime sessions pass numpy views: they take and return CPU tensors on any device.
         return cls(
             params,
             info,
@@ -226,7 +226,6 @@ class ExportedBackbone(Backbone[ExportedParams]):
         past: Any | None,
         mode: GenerationMode,
     ) -> BackboneStep:
-
         if mode not in ("text", "image"):
             raise InputError(f"generation mode must be 'text' or 'image', got {mode!r}")
         inputs: dict[str, torch.Tensor] = {
