@@ -2,8 +2,10 @@
 
 Graphs are traced with ``torch.onnx.export(dynamo=True)`` using ``dynamic_shapes`` built from
 the spec; the example inputs take each dim's ``opt`` size, which must be at least 2 so that no
-dynamic axis is specialised to 0 or 1. Everything is written into a temporary folder that
-replaces the target only when export (and validation, when asked) succeeded.
+dynamic axis is specialised to 0 or 1. Their weights then move to one file shared by the
+component's graphs (:mod:`.weights`), so weights that two graphs use are stored once.
+Everything is written into a temporary folder that replaces the target only when export (and
+validation, when asked) succeeded.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from .manifest import (
 )
 from .parity import ParityError, ParityReport, run_parity
 from .spec import GraphSpec, Precision, axis_terms
+from .weights import WEIGHTS_FILE, store_weights_once
 
 OPSET = 18
 #: Protobuf caps a single ONNX file at 2 GiB; larger graphs keep their weights beside it.
@@ -84,6 +87,12 @@ def export_component(
         for graph in steps:
             steps.set_postfix_str(graph.spec.name)
             entries[graph.spec.name] = export_graph(graph, tmp, precision)
+        shared = store_weights_once(tmp, [entry["file"] for entry in entries.values()])
+        for name, entry in entries.items():
+            external = [WEIGHTS_FILE] if shared else []
+            # Covers the weights too, so stale TensorRT engines are caught after a re-export.
+            digest = sha256_of(*(tmp / file for file in (entry["file"], *external)))
+            entries[name] = {"file": entry["file"], "sha256": digest, "external_data": external, **entry}
         if validate:
             report = run_parity(graphs, tmp, precision, providers, show_progress=show_progress)
             report_text = json.dumps(report.to_json(), indent=2) + "\n"
@@ -111,7 +120,9 @@ def export_component(
 
 
 def export_graph(graph: GraphExport, folder: Path, precision: Precision) -> dict[str, Any]:
-    """Export one graph to ``folder/<name>.onnx``; returns its manifest entry."""
+    """Export one graph to ``folder/<name>.onnx`` (weights above 1.8 GB in
+    ``<name>.onnx.data``); returns its manifest entry, without ``sha256`` and
+    ``external_data``, which :func:`export_component` adds once the weights are shared."""
     import torch
 
     spec = graph.spec
@@ -136,12 +147,8 @@ def export_graph(graph: GraphExport, folder: Path, precision: Precision) -> dict
         if program is None:
             raise ExportError(f"torch.onnx.export returned no program for graph {spec.name}")
         program.save(str(path), external_data=external)
-    files = [path.name] + ([f"{path.name}.data"] if external else [])
     return {
         "file": path.name,
-        # Covers the external weights too, so stale TensorRT engines are caught after a re-export.
-        "sha256": sha256_of(*(folder / name for name in files)),
-        "external_data": files[1:],
         "inputs": [
             {"name": t.name, "dtype": t.resolved_dtype(precision), "shape": list(t.shape)}
             for t in spec.inputs

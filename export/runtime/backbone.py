@@ -1,10 +1,12 @@
 """Any backbone exported under the backbone spec, run behind the :class:`~xomni_core.Backbone`
 interface on onnxruntime or TensorRT.
 
-The exported folder holds the ``prefill`` and ``decode`` graphs, the text tokenizer's files and
-``backbone_runtime.json`` (:class:`BackboneRuntimeInfo`), which the exporting plugin writes; the
-runtime needs nothing else from the plugin, so generation here is the shared loop of
-:mod:`xomni_core.generation` on top of :meth:`ExportedBackbone.forward_step`.
+The exported folder holds the graphs of :mod:`xomni_export.specs.backbone` (``prefill`` and
+``decode`` up to the last hidden state, ``text_head`` and ``image_head`` from it to one mode's
+logits), the text tokenizer's files and ``backbone_runtime.json`` (:class:`BackboneRuntimeInfo`),
+which the exporting plugin writes; the runtime needs nothing else from the plugin, so generation
+here is the shared loop of :mod:`xomni_core.generation` on top of
+:meth:`ExportedBackbone.forward_step`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
@@ -30,8 +33,8 @@ from xomni_core import (
 )
 
 from ..manifest import read_manifest
-from ..specs.backbone import DECODE, PREFILL, past_names, present_names
-from .loading import open_session
+from ..specs.backbone import DECODE, GRAPHS, HEADS, PREFILL, past_names, present_names
+from .loading import LazySession, open_session
 
 if TYPE_CHECKING:
     import torch
@@ -87,7 +90,7 @@ class ExportedParams(ComponentParams):
 
 
 class ExportedBackbone(Backbone[ExportedParams]):
-    """A backbone running exported ``prefill``/``decode`` graphs.
+    """A backbone running exported body graphs (``prefill``/``decode``) and head graphs.
 
     ``past`` of :meth:`forward_step` is a dict of tensors keyed by the decode graph's
     ``past.{i}.key`` / ``past.{i}.value`` inputs.
@@ -102,6 +105,7 @@ class ExportedBackbone(Backbone[ExportedParams]):
         tokenizer: PreTrainedTokenizerBase,
         prefill: GraphSession,
         decode: GraphSession,
+        heads: Mapping[GenerationMode, GraphSession],
         device: str = "cpu",
     ) -> None:
         super().__init__(params)
@@ -109,6 +113,7 @@ class ExportedBackbone(Backbone[ExportedParams]):
         self.tokenizer = tokenizer
         self.prefill = prefill
         self.decode = decode
+        self.heads = dict(heads)
         self._device = device
         self._num_layers = sum(1 for name in decode.input_names if name.endswith(".key"))
 
@@ -122,27 +127,50 @@ class ExportedBackbone(Backbone[ExportedParams]):
         backend: str,
         device: str = "cpu",
         providers: Sequence[str] = (),
+        threads: int | None = None,
     ) -> Self:
-        """Open the graphs of an exported backbone folder on ``backend``."""
+        """Open the graphs of an exported backbone folder on ``backend`` (``threads``: see
+        :func:`~xomni_export.runtime.loading.open_session`)."""
         from transformers import AutoTokenizer
 
         folder = Path(path)
         manifest = read_manifest(folder)
         if manifest.get("kind") != "backbone":
             raise CheckpointError(f"{folder} holds an exported {manifest.get('kind')}, not a backbone")
+        _check_layout(folder, manifest)
         params = _read_params(folder, manifest)
         info = BackboneRuntimeInfo.read(folder)
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
         except (OSError, ValueError) as exc:
             raise CheckpointError(f"cannot load the text tokenizer from {folder}: {exc}") from exc
-        prefill, decode = (
-            open_session(folder, graph, backend=backend, device=device, providers=providers)
-            for graph in (PREFILL, DECODE)
-        )
-        # onnxruntime sessions copy through numpy: they take and return CPU tensors on any device.
+
+        def session(graph: str, prepack: bool = True) -> GraphSession:
+            return open_session(
+                folder,
+                graph,
+                backend=backend,
+                device=device,
+                providers=providers,
+                threads=threads,
+                prepack=prepack,
+            )
+
+        # The prompt runs once per generation: its packed weights would be a second copy of
+        # decode's for little gain. Each head opens when its mode first runs.
+        sessions = {PREFILL: session(PREFILL, prepack=False), DECODE: session(DECODE)}
+        for graph in HEADS.values():
+            sessions[graph] = LazySession(partial(session, graph), manifest["graphs"][graph])
+        heads: dict[GenerationMode, GraphSession] = {m: sessions[g] for m, g in HEADS.items()}
+        # onnxruntime sessions pass numpy views: they take and return CPU tensors on any device.
         return cls(
-            params, info, tokenizer, prefill, decode, device=device if backend == "tensorrt" else "cpu"
+            params,
+            info,
+            tokenizer,
+            sessions[PREFILL],
+            sessions[DECODE],
+            heads,
+            device=device if backend == "tensorrt" else "cpu",
         )
 
     @classmethod
@@ -198,15 +226,12 @@ class ExportedBackbone(Backbone[ExportedParams]):
         past: Any | None,
         mode: GenerationMode,
     ) -> BackboneStep:
-        import torch
-
         if mode not in ("text", "image"):
             raise InputError(f"generation mode must be 'text' or 'image', got {mode!r}")
         inputs: dict[str, torch.Tensor] = {
             "input_ids": input_ids.long(),
             "attention_mask": attention_mask.long(),
             "position_ids": position_ids.long(),
-            "image_mode": torch.tensor(int(mode == "image"), dtype=torch.long),
         }
         if past is None:
             outputs = self.prefill.run(inputs)
@@ -221,8 +246,7 @@ class ExportedBackbone(Backbone[ExportedParams]):
             for layer in range(self._num_layers)
             for past_name, present_name in zip(past_names(layer), present_names(layer), strict=True)
         }
-        ids = self.vocab.mode_range(mode)
-        logits = outputs["logits"][:, ids.start : ids.stop]
+        logits = self.heads[mode].run({"hidden": outputs["hidden"]})["logits"]
         return BackboneStep(logits=logits.to(self.device), past=cache)
 
 
@@ -231,6 +255,24 @@ _ONLY_EXPORTED = (
     "from_exported or backend: onnxruntime/tensorrt in a config); it cannot {action}. "
     "Use the backbone plugin's torch implementation for that."
 )
+
+
+def _check_layout(folder: Path, manifest: Mapping[str, Any]) -> None:
+    """Refuse, with the way out, a folder exported before the graphs stopped at the hidden state."""
+    graphs = manifest.get("graphs") or {}
+    missing = [graph for graph in GRAPHS if graph not in graphs]
+    if not missing:
+        for graph in GRAPHS:
+            for name in (graphs[graph]["file"], *graphs[graph].get("external_data", [])):
+                if not (folder / name).is_file():
+                    raise CheckpointError(f"{folder / name} of graph {graph!r} is missing; re-export")
+        return
+    earlier = " (an earlier layout computed both heads in prefill/decode)" if PREFILL in graphs else ""
+    raise CheckpointError(
+        f"{folder} lacks the backbone graphs {missing}{earlier}; this xomni runs a backbone as "
+        f"body graphs plus one head graph per generation mode. Re-export it: xomni export CONFIG "
+        f"--component backbone --out {folder.parent}"
+    )
 
 
 def _read_params(folder: Path, manifest: Mapping[str, Any]) -> ExportedParams:

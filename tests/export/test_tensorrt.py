@@ -116,10 +116,17 @@ def test_refuses_an_engine_built_from_another_onnx_graph() -> None:
 
 def test_profile_shapes_span_each_dims_range() -> None:
     spec = backbone_export_spec(
-        num_layers=1, num_kv_heads=2, head_dim=4, total_vocab_size=32, max_positions=64, max_batch=8
+        num_layers=1,
+        num_kv_heads=2,
+        head_dim=4,
+        hidden_size=8,
+        text_vocab_size=24,
+        image_vocab_size=8,
+        max_positions=64,
+        max_batch=8,
     ).graph("decode")
     shapes = profile_shapes(manifest_entry(spec))
-    assert "image_mode" not in shapes  # a scalar has nothing to profile
+    assert sorted(shapes) == sorted(spec.input_names)
     assert shapes["input_ids"] == ProfileShape((1, 1), (2, 2), (8, 64))
     assert shapes["past.0.key"] == ProfileShape((1, 2, 1, 4), (2, 2, 16, 4), (8, 2, 64, 4))
     # past+seq: each end of the range is the sum of the dims' ends.

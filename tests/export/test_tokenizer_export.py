@@ -77,7 +77,8 @@ def test_export_passes_the_parity_gate_on_unseen_grids(exported: Path) -> None:
     assert report["passed"]
     for name in (ENCODE, DECODE):
         entry = manifest["graphs"][name]
-        assert entry["sha256"] == sha256_of(exported / entry["file"])
+        files = [entry["file"], *entry["external_data"]]
+        assert entry["sha256"] == sha256_of(*(exported / name for name in files))
         opt = {d["name"]: d["opt"] for d in entry["dims"]}
         assert min(opt.values()) >= 2
         cases = [c for c in report["cases"] if c["graph"] == name]

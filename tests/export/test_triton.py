@@ -12,11 +12,7 @@ import torch
 from tiny_exportable import WIDTH, export_tiny
 
 from xomni_core import CheckpointError, XomniError
-from xomni_export import (
-    TensorSpec,
-    onnx_export,
-    read_manifest,
-)
+from xomni_export import TensorSpec, read_manifest, weights
 from xomni_export.manifest import write_manifest
 from xomni_export.specs.backbone import backbone_export_spec
 from xomni_export.triton import model_config, write_triton_repository
@@ -106,13 +102,15 @@ def test_batching_off_keeps_full_dims(tiny_export: Path, tmp_path: Path) -> None
 
 
 def test_external_weights_sit_beside_the_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_BYTES", 0)
+    monkeypatch.setattr(weights, "MIN_BYTES", 0)  # the tiny weights would stay inside the graphs
     export = export_tiny(tmp_path / "backbone")
-    assert read_manifest(export)["graphs"]["mlp"]["external_data"] == ["mlp.onnx.data"]
+    assert read_manifest(export)["graphs"]["mlp"]["external_data"] == ["weights.bin"]
     repository = tmp_path / "models"
     write_triton_repository({"tiny": export}, repository, backend="onnxruntime")
     version = repository / "tiny_mlp" / "1"
-    assert sorted(p.name for p in version.iterdir()) == ["mlp.onnx.data", "model.onnx"]
+    assert sorted(p.name for p in version.iterdir()) == ["model.onnx", "weights.bin"]
+    # Linked, not copied, on one filesystem.
+    assert (version / "weights.bin").stat().st_ino == (export / "weights.bin").stat().st_ino
 
     from xomni_export.runtime.sessions import OrtSession
 
@@ -174,28 +172,50 @@ def test_failed_rewrite_keeps_the_previous_repository(tiny_export: Path, tmp_pat
     assert [p.name for p in tmp_path.iterdir()] == ["models"]
 
 
-def test_backbone_decode_graph_keeps_full_dims_because_of_its_scalar_mode() -> None:
+def backbone_entry(graph: str) -> dict[str, Any]:
+    """The manifest entry of a graph of a small backbone spec, in bfloat16."""
     spec = backbone_export_spec(
-        num_layers=1, num_kv_heads=2, head_dim=4, total_vocab_size=32, max_positions=64
-    ).graph("decode")
+        num_layers=1,
+        num_kv_heads=2,
+        head_dim=4,
+        hidden_size=8,
+        text_vocab_size=24,
+        image_vocab_size=8,
+        max_positions=64,
+    ).graph(graph)
 
     def tensors(specs: tuple[TensorSpec, ...]) -> list[dict[str, Any]]:
         return [
             {"name": t.name, "dtype": t.resolved_dtype("bfloat16"), "shape": list(t.shape)} for t in specs
         ]
 
-    entry = {
+    return {
         "inputs": tensors(spec.inputs),
         "outputs": tensors(spec.outputs),
         "dims": [{"name": d.name, "min": d.min, "opt": d.opt, "max": d.max} for d in spec.dims],
     }
+
+
+def test_backbone_decode_graph_batches_on_its_leading_axis() -> None:
     plans = {"9.0": "model.sm90.plan"}
-    config = model_config("backbone_decode", entry, backend="tensorrt", cc_model_filenames=plans)
-    assert config.max_batch_size == 0
+    config = model_config(
+        "backbone_decode", backbone_entry("decode"), backend="tensorrt", cc_model_filenames=plans
+    )
+    assert config.max_batch_size == 8 and config.HasField("dynamic_batching")
     inputs = {i.name: i for i in config.input}
-    assert list(inputs["attention_mask"].dims) == [-1, -1]
-    assert list(inputs["past.0.key"].dims) == [-1, 2, -1, 4]
+    assert list(inputs["attention_mask"].dims) == [-1]
+    assert list(inputs["past.0.key"].dims) == [2, -1, 4]
     assert inputs["past.0.key"].data_type == model_config_pb2.TYPE_BF16
-    assert config.output[0].data_type == model_config_pb2.TYPE_FP32
+    outputs = {o.name: o for o in config.output}
+    assert list(outputs["hidden"].dims) == [8]
     parsed = text_format.Parse(text_format.MessageToString(config), model_config_pb2.ModelConfig())
     assert parsed == config
+
+
+def test_backbone_head_graphs_give_float32_logits_of_their_mode() -> None:
+    text = model_config("backbone_text_head", backbone_entry("text_head"), backend="onnxruntime")
+    image = model_config("backbone_image_head", backbone_entry("image_head"), backend="onnxruntime")
+    for config, width in ((text, 24), (image, 8)):
+        assert [(i.name, list(i.dims)) for i in config.input] == [("hidden", [8])]
+        assert [(o.name, list(o.dims)) for o in config.output] == [("logits", [width])]
+        assert config.output[0].data_type == model_config_pb2.TYPE_FP32
