@@ -65,7 +65,9 @@ def plan_filename(graph: str, capability: tuple[int, int]) -> str:
 
 
 def rebuild_command(kind: str, folder: str | Path) -> str:
-    return f"xomni export CONFIG --component {kind} --format tensorrt --out {folder}"
+    """The export that rebuilds the component folder ``folder``: ``--out`` names the export
+    folder that holds it."""
+    return f"xomni export CONFIG --component {kind} --format tensorrt --out {Path(folder).parent}"
 
 
 def profile_shapes(graph_entry: Mapping[str, Any]) -> dict[str, ProfileShape]:
