@@ -35,9 +35,11 @@ class StaticKVCache:
         dtype: torch.dtype,
         device: torch.device,
     ) -> None:
-        shape = (num_layers, batch_size, num_kv_heads, max_length, head_dim)
-        self.keys = torch.zeros(shape, dtype=dtype, device=device)
-        self.values = torch.zeros(shape, dtype=dtype, device=device)
+        shape = (batch_size, num_kv_heads, max_length, head_dim)
+        # One tensor per layer: a compiled step then updates each in place, where views of one
+        # tensor for all layers made it copy the whole cache at every step.
+        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
         # Unfilled positions stay blocked, so a step may also attend over the whole buffer.
         self.bias = torch.full(
             (batch_size, 1, 1, max_length), torch.finfo(dtype).min, dtype=dtype, device=device
@@ -47,7 +49,7 @@ class StaticKVCache:
 
     @property
     def batch_size(self) -> int:
-        return self.keys.shape[1]
+        return self.keys[0].shape[0]
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.length
@@ -68,9 +70,10 @@ class StaticKVCache:
         """Store a step's keys and values ``(batch, heads, new, head_dim)`` for ``layer_idx``;
         return views of every filled position including them."""
         end = self.length + key_states.shape[2]
-        self.keys[layer_idx, :, :, self.length : end] = key_states
-        self.values[layer_idx, :, :, self.length : end] = value_states
-        return self.keys[layer_idx, :, :, :end], self.values[layer_idx, :, :, :end]
+        keys, values = self.keys[layer_idx], self.values[layer_idx]
+        keys[:, :, self.length : end] = key_states
+        values[:, :, self.length : end] = value_states
+        return keys[:, :, :end], values[:, :, :end]
 
     def store_padding(self, attention_mask: torch.Tensor) -> None:
         """Record which of the step's new positions are padding, from the step's
@@ -94,7 +97,9 @@ class BufferWriter:
     as a tensor and returns every position (unfilled ones are blocked by the bias), so the
     step's shapes never change and it compiles (and captures as a CUDA graph) once."""
 
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, write_index: torch.Tensor) -> None:
+    def __init__(
+        self, keys: list[torch.Tensor], values: list[torch.Tensor], write_index: torch.Tensor
+    ) -> None:
         self.keys = keys
         self.values = values
         self.write_index = write_index

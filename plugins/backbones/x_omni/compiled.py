@@ -42,11 +42,10 @@ class CompiledDecodeStep:
         cache: StaticKVCache,
         mode: GenerationMode,
     ) -> torch.Tensor:
-        if cache.keys.device.type == "cuda":
-            # Buffers that keep their address between steps, as CUDA graphs require.
-            for buffer in (cache.keys, cache.values, cache.bias):
-                torch._dynamo.mark_static_address(buffer)
-        write_index = torch.tensor([cache.length], device=cache.keys.device)
+        # Buffers that keep their address between steps, as CUDA graphs require.
+        for buffer in (*cache.keys, *cache.values, cache.bias):
+            torch._dynamo.mark_static_address(buffer)
+        write_index = torch.tensor([cache.length], device=cache.bias.device)
         logits: torch.Tensor = self._compiled(
             input_ids, position_ids, write_index, cache.keys, cache.values, cache.bias, mode
         )
@@ -57,8 +56,8 @@ class CompiledDecodeStep:
         input_ids: torch.Tensor,
         position_ids: torch.Tensor,
         write_index: torch.Tensor,
-        keys: torch.Tensor,
-        values: torch.Tensor,
+        keys: list[torch.Tensor],
+        values: list[torch.Tensor],
         bias: torch.Tensor,
         mode: GenerationMode,
     ) -> torch.Tensor:
