@@ -30,8 +30,7 @@ CLI = [sys.executable, "-m", "xomni_core.cli"]
 
 
 PROMPT = "two red circles left of a blue square"
-README_SEED = "5"
-README_COMMAND = f'xomni generate "{PROMPT}" --seed {README_SEED}'
+README_COMMAND = f'xomni generate "{PROMPT}"'
 DEFAULT_COLLECTOR = "the same, default collector"
 
 #: ``xomni`` with the collector settings of ``xomni_core.heap`` taken out.
@@ -55,11 +54,8 @@ def commands(out: Path) -> dict[str, list[str]]:
         "xomni config validate": [*CLI, "config", "validate", str(CONFIG)],
         'python -c "import torch"': [sys.executable, "-c", "import torch"],
         "xomni generate (tiny-random)": tiny,
-        README_COMMAND: [*CLI, "generate", PROMPT, "--seed", README_SEED, "--out", str(out / "nano")],
-        DEFAULT_COLLECTOR: [
-            *DEFAULT_COLLECTOR_CLI,
-            *("generate", PROMPT, "--seed", README_SEED, "--out", str(out / "default-gc")),
-        ],
+        README_COMMAND: [*CLI, "generate", PROMPT, "--out", str(out / "nano")],
+        DEFAULT_COLLECTOR: [*DEFAULT_COLLECTOR_CLI, "generate", PROMPT, "--out", str(out / "default-gc")],
     }
 
 
