@@ -95,8 +95,8 @@ class RuntimeSettings(CheckedModel):
     )
     compile: bool = Field(
         False,
-        description="compile the backbone's one-token decoding step with torch.compile (CUDA: also "
-        "CUDA graphs); pays off on long or repeated generations, costs compile time at the start",
+        description="compile the backbone's one-token decoding step with torch.compile (CUDA: as a "
+        "CUDA graph); costs compile time at the first generation of each batch size",
     )
 
     @field_validator("device")
