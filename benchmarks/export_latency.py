@@ -45,6 +45,7 @@ from typing import Any
 
 import onnxruntime
 import torch
+from decode_speed import SCALED  # benchmarks/ is the script's own folder
 
 from xomni_core import GridSize, ImageGenerationRequest, SamplingParams
 from xomni_core.pipelines import TextToImagePipeline
@@ -52,25 +53,13 @@ from xomni_export import export_component
 from xomni_export.command import run_export
 from xomni_export.runtime.backbone import ExportedBackbone
 from xomni_export.runtime.sessions import OrtSession
-from xomni_plugins.backbones.x_omni import XOmniParams
 from xomni_plugins.backbones.x_omni.model import XOmniBackbone
 from xomni_plugins.decoders.flux_semantic import FluxSemanticParams
 from xomni_plugins.decoders.flux_semantic.model import FluxSemanticDecoder
 
 NANO = Path(__file__).resolve().parents[1] / "xomni_core" / "models" / "xomni-nano" / "pipeline.yaml"
-BACKBONE = XOmniParams(
-    hidden_size=512,
-    intermediate_size=1536,
-    num_hidden_layers=8,
-    num_attention_heads=8,
-    num_key_value_heads=2,
-    num_mm_adap_layers=2,
-    num_mm_head_layers=2,
-    vocab_size=151_936,
-    mm_vocab_size=16_448,
-    image_vocab_size=16_384,
-    max_position_embeddings=4096,
-)
+#: The decode benchmark's X-Omni layout (hidden 512, 8 layers, the real id space).
+BACKBONE = SCALED
 DECODER = FluxSemanticParams(
     num_dual_stream_layers=2,
     num_single_stream_layers=4,
