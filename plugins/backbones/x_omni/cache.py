@@ -54,8 +54,11 @@ class StaticKVCache:
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.length
 
-    def check_room(self, batch_size: int, new_positions: int) -> None:
-        """Refuse a step that does not fit the buffers, before any layer writes."""
+    def begin_step(self, attention_mask: torch.Tensor) -> None:
+        """Check that a step fits the buffers, before any layer writes, and record which of its
+        new positions are padding, from the step's ``attention_mask (batch, past + new)``;
+        :meth:`advance` follows once every layer has stored the step."""
+        batch_size, new_positions = attention_mask.shape[0], attention_mask.shape[1] - self.length
         if batch_size != self.batch_size:
             raise InputError(f"the cache holds {self.batch_size} rows, the step has {batch_size}")
         if self.length + new_positions > self.max_length:
@@ -63,6 +66,9 @@ class StaticKVCache:
                 f"the cache has room for {self.max_length} positions; {self.length} are filled "
                 f"and the step adds {new_positions}"
             )
+        blocked = torch.finfo(self.bias.dtype).min
+        new = attention_mask[:, self.length :].bool()
+        self.bias[:, 0, 0, self.length : self.length + new_positions] = torch.where(new, 0.0, blocked)
 
     def update(
         self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args: Any, **kwargs: Any
@@ -74,14 +80,6 @@ class StaticKVCache:
         keys[:, :, self.length : end] = key_states
         values[:, :, self.length : end] = value_states
         return keys[:, :, :end], values[:, :, :end]
-
-    def store_padding(self, attention_mask: torch.Tensor) -> None:
-        """Record which of the step's new positions are padding, from the step's
-        ``attention_mask (batch, past + new)``."""
-        start = self.length
-        new = attention_mask[:, start:]
-        blocked = torch.finfo(self.bias.dtype).min
-        self.bias[:, 0, 0, start : start + new.shape[1]] = torch.where(new.bool(), 0.0, blocked)
 
     def step_bias(self) -> torch.Tensor:
         """The additive attention bias of a one-position step after the filled positions:

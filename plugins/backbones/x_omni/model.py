@@ -230,8 +230,7 @@ class XOmniForCausalLM(nn.Module):
         dtype = self.lm_head.weight.dtype
         if not isinstance(cache, StaticKVCache):
             return self.model(input_ids, attention_bias(attention_mask, seq_len, dtype), position_ids, cache)
-        cache.check_room(batch, seq_len)
-        cache.store_padding(attention_mask)
+        cache.begin_step(attention_mask)
         if seq_len == 1 and past_len > 0:
             bias = cache.step_bias()
         else:
@@ -524,8 +523,7 @@ class XOmniBackbone(Backbone[XOmniParams]):
             and cache.length > 0
             and input_ids.shape[1] == 1
         ):
-            cache.check_room(input_ids.shape[0], 1)
-            cache.store_padding(attention_mask)
+            cache.begin_step(attention_mask)
             logits = compiled.step(input_ids, position_ids, cache, mode)
             cache.advance(1)
             return BackboneStep(logits=logits, past=cache)
