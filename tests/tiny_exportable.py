@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 
 from xomni_core import Component, ComponentParams
-from xomni_export import Dim, GraphExport, GraphSpec, Precision, TensorSpec, export_component
+from xomni_export import Dim, ExportSpec, GraphExport, GraphSpec, Precision, TensorSpec, export_component
+from xomni_export.specs.backbone import backbone_export_spec
 
 WIDTH = 8
 
@@ -85,3 +86,18 @@ def export_tiny(folder: Path) -> Path:
         TinyComponent(TinyParams()), folder, plugin="tiny", plugin_version="0", show_progress=False
     )
     return folder
+
+
+def small_backbone_spec(max_batch: int = 64) -> ExportSpec:
+    """The backbone export spec at toy sizes: 1 layer of 2 x 4 KV, hidden 8, 24 text and 8 image
+    ids, 64 positions."""
+    return backbone_export_spec(
+        num_layers=1,
+        num_kv_heads=2,
+        head_dim=4,
+        hidden_size=8,
+        text_vocab_size=24,
+        image_vocab_size=8,
+        max_positions=64,
+        max_batch=max_batch,
+    )

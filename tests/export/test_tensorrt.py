@@ -10,13 +10,12 @@ from typing import Any
 
 import pytest
 import torch
-from tiny_exportable import TinyComponent, TinyParams, export_tiny
+from tiny_exportable import TinyComponent, TinyParams, export_tiny, small_backbone_spec
 
 from xomni_core import CheckpointError, XomniError
 from xomni_export import Dim, GraphSpec, Precision, TensorSpec, read_manifest
 from xomni_export.manifest import FORMAT_VERSION, write_manifest
 from xomni_export.runtime.loading import open_session
-from xomni_export.specs.backbone import backbone_export_spec
 from xomni_export.tensorrt import (
     ProfileShape,
     capability_key,
@@ -116,16 +115,7 @@ def test_refuses_an_engine_built_from_another_onnx_graph() -> None:
 
 
 def test_profile_shapes_span_each_dims_range() -> None:
-    spec = backbone_export_spec(
-        num_layers=1,
-        num_kv_heads=2,
-        head_dim=4,
-        hidden_size=8,
-        text_vocab_size=24,
-        image_vocab_size=8,
-        max_positions=64,
-        max_batch=8,
-    ).graph("decode")
+    spec = small_backbone_spec(max_batch=8).graph("decode")
     shapes = profile_shapes(manifest_entry(spec))
     assert sorted(shapes) == sorted(spec.input_names)
     assert shapes["input_ids"] == ProfileShape((1, 1), (2, 2), (8, 64))

@@ -9,12 +9,11 @@ from typing import Any
 
 import pytest
 import torch
-from tiny_exportable import WIDTH, export_tiny
+from tiny_exportable import WIDTH, export_tiny, small_backbone_spec
 
 from xomni_core import CheckpointError, XomniError
 from xomni_export import TensorSpec, read_manifest, weights
 from xomni_export.manifest import write_manifest
-from xomni_export.specs.backbone import backbone_export_spec
 from xomni_export.triton import model_config, write_triton_repository
 
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
@@ -174,15 +173,7 @@ def test_failed_rewrite_keeps_the_previous_repository(tiny_export: Path, tmp_pat
 
 def backbone_entry(graph: str) -> dict[str, Any]:
     """The manifest entry of a graph of a small backbone spec, in bfloat16."""
-    spec = backbone_export_spec(
-        num_layers=1,
-        num_kv_heads=2,
-        head_dim=4,
-        hidden_size=8,
-        text_vocab_size=24,
-        image_vocab_size=8,
-        max_positions=64,
-    ).graph(graph)
+    spec = small_backbone_spec().graph(graph)
 
     def tensors(specs: tuple[TensorSpec, ...]) -> list[dict[str, Any]]:
         return [
