@@ -2,7 +2,8 @@
 
 Works on any :class:`~xomni_core.Backbone` through ``forward_step`` alone, so PyTorch and
 exported runtimes generate identically. Prompts are left-padded into one batch; sample ``i``
-draws from its own generator seeded ``seed + i``, so batching never changes a sample's tokens.
+draws from its own generator (seed ``seed + i``, or its own from ``seeds``), so batching never
+changes a sample's tokens.
 Classifier-free guidance mixes log-probabilities of the prompt and of the negative prompt (the
 image prefix alone) as ``uncond + scale * (cond - uncond)``.
 """
@@ -50,8 +51,7 @@ def generate_image_tokens(backbone: Backbone[Any], request: ImageGenerationReque
         num_new_tokens=grid.num_tokens,
         mode="image",
         sampling=request.sampling,
-        seed=request.seed,
-        batch_size=len(prompts),
+        seeds=request.sample_seeds(),
         stop_id=None,
         show_progress=request.show_progress,
         description="image tokens",
@@ -71,8 +71,7 @@ def generate_text(backbone: Backbone[Any], request: TextGenerationRequest) -> li
         num_new_tokens=request.max_new_tokens,
         mode="text",
         sampling=request.sampling,
-        seed=request.seed,
-        batch_size=len(prompts),
+        seeds=tuple(request.seed + i for i in range(len(prompts))),
         stop_id=eos,
         show_progress=request.show_progress,
         description="text tokens",
@@ -100,14 +99,15 @@ def _decode_loop(
     num_new_tokens: int,
     mode: GenerationMode,
     sampling: SamplingParams,
-    seed: int,
-    batch_size: int,
+    seeds: Sequence[int],
     stop_id: int | None,
     show_progress: bool,
     description: str,
 ) -> torch.Tensor:
-    """Run prefill then one step per new token; ``rows`` beyond ``batch_size`` are negatives."""
+    """Run prefill then one step per new token, sample ``i`` drawing from a generator seeded
+    ``seeds[i]``; ``rows`` beyond ``len(seeds)`` are negatives."""
     device = backbone.device
+    batch_size = len(seeds)
     ids = backbone.vocab.mode_range(mode)
     input_ids, prompt_mask = _left_pad(rows, backbone.vocab.pad_id, device)
     prompt_length = input_ids.shape[1]
@@ -116,7 +116,7 @@ def _decode_loop(
     attention_mask = torch.ones((len(rows), max_length), dtype=torch.long, device=device)
     attention_mask[:, :prompt_length] = prompt_mask
     position_ids = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
-    generators = [_generator(seed + i, device) for i in range(batch_size)]
+    generators = [_generator(seed, device) for seed in seeds]
     out = torch.empty(batch_size, num_new_tokens, dtype=torch.long, device=device)
     finished = torch.zeros(batch_size, dtype=torch.bool, device=device)
     past = backbone.new_cache(len(rows), max_length)

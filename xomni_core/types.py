@@ -156,8 +156,8 @@ GREEDY = SamplingParams(temperature=0.0)
 class ImageGenerationRequest(CheckedModel):
     """Prompts to turn into exactly ``grid.num_tokens`` image tokens each.
 
-    Sample ``i`` draws from its own random stream seeded with ``seed + i``, so a prompt gives the
-    same tokens alone as inside a batch.
+    Sample ``i`` draws from its own random stream seeded with ``seed + i`` (or ``seeds[i]`` when
+    given), so a prompt gives the same tokens alone as inside a batch.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True, allow_inf_nan=False)
@@ -166,7 +166,18 @@ class ImageGenerationRequest(CheckedModel):
     grid: GridSize
     sampling: SamplingParams = SamplingParams(temperature=1.0, min_p=0.03)
     seed: int = 0
+    seeds: tuple[int, ...] | None = None
     show_progress: bool = False
+
+    @model_validator(mode="after")
+    def _one_seed_per_prompt(self) -> ImageGenerationRequest:
+        if self.seeds is not None and len(self.seeds) != len(self.prompts):
+            raise ValueError(f"{len(self.seeds)} seeds given for {len(self.prompts)} prompts")
+        return self
+
+    def sample_seeds(self) -> tuple[int, ...]:
+        """The seed of each sample's random stream."""
+        return per_sample_seeds(self.seed, self.seeds, len(self.prompts))
 
 
 class TextGenerationRequest(CheckedModel):
@@ -193,9 +204,9 @@ class DecodeRequest:
 
     ``None`` settings fall back to the decoder's own defaults. ``noise_scale`` scales the initial
     noise of a diffusion decoder (1 samples the model's distribution, 0 decodes deterministically).
-    Image ``i`` starts from the noise of seed ``seed + i``, so it decodes the same alone as in a
-    batch; with ``shared_noise`` every image starts from the first image's noise, so images
-    differ by their latents alone.
+    Image ``i`` starts from the noise of seed ``seed + i`` (or ``seeds[i]`` when given), so it
+    decodes the same alone as in a batch; with ``shared_noise`` every image starts from the first
+    image's noise, so images differ by their latents alone.
     """
 
     latents: SemanticLatents
@@ -204,6 +215,7 @@ class DecodeRequest:
     guidance_scale: float | None = None
     noise_scale: float | None = None
     seed: int = 0
+    seeds: tuple[int, ...] | None = None
     shared_noise: bool = False
     show_progress: bool = False
 
@@ -212,11 +224,27 @@ class DecodeRequest:
             raise InputError(
                 f"DecodeRequest has {len(self.prompts)} prompts for {self.latents.batch_size} latent grids"
             )
+        check_seed_count(self.seeds, self.latents.batch_size)
         check_decode_settings(
             num_inference_steps=self.num_inference_steps,
             guidance_scale=self.guidance_scale,
             noise_scale=self.noise_scale,
         )
+
+
+    def sample_seeds(self) -> tuple[int, ...]:
+        """The seed of each image's initial noise."""
+        return per_sample_seeds(self.seed, self.seeds, self.latents.batch_size)
+
+
+def per_sample_seeds(seed: int, seeds: Sequence[int] | None, count: int) -> tuple[int, ...]:
+    """``seeds`` when given, else ``seed, seed + 1, ...``: one seed per sample of a batch."""
+    return tuple(seeds) if seeds is not None else tuple(seed + i for i in range(count))
+
+
+def check_seed_count(seeds: Sequence[int] | None, count: int) -> None:
+    if seeds is not None and len(seeds) != count:
+        raise InputError(f"seeds: {len(seeds)} seeds given for {count} samples; give one per sample")
 
 
 def check_decode_settings(

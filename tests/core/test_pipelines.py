@@ -63,6 +63,18 @@ def test_same_seed_gives_same_tokens_and_pixels(pipeline: TextToImagePipeline) -
     assert first.tokens.rows() != other.tokens.rows()
 
 
+def test_a_seed_per_prompt_gives_each_image_as_made_alone(pipeline: TextToImagePipeline) -> None:
+    prompts = ["a blue triangle", "two red circles"]
+    batch = pipeline(prompts, seeds=[11, 3], show_progress=False)
+    for index, (prompt, seed) in enumerate(zip(prompts, [11, 3], strict=True)):
+        alone = pipeline(prompt, seed=seed, show_progress=False)
+        assert batch.tokens.rows()[index] == alone.tokens.rows()[0]
+        assert np.abs(pixels(batch.images[index]).astype(int) - pixels(alone.images[0])).max() <= 1
+    assert batch.settings["seeds"] == [11, 3]
+    with pytest.raises(InputError, match="seeds: 1 seeds given for 2 samples"):
+        pipeline(prompts, seeds=[1], show_progress=False)
+
+
 def test_generation_noise_scale_reaches_the_decoder() -> None:
     quiet = TextToImagePipeline.from_config(load_config(TINY, ["generation.noise_scale=0"]))
     result = quiet("a blue triangle", seed=4, show_progress=False)

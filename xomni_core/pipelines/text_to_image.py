@@ -20,6 +20,7 @@ from ..types import (
     SamplingParams,
     TokenGrid,
     check_decode_settings,
+    check_seed_count,
 )
 from .build import announce, build_component, prepare
 
@@ -94,12 +95,16 @@ class TextToImagePipeline:
         grid: GridSize | None = None,
         sampling: SamplingParams | None = None,
         seed: int | None = None,
+        seeds: Sequence[int] | None = None,
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
         noise_scale: float | None = None,
         show_progress: bool = True,
     ) -> TextToImageResult:
-        """Generate one image per prompt; unset arguments come from the config's defaults."""
+        """Generate one image per prompt; unset arguments come from the config's defaults.
+
+        Image ``i`` uses seed ``seed + i``, or ``seeds[i]`` when ``seeds`` gives one per prompt;
+        an image depends on its own seed only, never on the rest of the batch."""
         prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)
         defaults = self.config.generation
         if grid is None:
@@ -114,6 +119,7 @@ class TextToImagePipeline:
         guidance = defaults.guidance_scale if guidance_scale is None else guidance_scale
         noise = defaults.noise_scale if noise_scale is None else noise_scale
         # Before the backbone's work, not after it.
+        check_seed_count(seeds, len(prompt_list))
         check_decode_settings(num_inference_steps=steps, guidance_scale=guidance, noise_scale=noise)
         tokens = self.backbone.generate_image_tokens(
             ImageGenerationRequest(
@@ -121,6 +127,7 @@ class TextToImagePipeline:
                 grid=grid,
                 sampling=sampling,
                 seed=seed,
+                seeds=None if seeds is None else tuple(seeds),
                 show_progress=show_progress,
             )
         )
@@ -132,6 +139,7 @@ class TextToImagePipeline:
                 num_inference_steps=steps,
                 guidance_scale=guidance,
                 noise_scale=noise,
+                seeds=tuple(seeds) if seeds is not None else None,
                 seed=seed,
                 show_progress=show_progress,
             )
@@ -144,6 +152,7 @@ class TextToImagePipeline:
             "width_px": grid.grid_w * self.decoder.pixels_per_token,
             "sampling": sampling.model_dump(),
             "seed": seed,
+            "seeds": list(seeds) if seeds is not None else [seed + i for i in range(len(prompt_list))],
             "num_inference_steps": steps,
             "guidance_scale": guidance,
             "noise_scale": noise,

@@ -382,16 +382,18 @@ class FluxSemanticDecoder(Decoder[FluxSemanticParams]):
         return velocity
 
     def initial_noise(
-        self, batch_size: int, grid_h: int, grid_w: int, seed: int, *, shared: bool = False
+        self, batch_size: int, grid_h: int, grid_w: int, seed: int | Sequence[int], *, shared: bool = False
     ) -> torch.Tensor:
         """Packed Gaussian noise ``(batch, grid_h * grid_w, in_channels)``: image ``i`` draws from
-        seed ``seed + i``, so it starts from the same noise alone as in a batch. Drawn on the CPU
-        so a seed gives the same noise on every device. ``shared`` repeats the first image's."""
+        seed ``seed + i`` (or ``seed[i]`` given one per image), so it starts from the same noise
+        alone as in a batch. Drawn on the CPU so a seed gives the same noise on every device.
+        ``shared`` repeats the first image's."""
         channels = self.params.vae_latent_channels
         shape = (1, channels, 2 * grid_h, 2 * grid_w)
+        seeds = [seed + i for i in range(batch_size)] if isinstance(seed, int) else list(seed)
         drawn = [
-            torch.randn(shape, generator=torch.Generator(device="cpu").manual_seed(seed + i))
-            for i in range(1 if shared else batch_size)
+            torch.randn(shape, generator=torch.Generator(device="cpu").manual_seed(image_seed))
+            for image_seed in seeds[: 1 if shared else batch_size]
         ]
         packed = pack_latents(torch.cat(drawn)).expand(batch_size, -1, -1)
         return packed.to(device=self.device, dtype=self.dtype)
@@ -432,7 +434,7 @@ class FluxSemanticDecoder(Decoder[FluxSemanticParams]):
         text = self.encode_prompts(request.prompts, batch)
         negative = self.encode_prompts([""] * batch, batch) if scale > 1.0 else None
         image_ids = latent_image_ids(grid_h, grid_w, self.device, self.dtype)
-        noise = self.initial_noise(batch, grid_h, grid_w, request.seed, shared=request.shared_noise)
+        noise = self.initial_noise(batch, grid_h, grid_w, request.sample_seeds(), shared=request.shared_noise)
         latents = noise * noise_scale
 
         for t in tqdm(
