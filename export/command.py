@@ -14,7 +14,7 @@ import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
@@ -32,6 +32,9 @@ from .manifest import MANIFEST_FILE, foreign_files
 from .onnx_export import ExportResult, export_component
 from .spec import Precision
 
+if TYPE_CHECKING:
+    from .serving.repository import ServingOptions
+
 ExportFormat = Literal["onnx", "tensorrt", "triton"]
 SLOTS = ("tokenizer", "backbone", "decoder")
 
@@ -48,11 +51,14 @@ def run_export(
     triton_backend: Literal["onnxruntime", "tensorrt"] = "onnxruntime",
     show_progress: bool = True,
     force: bool = False,
+    serving: ServingOptions | None = None,
 ) -> dict[str, ExportResult]:
     """Export the chosen slots of a config into ``out/<slot>``; returns each slot's result.
 
-    Files in the folders it replaces that no earlier export wrote raise :class:`InputError`
-    before any work, unless ``force``.
+    With the Triton format, ``out/triton`` holds one model per graph and, when every slot is
+    exported, the pipeline models (see :mod:`xomni_export.serving.repository`) shaped by
+    ``serving``. Files in the folders it replaces that no earlier export wrote raise
+    :class:`InputError` before any work, unless ``force``.
     """
     config = load_config(config_path, list(overrides))
     resolved, registry = prepare(config)
@@ -84,12 +90,6 @@ def run_export(
                 from .tensorrt import build_engines
 
                 build_engines(staging / slot, show_progress=show_progress)
-        if triton:
-            from .triton import write_triton_repository
-
-            write_triton_repository(
-                {slot: staging / slot for slot in components}, staging / "triton", backend=triton_backend
-            )
         backend = "tensorrt" if export_format == "tensorrt" else "onnxruntime"
         write_runtime_config(
             config,
@@ -98,10 +98,40 @@ def run_export(
             staging,
             earlier=out_dir / f"pipeline.{backend}.yaml",
         )
+        if triton:
+            _write_repository(staging, components, triton_backend, serving)
         _publish(staging, out_dir, [*components, *(["triton"] if triton else []), f"pipeline.{backend}.yaml"])
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return results
+
+
+def _write_repository(
+    staging: Path,
+    components: Sequence[str],
+    triton_backend: Literal["onnxruntime", "tensorrt"],
+    serving: ServingOptions | None,
+) -> None:
+    from .serving.repository import ServingOptions, write_serving_repository
+    from .triton import write_triton_repository
+
+    options = serving or ServingOptions(
+        backend=triton_backend, instance_kind="gpu" if triton_backend == "tensorrt" else "cpu"
+    )
+    if options.backend != triton_backend:
+        raise ConfigError(f"serving options run {options.backend}, the export builds for {triton_backend}")
+    if set(components) == set(SLOTS):
+        write_serving_repository(staging, staging / "triton", options)
+        return
+    write_triton_repository(
+        {slot: staging / slot for slot in components},
+        staging / "triton",
+        backend=triton_backend,
+        max_batch_size=options.max_batch_size,
+        max_queue_delay_us=options.max_queue_delay_us,
+        instance_kind=options.instance_kind,
+        instance_count=options.instance_count,
+    )
 
 
 def _check_replaced_folders(out_dir: Path, names: Sequence[str], force: bool) -> None:

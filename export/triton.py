@@ -49,7 +49,7 @@ CONFIG_FILE = "config.pbtxt"
 ONNX_FILE = "model.onnx"
 
 
-def _model_config_pb2() -> Any:
+def model_config_pb2() -> Any:
     """Triton's ``model_config_pb2`` module, or an error saying how to install it."""
     try:
         from tritonclient.grpc import model_config_pb2
@@ -86,7 +86,7 @@ def model_config(
     batch_dim: str = "batch",
 ) -> Any:
     """The ``ModelConfig`` message of one exported graph (see the module docstring)."""
-    pb = _model_config_pb2()
+    pb = model_config_pb2()
     batch = batch_size_for(graph_entry, max_batch_size, batch_dim)
     config = pb.ModelConfig(name=name, platform=PLATFORMS[backend], backend=backend, max_batch_size=batch)
     for field, tensors in ((config.input, graph_entry["inputs"]), (config.output, graph_entry["outputs"])):
@@ -128,6 +128,33 @@ def write_triton_repository(
 ) -> list[str]:
     """Write a Triton model repository for the export folders (by component name); returns the
     model names. The repository is replaced atomically: a failed write leaves the old one."""
+    with atomic_directory(repository) as tmp:
+        return write_graph_models(
+            export_folders,
+            tmp,
+            backend=backend,
+            max_batch_size=max_batch_size,
+            dynamic_batching=dynamic_batching,
+            max_queue_delay_us=max_queue_delay_us,
+            instance_kind=instance_kind,
+            instance_count=instance_count,
+            batch_dim=batch_dim,
+        )
+
+
+def write_graph_models(
+    export_folders: Mapping[str, str | Path],
+    repository: Path,
+    *,
+    backend: TritonBackend,
+    max_batch_size: int = 8,
+    dynamic_batching: bool = True,
+    max_queue_delay_us: int = 0,
+    instance_kind: InstanceKind = "gpu",
+    instance_count: int = 1,
+    batch_dim: str = "batch",
+) -> list[str]:
+    """Write one model per exported graph into the (new, being written) ``repository`` folder."""
     from google.protobuf import text_format
 
     if backend not in PLATFORMS:
@@ -135,37 +162,36 @@ def write_triton_repository(
     if backend == "tensorrt" and instance_kind != "gpu":
         raise XomniError("TensorRT models run on GPU instances only")
     names: list[str] = []
-    with atomic_directory(repository) as tmp:
-        for component, folder in export_folders.items():
-            folder = Path(folder)
-            manifest = read_manifest(folder)
-            for graph, entry in manifest["graphs"].items():
-                name = f"{component}_{graph}"
-                if name in names:
-                    raise XomniError(f"two exported graphs would both be Triton model {name!r}")
-                version = tmp / name / VERSION
-                version.mkdir(parents=True)
-                if backend == "onnxruntime":
-                    _place(folder / entry["file"], version / ONNX_FILE)
-                    for extra in entry.get("external_data", []):
-                        _place(folder / extra, version / extra)
-                    plans = None
-                else:
-                    plans = _place_plans(folder, manifest, graph, version)
-                config = model_config(
-                    name,
-                    entry,
-                    backend=backend,
-                    max_batch_size=max_batch_size,
-                    dynamic_batching=dynamic_batching,
-                    max_queue_delay_us=max_queue_delay_us,
-                    instance_kind=instance_kind,
-                    instance_count=instance_count,
-                    cc_model_filenames=plans,
-                    batch_dim=batch_dim,
-                )
-                (tmp / name / CONFIG_FILE).write_text(text_format.MessageToString(config))
-                names.append(name)
+    for component, folder in export_folders.items():
+        folder = Path(folder)
+        manifest = read_manifest(folder)
+        for graph, entry in manifest["graphs"].items():
+            name = f"{component}_{graph}"
+            if name in names:
+                raise XomniError(f"two exported graphs would both be Triton model {name!r}")
+            version = repository / name / VERSION
+            version.mkdir(parents=True)
+            if backend == "onnxruntime":
+                place(folder / entry["file"], version / ONNX_FILE)
+                for extra in entry.get("external_data", []):
+                    place(folder / extra, version / extra)
+                plans = None
+            else:
+                plans = _place_plans(folder, manifest, graph, version)
+            config = model_config(
+                name,
+                entry,
+                backend=backend,
+                max_batch_size=max_batch_size,
+                dynamic_batching=dynamic_batching,
+                max_queue_delay_us=max_queue_delay_us,
+                instance_kind=instance_kind,
+                instance_count=instance_count,
+                cc_model_filenames=plans,
+                batch_dim=batch_dim,
+            )
+            (repository / name / CONFIG_FILE).write_text(text_format.MessageToString(config))
+            names.append(name)
     return names
 
 
@@ -185,7 +211,7 @@ def _place_plans(folder: Path, manifest: Mapping[str, Any], graph: str, version:
                 f"rebuild it with: {rebuild}"
             )
         filename = "model.sm" + capability.replace(".", "") + ".plan"
-        _place(folder / engine["file"], version / filename)
+        place(folder / engine["file"], version / filename)
         filenames[capability] = filename
     return filenames
 
@@ -194,7 +220,8 @@ def _capability(key: str) -> tuple[int, ...]:
     return tuple(int(part) for part in key.split("."))
 
 
-def _place(source: Path, target: Path) -> None:
+def place(source: Path, target: Path) -> None:
+    """Put ``source`` at ``target``: a hard link where the filesystem allows, else a copy."""
     if not source.is_file():
         raise CheckpointError(f"{source} is missing; re-export the component")
     # Weights can be gigabytes: share the file when the repository is on the same filesystem.

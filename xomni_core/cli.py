@@ -242,6 +242,11 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--no-progress", action="store_true", help="hide progress bars")
     export.set_defaults(handler=_export)
+    from xomni_export.serving import command as serving
+
+    serving.add_serving_flags(export)
+    serving.add_repository_parser(commands)
+    serving.add_serve_parser(commands, _add_overrides)
 
     train = commands.add_parser("train", help="fine-tune the backbone")
     train_commands = train.add_subparsers(title="training commands", metavar="COMMAND")
@@ -639,6 +644,7 @@ def _report_training(result: Any, *, metric: str, label: str) -> None:
 
 def _export(args: argparse.Namespace) -> int:
     from xomni_export.command import SLOTS, run_export
+    from xomni_export.serving.command import serving_options
 
     from .models import default_pipeline_config
 
@@ -654,6 +660,7 @@ def _export(args: argparse.Namespace) -> int:
         triton_backend=args.triton_backend,
         show_progress=not args.no_progress,
         force=args.force,
+        serving=serving_options(args, args.triton_backend) if args.format == "triton" else None,
     )
     for slot, result in results.items():
         graphs = ", ".join(result.manifest["graphs"])

@@ -1,0 +1,1 @@
+"""Serving exported pipelines: Triton pipeline models, the server, an OpenAI-compatible front."""

@@ -1,0 +1,316 @@
+"""``xomni serve``: a real Triton Inference Server on a pipeline, and an OpenAI-compatible front.
+
+Given a repository (``--repository``) it serves it as is. Given a config (the shipped xomni-nano
+by default) it exports the pipeline once into a cache folder keyed by the config and the files
+of its weights, writes a repository from that export with the serving flags, and serves it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from xomni_core import XomniError
+from xomni_core._version import __version__
+
+from .options import TEXT_TO_IMAGE_MODEL, UNDERSTANDING_MODEL, ServingOptions
+
+CACHE_ENV = "XOMNI_CACHE"
+
+
+def add_serve_parser(commands: Any, add_overrides: Any) -> argparse.ArgumentParser:
+    serve = commands.add_parser(
+        "serve",
+        help="serve text to image with Triton Inference Server and an OpenAI-compatible API",
+        description="Start Triton Inference Server on a pipeline (exported on the fly from CONFIG, "
+        "the shipped xomni-nano by default, or a ready --repository) and an OpenAI-compatible "
+        "POST /v1/images/generations in front of it. Binds to 127.0.0.1 unless --host says otherwise.",
+    )
+    serve.add_argument("config", nargs="?", help="pipeline config (default: the shipped xomni-nano model)")
+    add_overrides(serve)
+    serve.add_argument(
+        "--repository", help="serve this Triton repository (from `xomni export --format triton`)"
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    serve.add_argument("--http-port", type=int, default=8000, help="Triton HTTP/REST port (default: 8000)")
+    serve.add_argument("--grpc-port", type=int, default=8001, help="Triton gRPC port (default: 8001)")
+    serve.add_argument("--metrics-port", type=int, default=8002, help="Triton metrics port (default: 8002)")
+    serve.add_argument(
+        "--openai-port",
+        type=int,
+        default=8080,
+        help="OpenAI-compatible API port; 0 turns it off (default: 8080)",
+    )
+    serve.add_argument(
+        "--model",
+        dest="models",
+        action="append",
+        choices=(TEXT_TO_IMAGE_MODEL, UNDERSTANDING_MODEL),
+        help=f"model to load; repeat for several (default: {TEXT_TO_IMAGE_MODEL})",
+    )
+    add_serving_flags(serve)
+    serve.add_argument(
+        "--workdir", help="folder for the server's files and log (default: a temporary folder)"
+    )
+    serve.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds to wait for the models (default: 600)"
+    )
+    serve.add_argument("--no-progress", action="store_true", help="hide progress bars of the export")
+    serve.set_defaults(handler=run_serve)
+    return serve
+
+
+def add_repository_parser(commands: Any) -> argparse.ArgumentParser:
+    repository = commands.add_parser(
+        "triton-repo",
+        help="turn an export folder into a Triton model repository that serves the pipeline",
+        description="Write a Triton model repository from EXPORT (a folder written by `xomni export` "
+        "with all three components): the pipeline models xomni_text_to_image and xomni_understanding, "
+        "and one model per exported graph.",
+    )
+    repository.add_argument(
+        "export", help="export folder (holds tokenizer/, backbone/, decoder/ and pipeline.onnxruntime.yaml)"
+    )
+    repository.add_argument(
+        "--out", required=True, help="repository folder to write (appears whole or not at all)"
+    )
+    repository.add_argument(
+        "--triton-backend",
+        choices=("onnxruntime", "tensorrt"),
+        default="onnxruntime",
+        help="what the models run; tensorrt needs engines built by `xomni export --format tensorrt`",
+    )
+    repository.add_argument(
+        "--graph-models",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also write one model per exported graph (default: on)",
+    )
+    repository.add_argument("--force", action="store_true", help="replace OUT even when it holds other files")
+    add_serving_flags(repository)
+    repository.set_defaults(handler=run_repository)
+    return repository
+
+
+def run_repository(args: argparse.Namespace) -> int:
+    from ..manifest import foreign_files
+    from .repository import write_serving_repository
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        if not out.is_dir():
+            raise XomniError(f"--out: {out} is a file; move it away or pass --force")
+        foreign = foreign_files(out, triton=True)
+        if foreign:
+            raise XomniError(
+                f"--out: {out} holds files that are not Triton models ({', '.join(foreign[:5])}); "
+                "writing the repository would delete them. Move them away, or pass --force"
+            )
+    names = write_serving_repository(
+        args.export, out, serving_options(args, args.triton_backend), graph_models=args.graph_models
+    )
+    print(f"wrote {out}: {', '.join(names)}")
+    print(f"serve it: xomni serve --repository {out}")
+    return 0
+
+
+def add_serving_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags that shape the pipeline models of a repository (``export --format triton``, ``serve``)."""
+    defaults = ServingOptions()
+    parser.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=defaults.max_batch_size,
+        help=f"most requests Triton batches together (default: {defaults.max_batch_size})",
+    )
+    parser.add_argument(
+        "--max-queue-delay-us",
+        type=int,
+        default=defaults.max_queue_delay_us,
+        help="how long the dynamic batcher waits to fill a batch, in microseconds "
+        f"(default: {defaults.max_queue_delay_us})",
+    )
+    parser.add_argument(
+        "--instance-kind",
+        choices=("cpu", "gpu"),
+        help="where model instances run (default: gpu for TensorRT, cpu otherwise)",
+    )
+    parser.add_argument("--instances", type=int, default=1, help="model instances (default: 1)")
+    parser.add_argument(
+        "--threads", type=int, help="CPU threads per instance (default: the config's runtime.threads)"
+    )
+
+
+def serving_options(args: argparse.Namespace, backend: str = "onnxruntime") -> ServingOptions:
+    kind = args.instance_kind or ("gpu" if backend == "tensorrt" else "cpu")
+    return ServingOptions(
+        max_batch_size=args.max_batch_size,
+        max_queue_delay_us=args.max_queue_delay_us,
+        instance_kind=kind,
+        instance_count=args.instances,
+        backend=backend,  # type: ignore[arg-type]
+        threads=args.threads,
+    )
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from .repository import write_serving_repository
+    from .server import Endpoints, TritonServer
+
+    options = serving_options(args)
+    ports = {
+        "--http-port": args.http_port,
+        "--grpc-port": args.grpc_port,
+        "--metrics-port": args.metrics_port,
+    }
+    if args.openai_port:
+        ports["--openai-port"] = args.openai_port
+    for flag, port in ports.items():
+        if not 1 <= port <= 65535:
+            raise XomniError(f"{flag}: {port} is not a port (1 to 65535)")
+        _check_free(args.host, port, flag)
+    if len(set(ports.values())) != len(ports):
+        raise XomniError("--http-port, --grpc-port, --metrics-port and --openai-port must all differ")
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="xomni-serve-"))
+    if args.repository:
+        if args.config or args.overrides:
+            raise XomniError("give either a config (with --set) or --repository, not both")
+        repository = Path(args.repository)
+        if not (repository / TEXT_TO_IMAGE_MODEL / "config.pbtxt").is_file():
+            raise XomniError(
+                f"--repository: {repository} has no {TEXT_TO_IMAGE_MODEL} model; write one with "
+                "`xomni export CONFIG --format triton --out DIR` and pass DIR/triton"
+            )
+    else:
+        export_dir = exported_pipeline(args.config, args.overrides, show_progress=not args.no_progress)
+        repository = workdir / "repository"
+        print(f"writing the Triton repository: {repository}", flush=True)
+        write_serving_repository(export_dir, repository, options, graph_models=False)
+    endpoints = Endpoints(args.host, args.http_port, args.grpc_port, args.metrics_port)
+    server = TritonServer(repository, endpoints, models=args.models or [TEXT_TO_IMAGE_MODEL], workdir=workdir)
+    print(f"starting Triton Inference Server (log: {server.log_path})", flush=True)
+    server.start(timeout=args.timeout)
+    try:
+        print(f"Triton HTTP    http://{endpoints.http}  (POST /v2/models/{TEXT_TO_IMAGE_MODEL}/infer)")
+        print(f"Triton gRPC    {endpoints.grpc}")
+        print(f"metrics        http://{args.host}:{args.metrics_port}/metrics")
+        if args.openai_port:
+            print(f"OpenAI API     http://{args.host}:{args.openai_port}/v1  (POST /v1/images/generations)")
+        print("ready; Ctrl-C stops", flush=True)
+        return _serve_front(args, server)
+    finally:
+        server.stop()
+
+
+def _serve_front(args: argparse.Namespace, server: Any) -> int:
+    """Run the OpenAI front (or just wait) until SIGINT/SIGTERM or until Triton exits; a Triton
+    that exits by itself makes the command fail, so that a supervisor restarts it."""
+    stopping = threading.Event()
+    stop_front = stopping.set
+    if args.openai_port:
+        import uvicorn
+
+        from .openai_api import create_app
+
+        class Front(uvicorn.Server):
+            def capture_signals(self) -> Any:  # signals are ours: Triton must stop after the front
+                return contextlib.nullcontext()
+
+        front = Front(
+            uvicorn.Config(
+                create_app(server.endpoints.grpc), host=args.host, port=args.openai_port, log_level="warning"
+            )
+        )
+
+        def stop_front() -> None:
+            stopping.set()
+            front.should_exit = True
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop_front())
+    died = {"code": 0}
+
+    def watch() -> None:
+        while server.process.poll() is None and not stopping.is_set():
+            time.sleep(0.5)
+        if not stopping.is_set():
+            print(
+                f"xomni: tritonserver exited with status {server.process.returncode}:\n{server.log_tail()}",
+                file=sys.stderr,
+                flush=True,
+            )
+            died["code"] = 1
+            stop_front()
+
+    threading.Thread(target=watch, daemon=True).start()
+    if args.openai_port:
+        front.run()
+    else:
+        stopping.wait()
+    stopping.set()
+    return died["code"]
+
+
+def _check_free(host: str, port: int, flag: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise XomniError(
+                f"{flag}: cannot listen on {host}:{port} ({exc.strerror}); pick another port"
+            ) from exc
+
+
+def cache_root() -> Path:
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "xomni"
+
+
+def exported_pipeline(config_path: str | None, overrides: Sequence[str], *, show_progress: bool) -> Path:
+    """An export of the config's pipeline: from the cache when its config and weights are unchanged."""
+    from xomni_core.config import load_config
+    from xomni_core.models import default_pipeline_config
+
+    from ..command import run_export
+
+    path = Path(config_path) if config_path else default_pipeline_config()
+    config = load_config(path, list(overrides))
+    folder = cache_root() / "exports" / _config_key(config)
+    if (folder / "pipeline.onnxruntime.yaml").is_file():
+        print(f"using the export in {folder}", flush=True)
+        return folder
+    print(f"exporting {path} to ONNX (once; kept in {folder})", flush=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    run_export(path, overrides=list(overrides), out=folder, show_progress=show_progress)
+    return folder
+
+
+def _config_key(config: Any) -> str:
+    """A digest of the config and of the name, size and time of every file its weights hold."""
+    digest = hashlib.sha256(__version__.encode())
+    digest.update(config.model_dump_json().encode())
+    for slot in ("tokenizer", "backbone", "decoder"):
+        section = getattr(config, slot)
+        weights = config.weights_path(section) if section is not None and section.weights else None
+        if weights is None:
+            continue
+        for file in sorted(Path(weights).rglob("*")):
+            if file.is_file():
+                stat = file.stat()
+                digest.update(json.dumps([str(file), stat.st_size, stat.st_mtime_ns]).encode())
+    return digest.hexdigest()[:16]
