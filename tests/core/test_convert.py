@@ -22,9 +22,9 @@ from tokenizer_layouts import listed_special_tokenizer
 from xomni_core import CheckpointError, DecodeRequest, SemanticLatents, TextToImagePipeline, XomniError
 from xomni_core.cli import main
 from xomni_core.convert import CONVERTERS, ConvertOptions, convert
-from xomni_core.convert.x_omni import SIGLIP_VITS, SigLIPViTShape, read_release
 from xomni_plugins.backbones.x_omni import XOmniParams
 from xomni_plugins.backbones.x_omni.model import XOmniBackbone
+from xomni_plugins.converters.x_omni.converter import SIGLIP_VITS, SigLIPViTShape, read_release
 from xomni_plugins.decoders.flux_semantic.model import FluxSemanticDecoder
 from xomni_plugins.decoders.flux_semantic.params import FluxSemanticParams
 from xomni_plugins.tokenizers.siglip_vq import SigLIPVQParams
