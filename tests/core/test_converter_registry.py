@@ -92,9 +92,7 @@ def test_a_third_party_converter_runs_through_the_cli_with_its_own_option(acme: 
     src.mkdir()
     (src / "in.txt").write_text("hello")
     dst = tmp_path / "dst"
-    result = run_xomni(
-        "convert", "toy", str(src), str(dst), "--suffix", "!", env={"PYTHONPATH": str(acme)}
-    )
+    result = run_xomni("convert", "toy", str(src), str(dst), "--suffix", "!", env={"PYTHONPATH": str(acme)})
     assert result.returncode == 0, result.stderr
     assert (dst / "out.txt").read_text() == "HELLO!"
     assert "  upper-cased" in result.stdout.splitlines()
