@@ -324,6 +324,14 @@ def _build_parser() -> argparse.ArgumentParser:
     compose.add_argument("--out", metavar="FILE", help="write the report as JSON")
     compose.add_argument("--no-progress", action="store_true", help="hide progress bars")
     compose.set_defaults(handler=_bench_compose)
+    grammar = bench_commands.add_parser(
+        "grammar",
+        help="the caption grammar of the synthetic scenes: templates, colours, shapes, counts, words",
+        description="List the vocabulary the compositional benchmark draws its prompts from and reads "
+        "them back with (--images without --specs): one template per category and the words of each slot.",
+    )
+    grammar.add_argument("--json", action="store_true", help="machine-readable output")
+    grammar.set_defaults(handler=_bench_grammar)
     return parser
 
 
@@ -710,6 +718,13 @@ def _converter_parser(spec: ConverterSpec) -> argparse.ArgumentParser:
     return parser
 
 
+def _bench_grammar(args: argparse.Namespace) -> int:
+    from .synthetic import grammar
+
+    print(json.dumps(grammar.vocabulary(), indent=2) if args.json else grammar.describe())
+    return 0
+
+
 def _bench_compose(args: argparse.Namespace) -> int:
     from .synthetic import CATEGORIES, bench, sample_scenes
 
@@ -724,7 +739,7 @@ def _bench_compose(args: argparse.Namespace) -> int:
         if not Path(args.images).is_dir():
             raise XomniError(f"--images: folder {args.images} does not exist")
         pairs = bench.read_prompts(args.specs) if args.specs else None
-        files, scenes = bench.read_generation_folder(args.images, pairs)
+        files, entries = bench.read_generation_folder(args.images, pairs)
         images = bench.open_images(files)
         info: dict[str, Any] = {"mode": "images", "images": str(args.images)}
         if args.specs:
@@ -761,7 +776,9 @@ def _bench_compose(args: argparse.Namespace) -> int:
             raise XomniError(
                 "choose the images: --ground-truth, --config CONFIG, or --images DIR [--specs FILE]"
             )
-    report = bench.score_images(images, scenes, show_progress=not args.no_progress, info=info)
+    report = bench.score_images(
+        images, entries if args.images else scenes, show_progress=not args.no_progress, info=info
+    )
     print(report.table())
     if args.out:
         report.write_json(args.out)
