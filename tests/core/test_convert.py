@@ -350,6 +350,29 @@ def test_vit_final_norm_and_attention_pool_are_dropped(converted: Path) -> None:
     assert record["params"]["pos_grid_size"] == 8  # from pos_embed's shape
 
 
+def test_every_converted_weight_equals_the_source_bit_for_bit(source: Source, converted: Path) -> None:
+    expected_by_file = {
+        "tokenizer/model.safetensors": source.tokenizer.model.state_dict(),
+        "backbone/model.safetensors": source.backbone.net.state_dict(),
+        "decoder/transformer/diffusion_pytorch_model.safetensors": source.decoder.transformer.state_dict(),
+    }
+    for file, expected in expected_by_file.items():
+        found = load_file(str(converted / file))
+        assert sorted(found) == sorted(expected), file
+        for name, tensor in expected.items():
+            assert found[name].dtype == tensor.dtype and torch.equal(found[name], tensor), f"{file}: {name}"
+
+
+def test_converting_again_writes_the_same_bytes(source: Source, converted: Path, tmp_path: Path) -> None:
+    again = tmp_path / "x-omni-tiny"
+    convert("x-omni", source.release, again, options(source))
+
+    def files(root: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+    assert files(again) == files(converted)
+
+
 # ----------------------------------------------------------------------------- refusals
 
 
