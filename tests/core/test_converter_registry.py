@@ -167,10 +167,13 @@ def test_a_denied_converter_is_not_imported(acme: Path) -> None:
 
 
 def test_malformed_descriptors_are_refused_naming_each_field() -> None:
-    with pytest.raises(PluginError, match=r"implementation 'nowhere'.*option name 'force'"):
+    with pytest.raises(PluginError, match=r"implementation 'nowhere'.*option name 'force'.*flag '--dtype'"):
         ConverterSpec(
             name="x",
             description="",
             implementation="nowhere",
-            options=(ConverterOption(name="force", help=""),),
+            options=(
+                ConverterOption(name="force", help=""),
+                ConverterOption(name="x", help="", flag="--dtype"),
+            ),
         )

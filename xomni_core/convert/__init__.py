@@ -27,6 +27,8 @@ OptionKind = Literal["path", "flag", "text"]
 _NAME = re.compile(r"[\w.-]+")
 _OPTION_NAME = re.compile(r"[A-Za-z_]\w*")
 _TARGET = re.compile(r"[\w.]+:[\w.]+")
+#: Flags every converter's command line has.
+_SHARED_FLAGS = ("--help", "--dtype", "--force", "--no-progress")
 
 
 @dataclass(frozen=True, init=False)
@@ -138,6 +140,11 @@ class ConverterSpec:
             if not _OPTION_NAME.fullmatch(option.name) or option.name in reserved:
                 problems.append(
                     f"option name {option.name!r} must be an identifier other than {sorted(reserved)}"
+                )
+            if not re.fullmatch(r"--[a-z0-9][a-z0-9-]*", option.cli_flag) or option.cli_flag in _SHARED_FLAGS:
+                problems.append(
+                    f"option {option.name!r}: flag {option.cli_flag!r} must be '--lower-case-words' "
+                    f"other than {', '.join(_SHARED_FLAGS)}"
                 )
             if option.kind not in ("path", "flag", "text"):
                 problems.append(f"option {option.name!r}: kind {option.kind!r} is not path, flag or text")
