@@ -38,7 +38,7 @@ class ConvertOptions:
     ``dtype`` casts floating-point weights (``None`` keeps the stored dtype), ``force`` replaces
     an existing destination, ``show_progress`` shows progress bars. Every other keyword is an
     option of one converter (declared in its :attr:`ConverterSpec.options`) and lands in
-    :attr:`extra`; it also reads as an attribute: ``ConvertOptions(flux_dir=p).flux_dir``.
+    :attr:`extra`; it also reads as an attribute: ``ConvertOptions(suffix="!").suffix``.
     """
 
     dtype: ConvertDtype | None
