@@ -124,8 +124,8 @@ def test_a_broken_converter_is_listed_with_its_error_and_the_others_still_load(
     site = write_converter_distribution(
         tmp_path / "site",
         "broken-conv",
-        entry_points={"bad": "no_such_module:CONVERTER", "odd": "odd_module:CONVERTER"},
-        modules={"odd_module": "CONVERTER = 42\n"},
+        entry_points={"bad": "no_such_module:CONVERTER", "odd": "odd_converter_module:CONVERTER"},
+        modules={"odd_converter_module": "CONVERTER = 42\n"},
     )
     monkeypatch.syspath_prepend(str(site))
     records = {r.name: r for r in discover_converters(entry_points=entry_points_in(site))}
