@@ -15,13 +15,15 @@ import sys
 import textwrap
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ._version import CORE_API_VERSION, __version__
-from .convert import CONVERT_DTYPES, CONVERTERS
 from .errors import XomniError
 from .heap import long_lived_objects, skip_collection_at_exit
 from .quoting import printable, shorten
+
+if TYPE_CHECKING:
+    from .convert import ConverterSpec
 
 EXIT_USAGE = 2
 #: Longest error message printed, in characters; the rest is counted, not shown.
@@ -174,24 +176,15 @@ def _build_parser() -> argparse.ArgumentParser:
     convert = commands.add_parser(
         "convert",
         help="turn a published checkpoint into xomni component folders",
-        description="Formats: "
-        + "; ".join(f"{spec.name}: {spec.description}" for spec in CONVERTERS.values())
-        + ". Writes DST/tokenizer, DST/backbone, DST/decoder and DST/pipeline.yaml atomically.",
+        usage="%(prog)s [-h] [--list] NAME SRC DST [OPTIONS]",
+        description="Convert SRC, a checkpoint in the layout converter NAME reads, into component "
+        "folders and a pipeline config under DST, written atomically. Converters come from installed "
+        "distributions (the xomni.converters entry points): --list shows them, "
+        "'xomni convert NAME --help' the options of one.",
     )
-    convert.add_argument("format", choices=sorted(CONVERTERS), help="layout of SRC")
-    convert.add_argument("src", help="folder of the published checkpoint")
-    convert.add_argument("dst", help="folder to write; must not exist unless --force")
-    convert.add_argument(
-        "--flux", metavar="PATH", help="local FLUX.1-dev folder (vae/, scheduler/, text encoders, tokenizers)"
-    )
-    convert.add_argument(
-        "--text-free", action="store_true", help="the decoder takes no prompt (not recorded in the config)"
-    )
-    convert.add_argument(
-        "--dtype", choices=CONVERT_DTYPES, help="cast weights (default: keep the stored dtype)"
-    )
-    convert.add_argument("--force", action="store_true", help="replace DST if it exists")
-    convert.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    convert.add_argument("--list", action="store_true", help="list the installed converters and exit")
+    convert.add_argument("format", nargs="?", metavar="NAME", help="converter (the layout of SRC)")
+    convert.add_argument("arguments", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     convert.set_defaults(handler=_convert)
 
     export = commands.add_parser(
@@ -336,6 +329,14 @@ def _build_parser() -> argparse.ArgumentParser:
     compose.add_argument("--out", metavar="FILE", help="write the report as JSON")
     compose.add_argument("--no-progress", action="store_true", help="hide progress bars")
     compose.set_defaults(handler=_bench_compose)
+    grammar = bench_commands.add_parser(
+        "grammar",
+        help="the caption grammar of the synthetic scenes: templates, colours, shapes, counts, words",
+        description="List the vocabulary the compositional benchmark draws its prompts from and reads "
+        "them back with (--images without --specs): one template per category and the words of each slot.",
+    )
+    grammar.add_argument("--json", action="store_true", help="machine-readable output")
+    grammar.set_defaults(handler=_bench_grammar)
     return parser
 
 
@@ -670,24 +671,64 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from .convert import ConvertOptions, convert
+    from .convert import ConvertOptions
+    from .registry import discover_converters, find_converter
 
-    result = convert(
-        args.format,
-        Path(args.src),
-        Path(args.dst),
-        ConvertOptions(
-            flux_dir=Path(args.flux) if args.flux else None,
-            dtype=args.dtype,
-            force=args.force,
-            text_free=args.text_free,
-            show_progress=not args.no_progress,
-        ),
+    if args.list:
+        records = discover_converters()
+        for record in records:
+            if record.usable and record.spec:
+                state = record.spec.description
+            else:
+                state = f"{record.status}: {record.error}"
+            print(f"{record.name}  ({record.distribution})  {state}")
+        if not records:
+            print("no converters installed (none registers an xomni.converters entry point)")
+        return 0
+    if not args.format:
+        raise XomniError("name a converter: xomni convert NAME SRC DST (xomni convert --list shows them)")
+    spec = find_converter(args.format)
+    own = _converter_parser(spec).parse_args(args.arguments)
+    options = ConvertOptions(
+        dtype=own.dtype,
+        force=own.force,
+        show_progress=not own.no_progress,
+        **{option.name: getattr(own, option.name) for option in spec.options},
     )
+    result = spec.load()(Path(own.src), Path(own.dst), spec.resolve(options))
     for note in result.notes:
         print(f"  {note}")
     print(f"wrote {result.dst}: {', '.join(result.components)} and {result.pipeline_config.name}")
     print(f"try: xomni generate --config {result.pipeline_config} 'a red cube on a table'")
+    return 0
+
+
+def _converter_parser(spec: ConverterSpec) -> argparse.ArgumentParser:
+    """The command line of one converter: the shared arguments and the options it declares."""
+    from .convert import CONVERT_DTYPES
+
+    parser = argparse.ArgumentParser(prog=f"xomni convert {spec.name}", description=spec.description)
+    parser.add_argument("src", help="folder of the published checkpoint")
+    parser.add_argument("dst", help="folder to write; must not exist unless --force")
+    for option in spec.options:
+        if option.kind == "flag":
+            parser.add_argument(option.cli_flag, dest=option.name, action="store_true", help=option.help)
+        else:
+            parser.add_argument(
+                option.cli_flag, dest=option.name, metavar=option.metavar, help=option.help
+            )
+    parser.add_argument(
+        "--dtype", choices=CONVERT_DTYPES, help="cast weights (default: keep the stored dtype)"
+    )
+    parser.add_argument("--force", action="store_true", help="replace DST if it exists")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return parser
+
+
+def _bench_grammar(args: argparse.Namespace) -> int:
+    from .synthetic import grammar
+
+    print(json.dumps(grammar.vocabulary(), indent=2) if args.json else grammar.describe())
     return 0
 
 
@@ -705,7 +746,7 @@ def _bench_compose(args: argparse.Namespace) -> int:
         if not Path(args.images).is_dir():
             raise XomniError(f"--images: folder {args.images} does not exist")
         pairs = bench.read_prompts(args.specs) if args.specs else None
-        files, scenes = bench.read_generation_folder(args.images, pairs)
+        files, entries = bench.read_generation_folder(args.images, pairs)
         images = bench.open_images(files)
         info: dict[str, Any] = {"mode": "images", "images": str(args.images)}
         if args.specs:
@@ -742,7 +783,9 @@ def _bench_compose(args: argparse.Namespace) -> int:
             raise XomniError(
                 "choose the images: --ground-truth, --config CONFIG, or --images DIR [--specs FILE]"
             )
-    report = bench.score_images(images, scenes, show_progress=not args.no_progress, info=info)
+    report = bench.score_images(
+        images, entries if args.images else scenes, show_progress=not args.no_progress, info=info
+    )
     print(report.table())
     if args.out:
         report.write_json(args.out)

@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from os import PathLike
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
 
 from .errors import InputError, PluginError
 from .params import ComponentParams
@@ -79,6 +79,48 @@ class Component(ABC, Generic[P]):
     def to(self, device: str | None = None, dtype: str | None = None) -> Self:
         """Move to a device and/or dtype name (``"cpu"``, ``"float32"``); no-op by default."""
         return self
+
+
+class Weightless(Component[P]):
+    """Save and load for a component whose whole state is its params (a programmatic reward,
+    a decoder that computes its images): its folder holds ``xomni_component.json`` alone.
+
+    List it before the kind's base class, ``class MyReward(Weightless[MyParams], Reward[MyParams])``,
+    and set ``params_class``. The folder records the plugin as ``plugin_name``, which defaults to
+    a reward's ``name``. :meth:`from_params` ignores ``seed`` and calls ``cls(params)``, so any
+    setup belongs in ``__init__``.
+    """
+
+    plugin_name: ClassVar[str]
+
+    @classmethod
+    def recorded_plugin_name(cls) -> str:
+        """The plugin name written to and expected in the folder."""
+        name = getattr(cls, "plugin_name", None) or getattr(cls, "name", None)
+        if not isinstance(name, str) or not name:
+            raise PluginError(f"{cls.__name__} must set plugin_name (the name it is registered under)")
+        return name
+
+    @classmethod
+    def from_params(cls, params: P, *, seed: int = 0) -> Self:
+        return cls(params)
+
+    @classmethod
+    def from_pretrained(cls, path: str | PathLike[str]) -> Self:
+        from .folders import read_component_file
+
+        params = read_component_file(
+            path, kind=cls.kind, plugin=cls.recorded_plugin_name(), params_class=cls.params_class
+        )
+        return cls(cast(P, params))
+
+    def save_pretrained(self, path: str | PathLike[str]) -> None:
+        from .atomic import atomic_directory
+        from .folders import write_component_file
+
+        with atomic_directory(path) as folder:
+            plugin = self.recorded_plugin_name()
+            write_component_file(folder, kind=self.kind, plugin=plugin, params=self.params)
 
 
 class Tokenizer(Component[P]):

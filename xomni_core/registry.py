@@ -1,4 +1,5 @@
-"""Plugin discovery through the ``xomni.plugins`` entry-point group and pluggy hooks.
+"""Plugin discovery through the ``xomni.plugins`` entry-point group and pluggy hooks, and of
+checkpoint converters through the ``xomni.converters`` group.
 
 Each entry point is loaded on its own: one that fails to import, exits, hangs past its time
 limit, or points at something that is not a sound descriptor, is recorded as broken with its
@@ -17,19 +18,24 @@ import weakref
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from types import MappingProxyType
+from typing import Any, Literal, TypeVar
 
 import pluggy
 
 from . import hookspecs
 from ._version import CORE_API_VERSION
-from .errors import PluginError
+from .convert import ConverterSpec
+from .errors import PluginError, XomniError
 from .guard import Abandoned, guarded, import_timeout_s, run_guarded
 from .settings import ALLOW_ENV, DENY_ENV, PluginSettings
 from .spec import PluginSpec
 from .types import ComponentKind
 
 ENTRY_POINT_GROUP = "xomni.plugins"
+#: Converters are not components (no params, no weights of their own), so they have their own
+#: group; their descriptors are :class:`~xomni_core.convert.ConverterSpec`.
+CONVERTER_GROUP = "xomni.converters"
 
 #: What ``importlib.metadata`` can load: ``module``, ``module:attribute``, optional ``[extras]``.
 _ENTRY_POINT_VALUE = re.compile(r"\s*[\w.]+\s*(:\s*[\w.]+\s*)?(\[.*\]\s*)?")
@@ -411,7 +417,126 @@ def _admit(
     return record
 
 
-def _resolve_conflicts(records: list[PluginRecord], settings: PluginSettings) -> list[PluginRecord]:
+@dataclass(frozen=True)
+class ConverterRecord:
+    """What discovery found for one converter (or one entry point that failed to give any)."""
+
+    name: str
+    distribution: str
+    entry_point: str
+    status: PluginStatus
+    error: str | None = None
+    spec: ConverterSpec | None = None
+    kind: Literal["converter"] = "converter"
+
+    @property
+    def usable(self) -> bool:
+        return self.status == "ok"
+
+
+def discover_converters(
+    settings: PluginSettings | None = None,
+    *,
+    entry_points: Iterable[metadata.EntryPoint] | None = None,
+    use_environment: bool = True,
+    timeout_s: float | None = None,
+) -> tuple[ConverterRecord, ...]:
+    """Load every entry point of the ``xomni.converters`` group, as :meth:`PluginRegistry.discover`
+    loads plugins: each on its own and under a time limit, admitted by the allow and deny lists
+    (which match a converter as ``name``, ``converter/name``, entry-point or distribution name),
+    and a name two distributions provide is a conflict unless ``plugins.prefer`` pins
+    ``converter/name``. An entry point points at a ``ConverterSpec`` or a list of them."""
+    settings = settings or PluginSettings()
+    if use_environment:
+        settings = settings.with_environment()
+    if timeout_s is None:
+        timeout_s = import_timeout_s() if use_environment else import_timeout_s({})
+    if entry_points is None:
+        entry_points = metadata.entry_points(group=CONVERTER_GROUP)
+    records: list[ConverterRecord] = []
+    with guarded():
+        for entry_point in _unique(entry_points):
+            records.extend(_load_converters(entry_point, settings, timeout_s))
+    return tuple(_resolve_conflicts(records, settings))
+
+
+def usable_converters() -> Mapping[str, ConverterSpec]:
+    """The usable installed converters by name, in discovery order."""
+    return MappingProxyType({r.name: r.spec for r in discover_converters() if r.usable and r.spec})
+
+
+def find_converter(name: str, records: Sequence[ConverterRecord] | None = None) -> ConverterSpec:
+    """The usable converter ``name``; errors say why it is not usable, or list the known ones."""
+    records = discover_converters() if records is None else records
+    matches = [r for r in records if r.name == name]
+    usable = [r for r in matches if r.usable and r.spec is not None]
+    if usable:
+        assert usable[0].spec is not None
+        return usable[0].spec
+    if matches:
+        record = next((r for r in matches if r.status != "overridden"), matches[0])
+        raise PluginError(f"converter '{name}' ({record.distribution}) is {record.status}: {record.error}")
+    known = sorted({r.name for r in records if r.usable})
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    message = f"unknown checkpoint format '{name}'.{hint} Known formats: {', '.join(known) or 'none'}."
+    broken = [r for r in records if r.spec is None and r.status != "ok"]
+    if broken:
+        message += " Converter entry points that gave none: " + ", ".join(
+            f"{r.entry_point} ({r.distribution}: {r.status})" for r in broken
+        )
+        message += "."
+    raise XomniError(message)
+
+
+def _load_converters(
+    entry_point: metadata.EntryPoint, settings: PluginSettings, timeout_s: float
+) -> list[ConverterRecord]:
+    dist_name = _distribution_name(entry_point)
+    where = f"{entry_point.name} = {entry_point.value}"
+    label = _distribution_label(entry_point)
+    base = ConverterRecord(name=entry_point.name, distribution=label, entry_point=where, status="broken")
+    denied = _matching(settings.deny, entry_point.name, dist_name)
+    if denied:
+        return [replace(base, status="disabled", error=_denied(denied))]
+    if not _ENTRY_POINT_VALUE.fullmatch(entry_point.value):
+        return [replace(base, error=f"malformed entry point value {entry_point.value!r}")]
+    try:
+        loaded = run_guarded(entry_point.load, timeout_s=timeout_s)
+    except Abandoned as exc:
+        return [replace(base, error=str(exc))]
+    except PluginError as exc:  # a ConverterSpec refusing its fields while the module imports
+        return [replace(base, error=str(exc))]
+    except Exception as exc:
+        return [replace(base, error=f"import failed: {type(exc).__name__}: {exc}")]
+    specs = list(loaded) if isinstance(loaded, list | tuple) else [loaded]
+    if not specs or not all(isinstance(s, ConverterSpec) for s in specs):
+        error = (
+            "malformed descriptor: expected a ConverterSpec or a list of them, "
+            f"got {type(loaded).__name__}"
+        )
+        return [replace(base, error=error)]
+    records = []
+    for spec in specs:
+        problems = ConverterSpec.problems(spec)  # again: fields may have changed since construction
+        if problems:
+            records.append(replace(base, error="malformed descriptor: " + "; ".join(problems)))
+            continue
+        record = replace(base, name=spec.name, status="ok", spec=spec)
+        names = (spec.name, f"converter/{spec.name}", entry_point.name, dist_name)
+        denied = _matching(settings.deny, *names)
+        if denied:
+            record = replace(record, status="disabled", error=_denied(denied))
+        elif settings.allow is not None and not _matching(settings.allow, *names):
+            record = replace(record, status="disabled", error=_not_allowed())
+        records.append(record)
+    return records
+
+
+_Record = TypeVar("_Record", PluginRecord, ConverterRecord)
+
+
+def _resolve_conflicts(records: list[_Record], settings: PluginSettings) -> list[_Record]:
     groups: dict[tuple[str | None, str], list[int]] = defaultdict(list)
     for index, record in enumerate(records):
         if record.kind is not None and record.status == "ok":

@@ -22,9 +22,9 @@ from tokenizer_layouts import listed_special_tokenizer
 from xomni_core import CheckpointError, DecodeRequest, SemanticLatents, TextToImagePipeline, XomniError
 from xomni_core.cli import main
 from xomni_core.convert import CONVERTERS, ConvertOptions, convert
-from xomni_core.convert.x_omni import SIGLIP_VITS, SigLIPViTShape, read_release
 from xomni_plugins.backbones.x_omni import XOmniParams
 from xomni_plugins.backbones.x_omni.model import XOmniBackbone
+from xomni_plugins.converters.x_omni.converter import SIGLIP_VITS, SigLIPViTShape, read_release
 from xomni_plugins.decoders.flux_semantic.model import FluxSemanticDecoder
 from xomni_plugins.decoders.flux_semantic.params import FluxSemanticParams
 from xomni_plugins.tokenizers.siglip_vq import SigLIPVQParams
@@ -348,6 +348,29 @@ def test_vit_final_norm_and_attention_pool_are_dropped(converted: Path) -> None:
     assert "vit.blocks.1.mlp.fc2.weight" in names and "vqproj.post_conv.1.norm2.bias" in names
     record = json.loads((converted / "tokenizer" / "xomni_component.json").read_text())
     assert record["params"]["pos_grid_size"] == 8  # from pos_embed's shape
+
+
+def test_every_converted_weight_equals_the_source_bit_for_bit(source: Source, converted: Path) -> None:
+    expected_by_file = {
+        "tokenizer/model.safetensors": source.tokenizer.model.state_dict(),
+        "backbone/model.safetensors": source.backbone.net.state_dict(),
+        "decoder/transformer/diffusion_pytorch_model.safetensors": source.decoder.transformer.state_dict(),
+    }
+    for file, expected in expected_by_file.items():
+        found = load_file(str(converted / file))
+        assert sorted(found) == sorted(expected), file
+        for name, tensor in expected.items():
+            assert found[name].dtype == tensor.dtype and torch.equal(found[name], tensor), f"{file}: {name}"
+
+
+def test_converting_again_writes_the_same_bytes(source: Source, converted: Path, tmp_path: Path) -> None:
+    again = tmp_path / "x-omni-tiny"
+    convert("x-omni", source.release, again, options(source))
+
+    def files(root: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+    assert files(again) == files(converted)
 
 
 # ----------------------------------------------------------------------------- refusals

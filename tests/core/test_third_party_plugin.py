@@ -10,6 +10,7 @@ import venv
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from support import REPO
 
 EXAMPLE = REPO / "examples" / "xomni-plugin-example"
@@ -81,9 +82,9 @@ def test_installed_example_is_listed_with_its_distribution(environment: Path) ->
     result = xomni(environment, "plugins", "list", "--json")
     assert result.returncode == 0, result.stderr
     rows = {(r["kind"], r["name"]): r for r in json.loads(result.stdout)}
-    for name in ("brightness", "saturation"):
-        assert rows[("reward", name)]["distribution"] == "xomni-plugin-example 0.1.0"
-        assert rows[("reward", name)]["status"] == "ok"
+    for kind, name in (("reward", "brightness"), ("reward", "saturation"), ("decoder", "latent-preview")):
+        assert rows[(kind, name)]["distribution"] == "xomni-plugin-example 0.1.0"
+        assert rows[(kind, name)]["status"] == "ok"
     assert rows[("backbone", "x-omni")]["status"] == "ok"
 
 
@@ -117,3 +118,52 @@ def test_example_params_are_validated_by_the_core(environment: Path, tmp_path: P
     result = xomni(environment, "config", "validate", str(config))
     assert result.returncode == 2
     assert "rewards.0.params.target" in result.stderr and "reward plugin 'brightness'" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_config_using_the_example_decoder_generates_images(environment: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = xomni(
+        environment,
+        "generate",
+        "a red square",
+        "--config",
+        str(TINY_CONFIG),
+        "--set",
+        "decoder={plugin: latent-preview, params: {latent_channels: 64}}",
+        "--out",
+        str(out),
+        "--no-progress",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    with Image.open(out / "image-000.png") as image:
+        assert image.size == (64, 64)  # the config's 4 x 4 tokens, 16 px each
+
+
+@pytest.mark.slow
+def test_convert_lists_the_example_converter_beside_ours_and_runs_it(
+    environment: Path, tmp_path: Path
+) -> None:
+    listing = xomni(environment, "convert", "--list")
+    assert listing.returncode == 0, listing.stderr
+    names = {line.split("  ")[0]: line.split("  ")[1] for line in listing.stdout.splitlines()}
+    assert names == {"x-omni": "(xomni 0.1.0)", "preview-csv": "(xomni-plugin-example 0.1.0)"}
+    (tmp_path / "release").mkdir()
+    (tmp_path / "release" / "projection.csv").write_text("1,0\n0,1\n1,1\n")
+    converted = xomni(environment, "convert", "preview-csv", "release", "out", cwd=tmp_path)
+    assert converted.returncode == 0, converted.stderr
+    validated = xomni(environment, "config", "validate", "out/pipeline.yaml", cwd=tmp_path)
+    assert validated.returncode == 0, validated.stderr
+
+
+@pytest.mark.slow
+def test_the_example_passes_its_own_tests_where_it_is_installed(environment: Path) -> None:
+    result = subprocess.run(
+        [str(environment / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        capture_output=True,
+        text=True,
+        cwd=EXAMPLE,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -97,7 +97,7 @@ def test_killed_exports_leave_no_partial_folder_and_the_next_run_cleans_up(tmp_p
 CONVERT_SCRIPT = """
 import sys
 from xomni_core.cli import main
-from xomni_core.convert.x_omni import SIGLIP_VITS, SigLIPViTShape
+from xomni_plugins.converters.x_omni.converter import SIGLIP_VITS, SigLIPViTShape
 SIGLIP_VITS["siglip_tiny_patch16_test"] = SigLIPViTShape(
     width=32, depth=2, heads=2, mlp_ratio=4.0, patch_size_px=16
 )

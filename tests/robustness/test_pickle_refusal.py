@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from xomni_core import CheckpointError
-from xomni_core.convert.x_omni import load_state_dict_file
 from xomni_core.pickles import load_tensors_only
 from xomni_core.training.checkpoint import STATE_FILE, load_trainer_state
+from xomni_plugins.converters.x_omni.converter import load_state_dict_file
 
 
 def pickle_calling(module: str, name: str, argument: str) -> bytes:

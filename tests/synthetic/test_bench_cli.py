@@ -91,15 +91,76 @@ def test_a_generate_folder_without_a_prompt_file_is_scored_against_its_parsed_pr
     assert report["samples"][0]["category"] == "position"
 
 
-def test_a_prompt_that_does_not_parse_is_named_in_the_error(
+def test_a_prompt_that_does_not_parse_is_reported_for_its_image_and_the_others_are_scored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "generated"
+    prompts = ["three green triangles", "a cat on a sofa", "a red circle"]
+    write_generation_folder(folder, prompts, [render_scene(parse_caption(prompts[0], seed=1))] * 3)
+    out = tmp_path / "report.json"
+    assert main(["bench", "compose", "--images", str(folder), "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "not scored: 1 image(s) whose prompt names no scene" in printed
+    assert "image 1 'a cat on a sofa': cannot read the caption" in printed and "--specs" in printed
+    report = json.loads(out.read_text())
+    assert [s["index"] for s in report["samples"]] == [0, 2]
+    assert [s["correct"] for s in report["samples"]] == [True, False]
+    assert [(u["index"], u["prompt"]) for u in report["unscored"]] == [(1, "a cat on a sofa")]
+
+
+def test_a_prompt_missing_from_the_prompt_file_is_reported_for_its_image(tmp_path: Path) -> None:
+    specs = tmp_path / "eval.jsonl"
+    assert (
+        main(["bench", "compose", "--write-prompts", str(specs), "--n", "1", "--categories", "counting"]) == 0
+    )
+    [(prompt, scene)] = read_prompts(specs)
+    folder = tmp_path / "generated"
+    write_generation_folder(folder, [prompt, "an unknown prompt"], [render_scene(scene)] * 2)
+    out = tmp_path / "report.json"
+    args = [
+        "bench",
+        "compose",
+        "--images",
+        str(folder),
+        "--specs",
+        str(specs),
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    assert main(args) == 0
+    report = json.loads(out.read_text())
+    assert report["overall"] == 1.0 and len(report["samples"]) == 1
+    assert report["unscored"] == [
+        {"index": 1, "prompt": "an unknown prompt", "reason": "no scene in the prompt file"}
+    ]
+
+
+def test_a_folder_where_no_prompt_parses_exits_2_naming_the_first(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     folder = tmp_path / "generated"
     blank = Image.new("RGB", (128, 128), "white")
-    write_generation_folder(folder, ["three green triangles", "a cat on a sofa"], [blank, blank])
+    write_generation_folder(folder, ["a cat on a sofa", "a dog"], [blank, blank])
     assert main(["bench", "compose", "--images", str(folder), "--no-progress"]) == 2
-    err = capsys.readouterr().err
-    assert "prompt 1" in err and "'a cat on a sofa'" in err and "--specs" in err and "Traceback" not in err
+    err = " ".join(capsys.readouterr().err.split())
+    assert "no prompt names a scene" in err and "'a cat on a sofa'" in err and "Traceback" not in err
+
+
+def test_the_table_gives_overall_per_category_and_per_image(capsys: pytest.CaptureFixture[str]) -> None:
+    from xomni_core.synthetic import BenchReport, SampleResult
+
+    samples = (
+        SampleResult(0, "counting", "two red circles", True, 1.0),
+        SampleResult(1, "counting", "three red circles", True, 1.0),
+        SampleResult(2, "counting", "four red circles", True, 1.0),
+        SampleResult(3, "text", 'the word "CAT"', False, 0.0),
+    )
+    lines = BenchReport(samples).table().splitlines()
+    per_category = next(line for line in lines if line.startswith("overall per category (mean)"))
+    per_image = next(line for line in lines if line.startswith("overall per image"))
+    assert per_category.split()[-1] == "0.500"  # (1.0 + 0.0) / 2 categories
+    assert per_image.split()[-3:] == ["3", "4", "0.750"]  # 3 of 4 images
 
 
 def test_a_config_generates_and_scores_its_own_images(tmp_path: Path) -> None:
@@ -128,3 +189,27 @@ def test_bad_arguments_exit_2_with_one_paragraph(
     assert main(["bench", "compose", "--no-progress", *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith("xomni: error:") and message in err and "Traceback" not in err
+
+
+def test_grammar_lists_every_slot_and_each_template_example_parses_to_its_category(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["bench", "grammar", "--json"]) == 0
+    vocab = json.loads(capsys.readouterr().out)
+    assert vocab["SHAPE"] == ["circle", "square", "triangle"] and "gray" in vocab["BACKGROUND"]
+    assert "MOON" in vocab["WORD"] and "MOON" in vocab["eval_only"]["words"]
+    for category, template in vocab["templates"].items():
+        assert parse_caption(template["example"]).category == category
+    for color in vocab["COLOR"]:
+        for shape in vocab["SHAPE"]:
+            for size in vocab["SIZE"]:
+                assert parse_caption(f"a {size} {color} {shape}").category == "single_object"
+    for relation in vocab["RELATION"]:
+        assert parse_caption(f"a red circle {relation} a blue square").relation is not None
+    for region in vocab["REGION"]:
+        assert parse_caption(f"a red circle {region}").objects[0].region is not None
+    for count in ("two", "three", "four", "9"):
+        assert parse_caption(f"{count} green squares").category == "counting"
+    assert main(["bench", "grammar"]) == 0
+    printed = capsys.readouterr().out
+    assert "Templates:" in printed and "COLOR" in printed and 'the word "CAT"' in printed

@@ -4,7 +4,9 @@ Images come from one of three places: the renderer itself (``ground_truth_images
 checks the judge), a folder written by ``xomni generate`` together with the prompt file that
 listed its prompts (``read_generation_folder``), or a pipeline config that draws them here
 (``generate_images``). ``score_images`` judges them and returns a :class:`BenchReport`, whose
-``overall`` is the mean of the category accuracies so every category weighs the same.
+``overall`` is the mean of the category accuracies so every category weighs the same;
+``sample_accuracy`` is the share of images judged correct. An image whose prompt names no scene
+(a folder's prompt outside the caption grammar) is reported as :class:`Unscored`, not judged.
 """
 
 from __future__ import annotations
@@ -44,6 +46,15 @@ class SampleResult:
 
 
 @dataclass(frozen=True)
+class Unscored:
+    """An image that could not be judged: its prompt names no scene, for ``reason``."""
+
+    index: int
+    prompt: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class CategoryScore:
     correct: int
     total: int
@@ -59,6 +70,7 @@ class BenchReport:
 
     samples: tuple[SampleResult, ...]
     info: Mapping[str, Any] = field(default_factory=dict)
+    unscored: tuple[Unscored, ...] = ()
 
     def categories(self) -> dict[str, CategoryScore]:
         """Scores of the categories present, in benchmark order."""
@@ -77,14 +89,16 @@ class BenchReport:
 
     @property
     def sample_accuracy(self) -> float:
+        """Share of the judged images that are correct."""
         return sum(s.correct for s in self.samples) / len(self.samples) if self.samples else 0.0
 
     def table(self) -> str:
         rows = [
             (name, str(s.correct), str(s.total), f"{s.accuracy:.3f}") for name, s in self.categories().items()
         ]
-        correct = sum(s.correct for s in self.samples)
-        rows.append(("overall", str(correct), str(len(self.samples)), f"{self.overall:.3f}"))
+        correct, judged = sum(s.correct for s in self.samples), len(self.samples)
+        rows.append(("overall per category (mean)", "", "", f"{self.overall:.3f}"))
+        rows.append(("overall per image", str(correct), str(judged), f"{self.sample_accuracy:.3f}"))
         header = ("CATEGORY", "CORRECT", "TOTAL", "ACCURACY")
         widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
         lines = [
@@ -93,7 +107,10 @@ class BenchReport:
             )
             for row in [header, *rows]
         ]
-        return "\n".join(lines) + "\n(overall accuracy is the mean over categories)"
+        if self.unscored:
+            lines.append(f"not scored: {len(self.unscored)} image(s) whose prompt names no scene")
+            lines += [f"  image {u.index} {u.prompt!r}: {u.reason}" for u in self.unscored]
+        return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -101,6 +118,7 @@ class BenchReport:
             "xomni_version": __version__,
             **self.info,
             "overall": self.overall,
+            "overall_is": "the mean of the category accuracies; sample_accuracy is per image",
             "sample_accuracy": self.sample_accuracy,
             "categories": {
                 name: {"correct": s.correct, "total": s.total, "accuracy": s.accuracy}
@@ -117,6 +135,7 @@ class BenchReport:
                 }
                 for s in self.samples
             ],
+            "unscored": [{"index": u.index, "prompt": u.prompt, "reason": u.reason} for u in self.unscored],
         }
 
     def write_json(self, path: str | os.PathLike[str]) -> None:
@@ -126,20 +145,26 @@ class BenchReport:
 
 def score_images(
     images: Iterable[Image],
-    scenes: Sequence[SceneSpec],
+    scenes: Sequence[SceneSpec | Unscored],
     *,
     judge: SceneJudge | None = None,
     show_progress: bool = False,
     info: Mapping[str, Any] | None = None,
 ) -> BenchReport:
-    """Judge ``images[i]`` against ``scenes[i]``; ``images`` may be a lazy iterator."""
+    """Judge ``images[i]`` against ``scenes[i]``; ``images`` may be a lazy iterator, and the
+    image of an :class:`Unscored` entry is skipped and the entry reported."""
     from tqdm.auto import tqdm
 
     judge = judge or SceneJudge()
     results = []
+    unscored = []
     bar = tqdm(total=len(scenes), desc="judging", unit="image", disable=not show_progress)
     with bar:
         for index, (image, scene) in enumerate(zip(images, scenes, strict=True)):
+            if isinstance(scene, Unscored):
+                unscored.append(scene)
+                bar.update()
+                continue
             verdict = judge.judge(image, scene)
             results.append(
                 SampleResult(
@@ -152,7 +177,7 @@ def score_images(
                 )
             )
             bar.update()
-    return BenchReport(tuple(results), dict(info or {}))
+    return BenchReport(tuple(results), dict(info or {}), tuple(unscored))
 
 
 def ground_truth_images(scenes: Iterable[SceneSpec]) -> Iterator[Image]:
@@ -195,11 +220,13 @@ def read_prompts(path: str | os.PathLike[str]) -> list[tuple[str, SceneSpec]]:
 
 def read_generation_folder(
     folder: str | os.PathLike[str], prompts: Sequence[tuple[str, SceneSpec]] | None = None
-) -> tuple[list[Path], list[SceneSpec]]:
+) -> tuple[list[Path], list[SceneSpec | Unscored]]:
     """The image files listed in ``folder/generation.json`` and the scene of each one's prompt.
 
     Equal prompts make equal demands, so any scene with the image's prompt will do. Without
-    ``prompts`` (a prompt file's pairs), each prompt is read with :func:`parse_caption`.
+    ``prompts`` (a prompt file's pairs), each prompt is read with :func:`parse_caption`. A prompt
+    that names no scene gives an :class:`Unscored` entry saying why; when no prompt names one,
+    :class:`InputError` says why for the first.
     """
     root = Path(folder)
     record_path = root / "generation.json"
@@ -219,29 +246,35 @@ def read_generation_folder(
         raise InputError(f"{record_path} is not a generation record: {exc}") from exc
     if len(files) != len(used):
         raise InputError(f"{record_path} lists {len(files)} images for {len(used)} prompts")
-    if prompts is None:
-        prompts = [(prompt, _parsed(prompt, index, size, record_path)) for index, prompt in enumerate(used)]
-    by_prompt = {prompt: scene for prompt, scene in prompts}
-    by_caption = {scene.caption: scene for _, scene in prompts}
-    missing = [p for p in used if p not in by_prompt and p not in by_caption]
-    if missing:
-        raise InputError(
-            f"{len(missing)} prompt(s) of {record_path} have no scene in the prompt file, e.g. {missing[0]!r}"
-        )
     absent = [f for f in files if not f.is_file()]
     if absent:
         raise InputError(f"{len(absent)} image(s) listed in {record_path} are missing, e.g. {absent[0]}")
-    return files, [by_prompt.get(p) or by_caption[p] for p in used]
+    if prompts is None:
+        scenes = [_parsed(prompt, index, size) for index, prompt in enumerate(used)]
+    else:
+        by_prompt = {prompt: scene for prompt, scene in prompts}
+        by_caption = {scene.caption: scene for _, scene in prompts}
+        scenes = [
+            by_prompt.get(p) or by_caption.get(p) or Unscored(i, p, "no scene in the prompt file")
+            for i, p in enumerate(used)
+        ]
+    if all(isinstance(scene, Unscored) for scene in scenes):
+        first = scenes[0]
+        assert isinstance(first, Unscored)
+        raise InputError(f"{record_path}: no prompt names a scene; prompt 0: {first.reason}")
+    return files, scenes
 
 
-def _parsed(prompt: str, index: int, size: tuple[int, int], record_path: Path) -> SceneSpec:
+def _parsed(prompt: str, index: int, size: tuple[int, int]) -> SceneSpec | Unscored:
     try:
         return parse_caption(prompt, width_px=size[0], height_px=size[1])
     except InputError as exc:
-        raise InputError(
-            f"{record_path}, prompt {index}: {exc}. Other prompts need their scenes from a prompt file "
-            "(--specs FILE, written by --write-prompts)"
-        ) from exc
+        return Unscored(
+            index,
+            prompt,
+            f"{exc}. Prompts outside the caption grammar ('xomni bench grammar') need their scenes "
+            "from a prompt file (--specs FILE, written by --write-prompts)",
+        )
 
 
 def open_images(paths: Iterable[Path]) -> Iterator[Image]:

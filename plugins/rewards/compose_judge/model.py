@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import ClassVar
 
 from pydantic import ValidationError
 
@@ -12,16 +11,11 @@ from xomni_core import (
     Reward,
     RewardBatch,
     RewardResult,
-    atomic_directory,
-    read_component_file,
-    write_component_file,
 )
+from xomni_core.interfaces import Weightless
 from xomni_core.synthetic import SceneJudge, SceneSpec, parse_caption
 
 from .params import ComposeJudgeParams
-
-if TYPE_CHECKING:
-    from typing_extensions import Self
 
 PLUGIN_NAME = "compose-judge"
 # parse_caption lays scenes out on at least 32 x 32 px; the judge measures the image itself, so
@@ -29,7 +23,7 @@ PLUGIN_NAME = "compose-judge"
 _MIN_SIDE_PX = 32
 
 
-class ComposeJudgeReward(Reward[ComposeJudgeParams]):
+class ComposeJudgeReward(Weightless[ComposeJudgeParams], Reward[ComposeJudgeParams]):
     """Scores each image by :class:`~xomni_core.synthetic.SceneJudge` against its sample's scene.
 
     Details report, per image, ``checks`` (the share of passed checks) and ``correct`` (1 or 0).
@@ -42,19 +36,6 @@ class ComposeJudgeReward(Reward[ComposeJudgeParams]):
     def __init__(self, params: ComposeJudgeParams) -> None:
         super().__init__(params)
         self.judge = SceneJudge(params.detector)
-
-    @classmethod
-    def from_params(cls, params: ComposeJudgeParams, *, seed: int = 0) -> Self:
-        return cls(params)
-
-    @classmethod
-    def from_pretrained(cls, path: str | os.PathLike[str]) -> Self:
-        params = read_component_file(path, kind="reward", plugin=PLUGIN_NAME, params_class=ComposeJudgeParams)
-        return cls(cast(ComposeJudgeParams, params))
-
-    def save_pretrained(self, path: str | os.PathLike[str]) -> None:
-        with atomic_directory(path) as folder:
-            write_component_file(folder, kind="reward", plugin=PLUGIN_NAME, params=self.params)
 
     def scene_for(self, batch: RewardBatch, index: int) -> SceneSpec:
         """The sample's metadata ``scene`` if present, else its prompt read as a caption."""

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import ClassVar
 
 import numpy as np
 
@@ -12,20 +11,15 @@ from xomni_core import (
     Reward,
     RewardBatch,
     RewardResult,
-    atomic_directory,
-    read_component_file,
-    write_component_file,
 )
+from xomni_core.interfaces import Weightless
 
 from .params import RGB, TargetColorParams, parse_rgb
-
-if TYPE_CHECKING:
-    from typing_extensions import Self
 
 PLUGIN_NAME = "target-color"
 
 
-class TargetColorReward(Reward[TargetColorParams]):
+class TargetColorReward(Weightless[TargetColorParams], Reward[TargetColorParams]):
     """Scores each image in [0, 1] by how close its colours are to the sample's target colour.
 
     Details report each image's mean colour distance to its target.
@@ -33,19 +27,6 @@ class TargetColorReward(Reward[TargetColorParams]):
 
     name: ClassVar[str] = PLUGIN_NAME
     params_class = TargetColorParams
-
-    @classmethod
-    def from_params(cls, params: TargetColorParams, *, seed: int = 0) -> Self:
-        return cls(params)
-
-    @classmethod
-    def from_pretrained(cls, path: str | os.PathLike[str]) -> Self:
-        params = read_component_file(path, kind="reward", plugin=PLUGIN_NAME, params_class=TargetColorParams)
-        return cls(cast(TargetColorParams, params))
-
-    def save_pretrained(self, path: str | os.PathLike[str]) -> None:
-        with atomic_directory(path) as folder:
-            write_component_file(folder, kind="reward", plugin=PLUGIN_NAME, params=self.params)
 
     def target_for(self, batch: RewardBatch, index: int) -> RGB:
         """The sample's metadata ``target_color`` if present, else the params' target."""

@@ -1,10 +1,10 @@
-"""pluggy hooks: register both rewards from one entry point, and note built pipelines."""
+"""pluggy hooks: register the rewards and the decoder from one entry point, and note built pipelines."""
 
 import logging
 
 from xomni_core import CORE_API_VERSION, PluginSpec, hookimpl
 
-from .params import BrightnessParams, SaturationParams
+from .params import BrightnessParams, LatentPreviewParams, SaturationParams
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,15 @@ def xomni_register_plugins() -> list[PluginSpec]:
             implementation="xomni_plugin_example.rewards:SaturationReward",
             params=SaturationParams,
             description="Mean HSV saturation of the image.",
+        ),
+        PluginSpec(
+            name="latent-preview",
+            kind="decoder",
+            version="0.1.0",
+            api_version=CORE_API_VERSION,
+            implementation="xomni_plugin_example.decoders:LatentPreviewDecoder",
+            params=LatentPreviewParams,
+            description="A fixed linear preview of the semantic latents: one flat block per token.",
         ),
     ]
 

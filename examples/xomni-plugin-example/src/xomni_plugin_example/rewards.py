@@ -2,41 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from typing import ClassVar
 
 import numpy as np
 
-from xomni_core import (
-    Reward,
-    RewardBatch,
-    RewardResult,
-    atomic_directory,
-    read_component_file,
-    write_component_file,
-)
+from xomni_core import Reward, RewardBatch, RewardResult
+from xomni_core.interfaces import Weightless
 
 from .params import BrightnessParams, SaturationParams
 
 
-class _StatisticReward(Reward):  # type: ignore[type-arg]
-    """A weightless reward: its folder holds only its params."""
-
-    @classmethod
-    def from_params(cls, params, *, seed=0):  # type: ignore[no-untyped-def]
-        return cls(params)
-
-    @classmethod
-    def from_pretrained(cls, path: str | os.PathLike[str]):  # type: ignore[no-untyped-def]
-        params = read_component_file(path, kind="reward", plugin=cls.name, params_class=cls.params_class)
-        return cls(params)
-
-    def save_pretrained(self, path: str | os.PathLike[str]) -> None:
-        with atomic_directory(path) as tmp:
-            write_component_file(tmp, kind="reward", plugin=self.name, params=self.params)
-
-
-class BrightnessReward(_StatisticReward):
+class BrightnessReward(Weightless[BrightnessParams], Reward[BrightnessParams]):
     name: ClassVar[str] = "brightness"
     params_class = BrightnessParams
 
@@ -47,7 +23,7 @@ class BrightnessReward(_StatisticReward):
         return RewardResult(self.name, tuple(scores), details={"luminance": tuple(means)})
 
 
-class SaturationReward(_StatisticReward):
+class SaturationReward(Weightless[SaturationParams], Reward[SaturationParams]):
     name: ClassVar[str] = "saturation"
     params_class = SaturationParams
 

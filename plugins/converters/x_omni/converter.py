@@ -38,18 +38,18 @@ import yaml
 from pydantic import ValidationError
 from tqdm.auto import tqdm
 
-from .._version import __version__
-from ..atomic import atomic_directory
-from ..dtypes import torch_dtype
-from ..errors import CheckpointError, PluginError, XomniError
-from ..folders import check_state_dict
-from ..pickles import load_tensors_only
-from ..text_tokenizers import unlist_special_tokens
-from . import ConversionResult, ConvertOptions
+from xomni_core._version import __version__
+from xomni_core.atomic import atomic_directory
+from xomni_core.convert import ConversionResult, ConvertOptions
+from xomni_core.dtypes import torch_dtype
+from xomni_core.errors import CheckpointError, PluginError, XomniError
+from xomni_core.folders import check_state_dict
+from xomni_core.pickles import load_tensors_only
+from xomni_core.text_tokenizers import unlist_special_tokens
 
 if TYPE_CHECKING:
-    from ..registry import PluginRegistry
-    from ..types import ComponentKind
+    from xomni_core.registry import PluginRegistry
+    from xomni_core.types import ComponentKind
 
 TOKENIZER_PLUGIN = "siglip-vq"
 BACKBONE_PLUGIN = "x-omni"
@@ -182,14 +182,14 @@ def convert_x_omni(
     vit_shapes: Mapping[str, SigLIPViTShape] | None = None,
 ) -> ConversionResult:
     """Convert the release in ``src`` into ``dst``; a failed conversion leaves no ``dst``."""
-    from ..registry import PluginRegistry
+    from xomni_core.registry import PluginRegistry
 
     src, dst = Path(src), Path(dst)
     _check_destination(src, dst, options.force)
     flux_dir = _flux_folder(options)
     registry = PluginRegistry.discover()
     release = read_release(src, registry, vit_shapes=SIGLIP_VITS if vit_shapes is None else vit_shapes)
-    _check_flux_folder(flux_dir, text_free=options.text_free)
+    _check_flux_folder(flux_dir, text_free=_text_free(options))
 
     notes: list[str] = []
     stages: list[tuple[str, Callable[[Path], None]]] = [
@@ -468,13 +468,17 @@ def _check_destination(src: Path, dst: Path, force: bool) -> None:
         raise XomniError(f"destination {dst} already exists; pass --force to replace it")
 
 
+def _text_free(options: ConvertOptions) -> bool:
+    return bool(options.extra.get("text_free", False))
+
+
 def _flux_folder(options: ConvertOptions) -> Path:
-    if options.flux_dir is None:
+    if options.extra.get("flux_dir") is None:
         raise XomniError(
             "--flux PATH is required: the X-Omni decoder takes its VAE and scheduler (and, unless "
             "text-free, its CLIP and T5 text encoders) from a local FLUX.1-dev folder"
         )
-    return Path(options.flux_dir)
+    return Path(options.extra["flux_dir"])
 
 
 def _check_flux_folder(flux_dir: Path, *, text_free: bool) -> None:
@@ -567,7 +571,7 @@ def convert_decoder(
     decoder = component.from_flux_folders(
         settings.transformer_dir,
         flux_dir,
-        text_conditioning=not options.text_free,
+        text_conditioning=not _text_free(options),
         num_inference_steps=settings.num_inference_steps,
         guidance_scale=settings.guidance_scale,
         embedded_guidance=OFFICIAL_EMBEDDED_GUIDANCE,
@@ -579,13 +583,13 @@ def convert_decoder(
             f"from {flux_dir} renders {decoder.params.pixels_per_token} px per token"
         )
     decoder.save_pretrained(out / "decoder")
-    variant = "text-free" if options.text_free else "prompt-conditioned"
+    variant = "text-free" if _text_free(options) else "prompt-conditioned"
     return [f"decoder: {variant}, {dtype or 'float32'} weights"]
 
 
 def write_pipeline_config(release: Release, out: Path) -> None:
     """``pipeline.yaml``: the three plugins with relative weights and the official defaults."""
-    from ..config import load_config
+    from xomni_core.config import load_config
 
     document: dict[str, Any] = {
         "version": 1,

@@ -1,0 +1,1 @@
+"""Converters from published checkpoint layouts, registered through the `xomni.converters` entry points."""
