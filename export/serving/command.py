@@ -208,7 +208,6 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"metrics        http://{args.host}:{args.metrics_port}/metrics")
         if args.openai_port:
             print(f"OpenAI API     http://{args.host}:{args.openai_port}/v1  (POST /v1/images/generations)")
-        print("ready; Ctrl-C stops", flush=True)
         return _serve_front(args, server)
     finally:
         server.stop()
@@ -219,6 +218,9 @@ def _serve_front(args: argparse.Namespace, server: Any) -> int:
     that exits by itself makes the command fail, so that a supervisor restarts it."""
     stopping = threading.Event()
     stop_front = stopping.set
+
+    def announce_ready() -> None:
+        print("ready; Ctrl-C stops", flush=True)
     if args.openai_port:
         import uvicorn
 
@@ -227,6 +229,11 @@ def _serve_front(args: argparse.Namespace, server: Any) -> int:
         class Front(uvicorn.Server):
             def capture_signals(self) -> Any:  # signals are ours: Triton must stop after the front
                 return contextlib.nullcontext()
+
+            async def startup(self, sockets: Any = None) -> None:
+                await super().startup(sockets)
+                if self.started:
+                    announce_ready()
 
         front = Front(
             uvicorn.Config(
@@ -258,6 +265,7 @@ def _serve_front(args: argparse.Namespace, server: Any) -> int:
     if args.openai_port:
         front.run()
     else:
+        announce_ready()
         stopping.wait()
     stopping.set()
     return died["code"]
