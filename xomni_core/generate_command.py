@@ -13,7 +13,6 @@ from pydantic import BaseModel, ValidationError
 from ._version import __version__
 from .atomic import atomic_file
 from .config import PipelineConfig, validation_message
-from .cpu import configure_cpu
 from .errors import ConfigError
 from .heap import long_lived_objects
 
@@ -48,14 +47,13 @@ def run_generate(config: PipelineConfig, args: argparse.Namespace) -> int:
     _with_flags(config.generation, GENERATION_FLAGS, args)
     _with_flags(config.runtime, RUNTIME_FLAGS, args)
     with long_lived_objects():
-        configure_cpu(config.runtime)
         from .pipelines import TextToImagePipeline
 
         pipeline = TextToImagePipeline.from_config(config)
     result = pipeline(
         args.prompts,
-        height_px=args.height,
-        width_px=args.width,
+        height=args.height,
+        width=args.width,
         sampling=sampling,
         seed=args.seed,
         num_inference_steps=args.steps,

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import difflib
 import importlib.metadata as metadata
+import os
 import re
 import warnings
 import weakref
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pluggy
 
@@ -27,7 +28,11 @@ from .errors import PluginError
 from .guard import Abandoned, guarded, import_timeout_s, run_guarded
 from .settings import ALLOW_ENV, DENY_ENV, PluginSettings
 from .spec import PluginSpec
-from .types import ComponentKind
+from .types import COMPONENT_KINDS, ComponentKind
+
+if TYPE_CHECKING:
+    from .interfaces import Component
+    from .params import ComponentParams
 
 ENTRY_POINT_GROUP = "xomni.plugins"
 
@@ -446,3 +451,57 @@ def _resolve_conflicts(records: list[PluginRecord], settings: PluginSettings) ->
                     f"{', '.join(dists)}",
                 )
     return resolved
+
+
+@dataclass(frozen=True)
+class ImplementationCheck:
+    """Whether one plugin's implementation (and each declared runtime) imports."""
+
+    record: PluginRecord
+    backend: str
+    target: str
+    error: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def check_implementations(registry: PluginRegistry) -> list[ImplementationCheck]:
+    """Import the implementation of every usable plugin, and of each runtime it declares.
+
+    Discovery imports descriptors only, so a plugin whose implementation module is missing
+    lists as ``ok``; this is where that shows. Imports the implementations (torch with them).
+    """
+    checks = []
+    for record in registry.records:
+        if not record.usable or record.spec is None:
+            continue
+        spec = record.spec
+        for backend in spec.backends:
+            target = spec.implementation if backend == "torch" else spec.runtimes[backend]
+            try:
+                spec.load(backend)
+                error = None
+            except PluginError as exc:
+                error = str(exc)
+            except Exception as exc:  # a runtime class whose import fails oddly
+                error = f"{type(exc).__name__}: {exc}"
+            checks.append(ImplementationCheck(record, backend, target, error))
+    return checks
+
+
+def load_component(
+    path: str | os.PathLike[str], *, registry: PluginRegistry | None = None
+) -> Component[ComponentParams]:
+    """Load a component folder written by ``save_pretrained`` without naming its class: its
+    ``xomni_component.json`` names the kind and plugin, the registry supplies the class."""
+    from .pipelines.folder import component_plugin
+
+    kind, plugin = component_plugin(path)
+    if kind not in COMPONENT_KINDS:
+        kinds = ", ".join(COMPONENT_KINDS)
+        raise PluginError(f"{path}: unknown component kind {kind!r}; expected one of {kinds}")
+    registry = registry or PluginRegistry.discover()
+    cls = registry.get(kind, plugin).load()
+    return cls.from_pretrained(path)
