@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 from ._version import CORE_API_VERSION, __version__
 from .convert import CONVERT_DTYPES, CONVERTERS
 from .errors import XomniError
-from .heap import long_lived_objects, skip_collection_at_exit
+from .heap import skip_collection_at_exit
 from .quoting import printable, shorten
 
 EXIT_USAGE = 2
@@ -162,12 +162,33 @@ def _build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--no-progress", action="store_true", help="hide progress bars")
     generate.set_defaults(handler=_generate)
 
-    chat = commands.add_parser("chat", help="answer a question about an image")
+    chat = commands.add_parser(
+        "chat",
+        help="answer questions about an image",
+        description="Answer QUESTION about --image, printing the answer as it is generated. Each "
+        "further question (repeat --then) is asked in the same conversation, after the earlier "
+        "answers. A model whose folder says it was not trained for understanding (the shipped "
+        "xomni-nano) is refused with a message instead of answering noise.",
+    )
     chat.add_argument("question")
     chat.add_argument("--image", required=True, help="image file")
-    chat.add_argument("--config", required=True, help="pipeline config file")
+    chat.add_argument(
+        "--config", help="pipeline config file or pipeline folder (default: the shipped xomni-nano model)"
+    )
     _add_overrides(chat)
-    chat.add_argument("--max-new-tokens", type=int, default=256)
+    chat.add_argument(
+        "--then", action="append", default=[], metavar="QUESTION", help="a follow-up question (repeatable)"
+    )
+    chat.add_argument(
+        "--max-new-tokens",
+        type=int,
+        help="most tokens per answer (default: 256, fewer when the context holds less)",
+    )
+    chat.add_argument("--seed", type=int, help="seed of sampling (default: runtime.seed)")
+    chat.add_argument("--temperature", type=float, help="0 (the default) for greedy")
+    chat.add_argument("--top-k", type=int)
+    chat.add_argument("--top-p", type=float)
+    chat.add_argument("--min-p", type=float)
     chat.add_argument("--no-progress", action="store_true", help="hide progress bars")
     chat.set_defaults(handler=_chat)
 
@@ -562,22 +583,9 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _chat(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .cpu import configure_cpu
-    from .images import open_image
+    from .generate_command import run_chat
 
-    config = load_config(args.config, args.overrides)
-    image = open_image(args.image, what="--image:")
-    with long_lived_objects():
-        configure_cpu(config.runtime)
-        from .pipelines import ImageUnderstandingPipeline
-
-        pipeline = ImageUnderstandingPipeline.from_config(config)
-    answer = pipeline(
-        image, args.question, max_new_tokens=args.max_new_tokens, show_progress=not args.no_progress
-    )
-    print(answer)
-    return 0
+    return run_chat(args)
 
 
 def _train_grpo(args: argparse.Namespace) -> int:

@@ -56,6 +56,9 @@ class PipelineBase:
 
     The runtime settings belong to the pipeline: building it applies them, and every call runs
     with its thread count, however the pipeline was made (command line, config, folder or code).
+    Building runs as the command line does, under :func:`xomni_core.heap.long_lived_objects`:
+    no automatic collections while weights load, then what is alive is frozen, so later
+    collections do not walk the libraries' and the weights' objects again.
     """
 
     slots: ClassVar[tuple[str, ...]]

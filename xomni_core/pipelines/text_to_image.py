@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from ..config import PipelineConfig
 from ..cpu import cpu_threads
 from ..errors import ConfigError, InputError
+from ..heap import long_lived_objects
 from ..interfaces import Backbone, Decoder, Tokenizer
 from ..registry import PluginRegistry
 from ..scoring import ScoredBatch, WeightedReward, score_all
@@ -106,26 +107,29 @@ class TextToImagePipeline(PipelineBase):
         if unknown:
             raise TypeError(f"{cls.__name__} has no slot {', '.join(unknown)}; slots: {', '.join(cls.slots)}")
         missing = [slot for slot in cls.slots if slot not in given]
-        resolved, registry = prepare(config, overrides=overrides, registry=registry, slots=missing)
-        apply_runtime(resolved.config.runtime)
+        with long_lived_objects():
+            resolved, registry = prepare(
+                config, overrides=overrides, registry=registry, slots=missing if given else None
+            )
+            apply_runtime(resolved.config.runtime)
 
-        def build(slot: str) -> Any:
-            if slot in given:
-                return given[slot]
-            return build_component(resolved.component(slot), resolved.config, registry)
+            def build(slot: str) -> Any:
+                if slot in given:
+                    return given[slot]
+                return build_component(resolved.component(slot), resolved.config, registry)
 
-        rewards = [
-            WeightedReward(f"rewards.{i}", section.weight, build(f"rewards.{i}"), section.normalize)
-            for i, section in enumerate(resolved.config.rewards)
-        ]
-        pipeline = cls(
-            build("tokenizer"),
-            build("backbone"),
-            build("decoder"),
-            rewards=rewards,
-            config=resolved.config,
-            registry=registry,
-        )
+            rewards = [
+                WeightedReward(f"rewards.{i}", section.weight, build(f"rewards.{i}"), section.normalize)
+                for i, section in enumerate(resolved.config.rewards)
+            ]
+            pipeline = cls(
+                build("tokenizer"),
+                build("backbone"),
+                build("decoder"),
+                rewards=rewards,
+                config=resolved.config,
+                registry=registry,
+            )
         pipeline.capabilities = config_capabilities(config)
         return pipeline
 

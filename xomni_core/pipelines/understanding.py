@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from ..config import PipelineConfig
 from ..cpu import cpu_threads
 from ..errors import InputError
+from ..heap import long_lived_objects
 from ..interfaces import Backbone, Tokenizer
 from ..registry import PluginRegistry
 from ..types import GREEDY, SamplingParams, TextGenerationRequest
@@ -63,15 +64,16 @@ class ImageUnderstandingPipeline(PipelineBase):
         passed in ``components`` is ignored, so a text-to-image folder's components fit)."""
         given = {slot: c for slot, c in (components or {}).items() if slot in cls.slots}
         missing = [slot for slot in cls.slots if slot not in given]
-        resolved, registry = prepare(config, overrides=overrides, registry=registry, slots=missing)
-        apply_runtime(resolved.config.runtime)
-        built: dict[str, Any] = {
-            slot: given[slot]
-            if slot in given
-            else build_component(resolved.component(slot), resolved.config, registry)
-            for slot in cls.slots
-        }
-        pipeline = cls(built["tokenizer"], built["backbone"], config=resolved.config, registry=registry)
+        with long_lived_objects():
+            resolved, registry = prepare(config, overrides=overrides, registry=registry, slots=missing)
+            apply_runtime(resolved.config.runtime)
+            built: dict[str, Any] = {
+                slot: given[slot]
+                if slot in given
+                else build_component(resolved.component(slot), resolved.config, registry)
+                for slot in cls.slots
+            }
+            pipeline = cls(built["tokenizer"], built["backbone"], config=resolved.config, registry=registry)
         pipeline.capabilities = config_capabilities(config)
         return pipeline
 
