@@ -112,6 +112,15 @@ def _build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     listing.add_argument("--strict", action="store_true", help="exit 2 if any plugin has a problem")
     listing.set_defaults(handler=_plugins_list)
+    check = plugin_commands.add_parser(
+        "check",
+        help="import every plugin's implementation and runtimes; exit 2 if any fails",
+        description="Listing imports descriptors only; this imports each usable plugin's "
+        "implementation class and each declared runtime class (torch and more with them) and "
+        "reports what fails.",
+    )
+    check.add_argument("--json", action="store_true", help="machine-readable output")
+    check.set_defaults(handler=_plugins_check)
     show = plugin_commands.add_parser("show", help="a plugin's params, origin and hooks")
     show.add_argument("name", help="plugin name or kind/name")
     show.add_argument("--json", action="store_true", help="machine-readable output")
@@ -120,7 +129,7 @@ def _build_parser() -> argparse.ArgumentParser:
     config = commands.add_parser("config", help="validate configs and print their schema")
     config_commands = config.add_subparsers(title="config commands", metavar="COMMAND")
     validate = config_commands.add_parser("validate", help="check a pipeline config file")
-    validate.add_argument("file", help="YAML, TOML or JSON pipeline config")
+    validate.add_argument("file", help="YAML, TOML or JSON pipeline config, or a pipeline folder")
     _add_overrides(validate)
     validate.add_argument("--strict", action="store_true", help="fail if any plugin is broken")
     validate.set_defaults(handler=_config_validate)
@@ -367,20 +376,26 @@ def _add_overrides(parser: argparse.ArgumentParser) -> None:
 
 
 def _plugins_list(args: argparse.Namespace) -> int:
-    from .registry import PluginRegistry
+    from .registry import PluginRegistry, missing_implementation
 
     registry = PluginRegistry.discover()
-    rows = [
-        {
-            "kind": r.kind or "?",
-            "name": r.name,
-            "version": r.version or "?",
-            "distribution": r.distribution,
-            "status": r.status,
-            "error": r.error,
-        }
-        for r in sorted(registry.records, key=lambda r: (r.kind or "~", r.name))
-    ]
+    rows = []
+    unfound = 0  # admitted by discovery, but the implementation module does not exist
+    for r in sorted(registry.records, key=lambda r: (r.kind or "~", r.name)):
+        status, error = r.status, r.error
+        missing = missing_implementation(r.spec) if r.usable and r.spec is not None else None
+        if missing is not None:
+            status, error, unfound = "broken", missing, unfound + 1
+        rows.append(
+            {
+                "kind": r.kind or "?",
+                "name": r.name,
+                "version": r.version or "?",
+                "distribution": r.distribution,
+                "status": status,
+                "error": error,
+            }
+        )
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
@@ -388,8 +403,40 @@ def _plugins_list(args: argparse.Namespace) -> int:
         for row in rows:
             if row["error"] and row["status"] != "ok":
                 print(f"  {row['kind']}/{row['name']}: {row['error']}")
-    if args.strict and registry.problems():
-        _fail(f"{len(registry.problems())} plugin(s) have problems (strict mode)")
+    problems = len(registry.problems()) + unfound
+    if args.strict and problems:
+        _fail(f"{problems} plugin(s) have problems (strict mode)")
+        return EXIT_USAGE
+    return 0
+
+
+def _plugins_check(args: argparse.Namespace) -> int:
+    from .registry import PluginRegistry, check_implementations
+
+    registry = PluginRegistry.discover()
+    checks = check_implementations(registry)
+    rows = [
+        {
+            "kind": c.record.kind,
+            "name": c.record.name,
+            "backend": c.backend,
+            "implementation": c.target,
+            "distribution": c.record.distribution,
+            "status": "ok" if c.ok else "fails",
+            "error": c.error,
+        }
+        for c in checks
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        _print_table(rows, ("kind", "name", "backend", "implementation", "status"))
+        for row in rows:
+            if row["error"]:
+                print(f"  {row['kind']}/{row['name']} ({row['backend']}): {row['error']}")
+    failures = [row for row in rows if row["status"] != "ok"]
+    if failures:
+        _fail(f"{len(failures)} implementation(s) fail to import")
         return EXIT_USAGE
     return 0
 
@@ -504,10 +551,15 @@ def _jsonable(value: Any) -> Any:
 
 
 def _config_validate(args: argparse.Namespace) -> int:
-    from .config import load_config, resolve_config
+    from .config import check_fit, load_config, resolve_config
     from .registry import PluginRegistry
 
-    config = load_config(args.file, args.overrides)
+    if Path(args.file).is_dir():
+        from .pipelines.folder import folder_config
+
+        config = folder_config(args.file, args.overrides)
+    else:
+        config = load_config(args.file, args.overrides)
     settings = config.plugins.model_copy(update={"strict": True}) if args.strict else config.plugins
     resolved = resolve_config(config, PluginRegistry.discover(settings))
     for slot, component in resolved.components.items():
@@ -516,6 +568,8 @@ def _config_validate(args: argparse.Namespace) -> int:
             f"{slot}: {component.spec.kind} plugin '{component.spec.name}' "
             f"{component.spec.version} ({source})"
         )
+    for fact in check_fit(resolved):
+        print(f"fits: {fact}")
     print(f"{args.file}: valid")
     return 0
 

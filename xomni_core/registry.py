@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.metadata as metadata
+import importlib.util
 import os
 import re
 import warnings
@@ -414,6 +415,22 @@ def _admit(
             ),
         )
     return record
+
+
+def missing_implementation(spec: PluginSpec) -> str | None:
+    """Why an implementation module of ``spec`` cannot be found, or ``None``; looks the modules
+    up without running them (only their parent packages, which discovery mostly imported), so
+    listing stays free of torch."""
+    for target in (spec.implementation, *spec.runtimes.values()):
+        module = target.partition(":")[0]
+        try:
+            found = importlib.util.find_spec(module)
+        except Exception as exc:  # a parent package that is missing or fails to import
+            reason = f"{type(exc).__name__}: {exc}"
+            return f"implementation module {module!r} of {target} cannot be found: {reason}"
+        if found is None:
+            return f"implementation module {module!r} of {target} does not exist"
+    return None
 
 
 def _resolve_conflicts(records: list[PluginRecord], settings: PluginSettings) -> list[PluginRecord]:

@@ -245,7 +245,6 @@ class DecodeRequest:
             noise_scale=self.noise_scale,
         )
 
-
     def sample_seeds(self) -> tuple[int, ...]:
         """The seed of each image's initial noise."""
         return per_sample_seeds(self.seed, self.seeds, self.latents.batch_size)

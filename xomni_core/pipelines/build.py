@@ -71,4 +71,3 @@ def build_component(
 def announce(pipeline: Any, config: PipelineConfig | None, registry: PluginRegistry | None) -> None:
     if registry is not None:
         registry.call_hook("xomni_pipeline_built", pipeline=pipeline, config=config)
-
