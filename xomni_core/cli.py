@@ -146,7 +146,9 @@ def _build_parser() -> argparse.ArgumentParser:
     generate = commands.add_parser("generate", help="text to image")
     generate.add_argument("prompts", nargs="+", metavar="PROMPT", help="one image per prompt")
     generate.add_argument(
-        "--config", help="pipeline config file (default: the shipped xomni-nano model, 128 x 128 px scenes)"
+        "--config",
+        help="pipeline config file or pipeline folder (default: the shipped xomni-nano model, 128 x 128 px "
+        "scenes)",
     )
     _add_overrides(generate)
     generate.add_argument(
@@ -632,7 +634,12 @@ def _generate(args: argparse.Namespace) -> int:
     from .generate_command import run_generate
     from .models import default_pipeline_config
 
-    config = load_config(args.config or default_pipeline_config(), args.overrides)
+    if args.config and Path(args.config).is_dir():
+        from .pipelines.folder import folder_config
+
+        config = folder_config(args.config, args.overrides)
+    else:
+        config = load_config(args.config or default_pipeline_config(), args.overrides)
     return run_generate(config, args)
 
 

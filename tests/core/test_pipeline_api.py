@@ -14,7 +14,13 @@ from support import REPO
 from xomni_core import ConfigError, InputError, SemanticLatents, TokenGrid
 from xomni_core.config import load_config
 from xomni_core.models import shipped_model_dir
-from xomni_core.pipelines import INDEX_FILE, TextToImagePipeline, folder_config, load_component
+from xomni_core.pipelines import (
+    INDEX_FILE,
+    TextToImagePipeline,
+    folder_config,
+    load_component,
+    write_model_index,
+)
 
 TINY = REPO / "examples" / "configs" / "tiny-random.yaml"
 PROMPT = "two red circles left of a blue square"
@@ -241,3 +247,41 @@ def test_components_alone_pick_a_size_that_fits_the_context(pipe: TextToImagePip
     bare = TextToImagePipeline(pipe.tokenizer, pipe.backbone, pipe.decoder)
     result = bare(PROMPT, output_type="tokens", show_progress=False)
     assert (result.settings["grid_h"], result.settings["grid_w"]) == (16, 16)
+
+
+def test_to_moves_every_component_and_the_runtime_follows(tiny: TextToImagePipeline) -> None:
+    pipe = TextToImagePipeline(**tiny.components, config=tiny.config)
+    assert pipe.to(torch_dtype=torch.bfloat16) is pipe
+    assert pipe.runtime.dtype == "bfloat16"
+    assert next(pipe.backbone.trainable_module().parameters()).dtype == torch.bfloat16
+    pipe.to("cpu", torch.float32)
+    assert pipe.runtime.dtype == "float32"
+    with pytest.raises(ConfigError, match="torch_dtype"):
+        pipe.to(torch_dtype="float64")
+
+
+def test_a_folder_with_pipeline_yaml_alone_gains_an_index(tiny: TextToImagePipeline, tmp_path: Path) -> None:
+    folder = tmp_path / "converted"
+    tiny.save_pretrained(folder)
+    (folder / INDEX_FILE).unlink()
+    assert TextToImagePipeline.from_pretrained(folder).capabilities["understanding"]  # unflagged: yes
+    write_model_index(folder, capability_flags={"understanding": False})
+    index = json.loads((folder / INDEX_FILE).read_text())
+    assert index["decoder"] == {
+        "plugin": "flux-semantic", "folder": "decoder", "version": "0.1.0", "distribution": "xomni 0.1.0"
+    }  # fmt: skip
+    assert index["generation"]["height_px"] == 64
+    assert TextToImagePipeline.from_pretrained(folder).capabilities["understanding"] is False
+
+
+def test_generate_command_takes_a_pipeline_folder(tiny: TextToImagePipeline, tmp_path: Path) -> None:
+    from support import run_xomni
+
+    tiny.save_pretrained(tmp_path / "saved")
+    out = tmp_path / "out"
+    result = run_xomni(
+        "generate", PROMPT, "--config", str(tmp_path / "saved"), "--out", str(out), "--no-progress"
+    )
+    assert result.returncode == 0, result.stderr
+    with Image.open(out / "image-000.png") as image:
+        assert image.size == (64, 64)

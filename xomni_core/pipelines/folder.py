@@ -135,6 +135,36 @@ def write_pipeline_files(
     (folder / CONFIG_FILE).write_text(header + yaml.safe_dump(document, sort_keys=False))
 
 
+def write_model_index(
+    folder: str | os.PathLike[str],
+    *,
+    class_name: str = "TextToImagePipeline",
+    capability_flags: Mapping[str, bool] | None = None,
+    registry: PluginRegistry | None = None,
+) -> Path:
+    """Add ``model_index.json`` to a folder that holds ``pipeline.yaml`` and one folder per slot
+    (what converters and training recipes write), so that ``from_pretrained`` reads it; returns
+    its path. ``capability_flags`` such as ``{"understanding": False}`` record what the model was
+    not trained for."""
+    root = Path(folder)
+    config = load_config(root / CONFIG_FILE)
+    for slot in SINGLE_SLOTS:
+        section = getattr(config, slot)
+        if section is not None and config.weights_path(section) != (root / slot).resolve():
+            raise ConfigError(
+                f"{root / CONFIG_FILE}: {slot}.weights must be the folder {slot!r} beside it "
+                f"for {INDEX_FILE} to describe the pipeline"
+            )
+    if registry is None:
+        from ..registry import PluginRegistry
+
+        registry = PluginRegistry.discover(config.plugins)
+    index = model_index(config, class_name=class_name, registry=registry, capability_flags=capability_flags)
+    path = root / INDEX_FILE
+    path.write_text(json.dumps(index, indent=2) + "\n")
+    return path
+
+
 def component_plugin(folder: str | os.PathLike[str]) -> tuple[str, str]:
     """``(kind, plugin)`` recorded in a component folder's ``xomni_component.json``."""
     path = Path(folder, COMPONENT_FILE)
