@@ -285,3 +285,9 @@ def test_generate_command_takes_a_pipeline_folder(tiny: TextToImagePipeline, tmp
     assert result.returncode == 0, result.stderr
     with Image.open(out / "image-000.png") as image:
         assert image.size == (64, 64)
+
+
+def test_from_pretrained_uses_a_component_passed_by_slot(tiny: TextToImagePipeline, tmp_path: Path) -> None:
+    tiny.save_pretrained(tmp_path / "saved")
+    pipe = TextToImagePipeline.from_pretrained(tmp_path / "saved", decoder=tiny.decoder)
+    assert pipe.decoder is tiny.decoder and pipe.backbone is not tiny.backbone

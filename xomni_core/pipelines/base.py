@@ -164,7 +164,7 @@ class PipelineBase:
 
         The folder is written beside ``path`` and renamed into place when complete. An existing
         folder is replaced only when it holds nothing but an earlier pipeline's entries; any
-        other file in it is the user's, and the save is refused.
+        other file in it is the user's, and the save is refused. Rewards are not saved.
         """
         target = Path(path).expanduser()
         _refuse_foreign_entries(target, {*self.slots, INDEX_FILE, CONFIG_FILE})
