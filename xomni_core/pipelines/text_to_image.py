@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -42,7 +42,8 @@ if TYPE_CHECKING:
 
     from ..types import SemanticLatents
 
-#: Prompt tokens a pipeline without a configured size leaves room for (see ``default_grid``).
+#: Share of the backbone's context that a pipeline without a configured size gives the image
+#: tokens; the rest is room for the prompt (see ``default_grid``).
 _CONTEXT_SHARE_FOR_IMAGE = 0.5
 
 
@@ -167,7 +168,7 @@ class TextToImagePipeline(PipelineBase):
         min_p: float | None = None,
         cfg_scale: float | None = None,
         output_type: OutputType = "pil",
-        callback_on_step_end: StepCallback | None = None,
+        callback_on_step_end: Callable[..., Any] | None = None,
         grid: GridSize | None = None,
         show_progress: bool | None = None,
         prompts: str | Sequence[str] | None = None,
@@ -298,7 +299,7 @@ class TextToImagePipeline(PipelineBase):
             scores = score_all(self.rewards, RewardBatch(pil_images, prompt_list))
         return TextToImageResult(images=images, tokens=tokens, settings=settings, scores=scores)
 
-    def _bound(self, callback: Any) -> StepCallback | None:
+    def _bound(self, callback: Callable[..., Any] | None) -> StepCallback | None:
         """The core loops' ``(step, timestep, tensors)`` callback of a diffusers-style one that
         takes the pipeline first."""
         if callback is None:
