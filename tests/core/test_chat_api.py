@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -110,3 +111,26 @@ def test_chat_command_refuses_the_nano_and_runs_turns_with_sampling_flags(tmp_pa
     assert "> And then?" in answered.stdout
     bad = run_xomni("chat", "?", "--image", str(image), "--config", str(TINY), "--top-p", "2")
     assert bad.returncode == 2 and "--top-p" in bad.stderr
+
+
+def test_transformers_text_streamer_prints_the_answer(
+    chat: ImageUnderstandingPipeline, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from transformers import TextStreamer as TransformersTextStreamer
+
+    streamer = TransformersTextStreamer(chat.backbone.tokenizer, skip_prompt=True, skip_special_tokens=True)
+    answer = chat(IMAGE, "What is shown?", max_new_tokens=6, streamer=streamer)
+    assert capsys.readouterr().out == answer + "\n"
+
+
+def test_saved_understanding_pipeline_answers_the_same(
+    chat: ImageUnderstandingPipeline, tmp_path: Path
+) -> None:
+    chat.save_pretrained(tmp_path / "saved")
+    assert json.loads((tmp_path / "saved" / "model_index.json").read_text())["_class_name"] == (
+        "ImageUnderstandingPipeline"
+    )
+    reloaded = ImageUnderstandingPipeline.from_pretrained(tmp_path / "saved")
+    reloaded.set_progress_bar_config(disable=True)
+    question = "What is shown?"
+    assert reloaded(IMAGE, question, max_new_tokens=6) == chat(IMAGE, question, max_new_tokens=6)
