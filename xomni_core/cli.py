@@ -170,6 +170,11 @@ def _build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--top-p", type=float)
     generate.add_argument("--min-p", type=float)
     generate.add_argument("--cfg-scale", type=float, help="backbone classifier-free guidance")
+    generate.add_argument(
+        "--negative-prompt",
+        help="what guidance steers away from, for every prompt (backbone with --cfg-scale > 1, decoder "
+        "with --guidance > 1; default: the empty prompt)",
+    )
     generate.add_argument("--no-progress", action="store_true", help="hide progress bars")
     generate.set_defaults(handler=_generate)
 

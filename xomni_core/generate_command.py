@@ -59,6 +59,7 @@ def run_generate(config: PipelineConfig, args: argparse.Namespace) -> int:
         num_inference_steps=args.steps,
         guidance_scale=args.guidance,
         noise_scale=args.noise_scale,
+        negative_prompt=args.negative_prompt,
         show_progress=not args.no_progress,
     )
     out = Path(args.out)

@@ -293,3 +293,14 @@ def test_from_pretrained_uses_a_component_passed_by_slot(tiny: TextToImagePipeli
     tiny.save_pretrained(tmp_path / "saved")
     pipe = TextToImagePipeline.from_pretrained(tmp_path / "saved", decoder=tiny.decoder)
     assert pipe.decoder is tiny.decoder and pipe.backbone is not tiny.backbone
+
+
+def test_generate_command_passes_the_negative_prompt(tmp_path: Path) -> None:
+    from support import run_xomni
+
+    out = tmp_path / "out"
+    args = ["--config", str(TINY), "--out", str(out), "--cfg-scale", "2", "--no-progress"]
+    result = run_xomni("generate", PROMPT, "--negative-prompt", "blurry", *args)
+    assert result.returncode == 0, result.stderr
+    record = json.loads((out / "generation.json").read_text())
+    assert record["settings"]["negative_prompts"] == ["blurry"]
