@@ -39,8 +39,9 @@ DEFAULT_COLLECTOR_CLI = [
     "-c",
     "import contextlib, sys\n"
     "import xomni_core.generate_command as command\n"
+    "import xomni_core.pipelines.text_to_image as text_to_image\n"
     "from xomni_core.cli import main\n"
-    "command.long_lived_objects = contextlib.nullcontext\n"
+    "command.long_lived_objects = text_to_image.long_lived_objects = contextlib.nullcontext\n"
     "sys.exit(main(sys.argv[1:]))",
 ]
 

@@ -295,6 +295,68 @@ def resolve_config(config: PipelineConfig, registry: PluginRegistry) -> Resolved
     return ResolvedConfig(config, components)
 
 
+#: Facts of the component interfaces that must agree across slots, as
+#: ``(slot, fact, other slot, other fact)``. A params model exposes a fact as an attribute named
+#: like the component's property (``latent_channels``); a fact a plugin does not expose is not
+#: compared.
+FIT_RULES: tuple[tuple[str, str, str, str], ...] = (
+    ("tokenizer", "codebook_size", "backbone", "image_vocab_size"),
+    ("tokenizer", "latent_channels", "decoder", "latent_channels"),
+    ("tokenizer", "downsample_factor", "decoder", "pixels_per_token"),
+)
+
+
+def slot_params(component: ResolvedComponent) -> ComponentParams:
+    """The params a slot is built with: those saved in its weights folder's
+    ``xomni_component.json`` (checked against the plugin's model), else the config's."""
+    if component.weights is None or component.backend != "torch":
+        return component.params
+    from .errors import CheckpointError
+    from .folders import read_component_file
+
+    try:
+        return read_component_file(
+            component.weights,
+            kind=component.spec.kind,
+            plugin=component.spec.name,
+            params_class=component.spec.params,
+        )
+    except CheckpointError as exc:
+        raise ConfigError(f"{component.slot}.weights: {exc}") from exc
+
+
+def check_fit(resolved: ResolvedConfig) -> list[str]:
+    """Check that the slots fit together (:data:`FIT_RULES`) from params and saved JSON alone,
+    without loading weights; raise :class:`ConfigError` naming every mismatch, else return the
+    facts compared."""
+    params = {slot: slot_params(c) for slot, c in resolved.components.items() if slot in SINGLE_SLOTS}
+    problems, compared = [], []
+    for slot, fact, other, other_fact in FIT_RULES:
+        if slot not in params or other not in params:
+            continue
+        value, other_value = _fact(params[slot], fact), _fact(params[other], other_fact)
+        if value is None or other_value is None:
+            continue
+        if value != other_value:
+            problems.append(
+                f"{slot} {fact} {value} (plugin '{resolved.components[slot].spec.name}') != "
+                f"{other} {other_fact} {other_value} (plugin '{resolved.components[other].spec.name}')"
+            )
+        else:
+            compared.append(f"{slot} {fact} = {other} {other_fact} = {value}")
+    if problems:
+        raise ConfigError("components do not fit together: " + "; ".join(problems))
+    return compared
+
+
+def _fact(params: ComponentParams, name: str) -> int | None:
+    try:
+        value = getattr(params, name, None)
+    except Exception:  # a plugin's property that fails says nothing we can compare
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def _is_dir(path: Path, key: str) -> bool:
     """Whether ``path`` is a folder; a path the file system refuses outright names ``key``."""
     try:

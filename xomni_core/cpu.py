@@ -1,9 +1,11 @@
-"""OpenMP and torch thread settings of the commands that run a pipeline on the CPU."""
+"""OpenMP and torch thread settings of a pipeline that runs on the CPU."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 
 from .config import RuntimeSettings
 
@@ -23,3 +25,22 @@ def configure_cpu(runtime: RuntimeSettings) -> None:
         import torch
 
         torch.set_num_threads(runtime.threads)
+
+
+@contextlib.contextmanager
+def cpu_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with torch's CPU threads at ``threads`` (``None``: as they are), then put
+    back the count it found, so two pipelines with different settings share a process."""
+    if threads is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    if before != threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)

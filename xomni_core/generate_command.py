@@ -1,4 +1,4 @@
-"""``xomni generate``: run text to image and write PNGs plus a JSON record."""
+"""``xomni generate`` (text to image, PNGs plus a JSON record) and ``xomni chat`` (answers)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from pydantic import BaseModel, ValidationError
 from ._version import __version__
 from .atomic import atomic_file
 from .config import PipelineConfig, validation_message
-from .cpu import configure_cpu
 from .errors import ConfigError
 from .heap import long_lived_objects
 
@@ -48,19 +47,19 @@ def run_generate(config: PipelineConfig, args: argparse.Namespace) -> int:
     _with_flags(config.generation, GENERATION_FLAGS, args)
     _with_flags(config.runtime, RUNTIME_FLAGS, args)
     with long_lived_objects():
-        configure_cpu(config.runtime)
         from .pipelines import TextToImagePipeline
 
         pipeline = TextToImagePipeline.from_config(config)
     result = pipeline(
         args.prompts,
-        height_px=args.height,
-        width_px=args.width,
+        height=args.height,
+        width=args.width,
         sampling=sampling,
         seed=args.seed,
         num_inference_steps=args.steps,
         guidance_scale=args.guidance,
         noise_scale=args.noise_scale,
+        negative_prompt=args.negative_prompt,
         show_progress=not args.no_progress,
     )
     out = Path(args.out)
@@ -86,6 +85,48 @@ def run_generate(config: PipelineConfig, args: argparse.Namespace) -> int:
     text = json.dumps(record, indent=2, allow_nan=False) + "\n"  # strict JSON: no NaN or Infinity
     with atomic_file(out / RECORD) as tmp:
         tmp.write_text(text)
+    return 0
+
+
+#: Flags of ``xomni chat`` checked by the sampling model, by the field they set.
+CHAT_SAMPLING_FLAGS = {key: flag for key, flag in SAMPLING_FLAGS.items() if key != "cfg_scale"}
+
+
+def run_chat(args: argparse.Namespace) -> int:
+    """Answer ``args.question`` and each ``args.then`` in one conversation about ``args.image``,
+    printing each answer as it is generated."""
+    from .config import load_config
+    from .images import open_image
+    from .models import default_pipeline_config
+    from .types import GREEDY
+
+    source = Path(args.config) if args.config else default_pipeline_config().parent
+    sampling = _with_flags(GREEDY, CHAT_SAMPLING_FLAGS, args)
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        raise ConfigError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    image = open_image(args.image, what="--image:")
+    from .pipelines import ImageUnderstandingPipeline, TextStreamer
+    from .pipelines.folder import folder_config
+
+    config = folder_config(source, args.overrides) if source.is_dir() else load_config(source, args.overrides)
+    _with_flags(config.runtime, RUNTIME_FLAGS, args)
+    pipeline = ImageUnderstandingPipeline.from_config(config)
+    pipeline.check_can_answer()
+    history: list[tuple[str, str]] = []
+    for number, question in enumerate([args.question, *args.then]):
+        if number:
+            print(f"> {question}")
+        answer = pipeline(
+            image,
+            question,
+            history=history,
+            max_new_tokens=args.max_new_tokens,
+            sampling=sampling,
+            seed=args.seed,
+            streamer=TextStreamer(pipeline.backbone),
+            show_progress=not args.no_progress,
+        )
+        history.append((question, answer))
     return 0
 
 

@@ -5,7 +5,8 @@ exported runtimes generate identically. Prompts are left-padded into one batch; 
 draws from its own generator (seed ``seed + i``, or its own from ``seeds``), so batching never
 changes a sample's tokens.
 Classifier-free guidance mixes log-probabilities of the prompt and of the negative prompt (the
-image prefix alone) as ``uncond + scale * (cond - uncond)``.
+request's negative prompt before the image prefix, or the image prefix alone) as
+``uncond + scale * (cond - uncond)``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from .types import (
     GridSize,
     ImageGenerationRequest,
     SamplingParams,
+    StepCallback,
     TextGenerationRequest,
     TokenGrid,
 )
@@ -42,9 +44,11 @@ def generate_image_tokens(backbone: Backbone[Any], request: ImageGenerationReque
     vocab = backbone.vocab
     grid = request.grid
     prompts = [image_prompt_ids(backbone, prompt, grid) for prompt in request.prompts]
-    _check_context(prompts, grid.num_tokens, vocab.max_positions, what="image tokens")
-    guided = request.sampling.cfg_scale > 1.0
-    rows = prompts + [image_prompt_ids(backbone, "", grid)] * len(prompts) if guided else prompts
+    rows = prompts
+    if request.sampling.cfg_scale > 1.0:
+        negatives = request.negative_prompts or ("",) * len(prompts)
+        rows = prompts + [image_prompt_ids(backbone, negative, grid) for negative in negatives]
+    _check_context(rows, grid.num_tokens, vocab.max_positions, what="image tokens")
     tokens = _decode_loop(
         backbone,
         rows,
@@ -55,6 +59,7 @@ def generate_image_tokens(backbone: Backbone[Any], request: ImageGenerationReque
         stop_id=None,
         show_progress=request.show_progress,
         description="image tokens",
+        callback=request.callback,
     )
     indices = tokens - vocab.image_token_offset
     return TokenGrid(indices.reshape(len(prompts), grid.grid_h, grid.grid_w).cpu())
@@ -75,6 +80,7 @@ def generate_text(backbone: Backbone[Any], request: TextGenerationRequest) -> li
         stop_id=eos,
         show_progress=request.show_progress,
         description="text tokens",
+        callback=request.callback,
     )
     results = []
     for row in tokens.tolist():
@@ -103,9 +109,11 @@ def _decode_loop(
     stop_id: int | None,
     show_progress: bool,
     description: str,
+    callback: StepCallback | None = None,
 ) -> torch.Tensor:
     """Run prefill then one step per new token, sample ``i`` drawing from a generator seeded
-    ``seeds[i]``; ``rows`` beyond ``len(seeds)`` are negatives."""
+    ``seeds[i]``; ``rows`` beyond ``len(seeds)`` are negatives. ``callback`` sees the tokens
+    sampled so far after each step."""
     device = backbone.device
     batch_size = len(seeds)
     ids = backbone.vocab.mode_range(mode)
@@ -132,6 +140,8 @@ def _decode_loop(
             next_ids = torch.where(finished, torch.full_like(next_ids, stop_id), next_ids)
             finished |= next_ids == stop_id
         out[:, step] = next_ids
+        if callback is not None:
+            callback(step, None, {"tokens": out[:, : step + 1]})
         if stop_id is not None and bool(finished.all()):
             return out[:, : step + 1]
         input_ids = next_ids.repeat(len(rows) // batch_size)[:, None]

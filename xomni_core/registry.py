@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import difflib
 import importlib.metadata as metadata
+import importlib.util
+import os
 import re
 import warnings
 import weakref
@@ -19,7 +21,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import MappingProxyType
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import pluggy
 
@@ -30,7 +32,11 @@ from .errors import PluginError, XomniError
 from .guard import Abandoned, guarded, import_timeout_s, run_guarded
 from .settings import ALLOW_ENV, DENY_ENV, PluginSettings
 from .spec import PluginSpec
-from .types import ComponentKind
+from .types import COMPONENT_KINDS, ComponentKind
+
+if TYPE_CHECKING:
+    from .interfaces import Component
+    from .params import ComponentParams
 
 ENTRY_POINT_GROUP = "xomni.plugins"
 #: Converters are not components (no params, no weights of their own), so they have their own
@@ -533,6 +539,22 @@ def _load_converters(
     return records
 
 
+def missing_implementation(spec: PluginSpec) -> str | None:
+    """Why an implementation module of ``spec`` cannot be found, or ``None``; looks the modules
+    up without running them (only their parent packages, which discovery mostly imported), so
+    listing stays free of torch."""
+    for target in (spec.implementation, *spec.runtimes.values()):
+        module = target.partition(":")[0]
+        try:
+            found = importlib.util.find_spec(module)
+        except Exception as exc:  # a parent package that is missing or fails to import
+            reason = f"{type(exc).__name__}: {exc}"
+            return f"implementation module {module!r} of {target} cannot be found: {reason}"
+        if found is None:
+            return f"implementation module {module!r} of {target} does not exist"
+    return None
+
+
 _Record = TypeVar("_Record", PluginRecord, ConverterRecord)
 
 
@@ -571,3 +593,57 @@ def _resolve_conflicts(records: list[_Record], settings: PluginSettings) -> list
                     f"{', '.join(dists)}",
                 )
     return resolved
+
+
+@dataclass(frozen=True)
+class ImplementationCheck:
+    """Whether one plugin's implementation (and each declared runtime) imports."""
+
+    record: PluginRecord
+    backend: str
+    target: str
+    error: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def check_implementations(registry: PluginRegistry) -> list[ImplementationCheck]:
+    """Import the implementation of every usable plugin, and of each runtime it declares.
+
+    Discovery imports descriptors only, so a plugin whose implementation module is missing
+    lists as ``ok``; this is where that shows. Imports the implementations (torch with them).
+    """
+    checks = []
+    for record in registry.records:
+        if not record.usable or record.spec is None:
+            continue
+        spec = record.spec
+        for backend in spec.backends:
+            target = spec.implementation if backend == "torch" else spec.runtimes[backend]
+            try:
+                spec.load(backend)
+                error = None
+            except PluginError as exc:
+                error = str(exc)
+            except Exception as exc:  # a runtime class whose import fails oddly
+                error = f"{type(exc).__name__}: {exc}"
+            checks.append(ImplementationCheck(record, backend, target, error))
+    return checks
+
+
+def load_component(
+    path: str | os.PathLike[str], *, registry: PluginRegistry | None = None
+) -> Component[ComponentParams]:
+    """Load a component folder written by ``save_pretrained`` without naming its class: its
+    ``xomni_component.json`` names the kind and plugin, the registry supplies the class."""
+    from .pipelines.folder import component_plugin
+
+    kind, plugin = component_plugin(path)
+    if kind not in COMPONENT_KINDS:
+        kinds = ", ".join(COMPONENT_KINDS)
+        raise PluginError(f"{path}: unknown component kind {kind!r}; expected one of {kinds}")
+    registry = registry or PluginRegistry.discover()
+    cls = registry.get(kind, plugin).load()
+    return cls.from_pretrained(path)

@@ -7,7 +7,7 @@ torch is only named for type checking so importing this module stays cheap.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -27,6 +27,11 @@ COMPONENT_KINDS: tuple[ComponentKind, ...] = ("tokenizer", "backbone", "decoder"
 GenerationMode = Literal["text", "image"]
 
 RewardDirection = Literal["maximize", "minimize"]
+
+#: Called after each step of a generation loop as ``callback(step, timestep, tensors)``: the token
+#: loop passes ``timestep=None`` and ``{"tokens": ...}``, a denoising loop its timestep and
+#: ``{"latents": ...}``; a returned mapping may replace those tensors.
+StepCallback = Callable[[int, Any, dict[str, Any]], "Mapping[str, Any] | None"]
 
 #: Where a component runs: its PyTorch implementation or one of its exported artefacts.
 Backend = Literal["torch", "onnxruntime", "tensorrt"]
@@ -168,11 +173,16 @@ class ImageGenerationRequest(CheckedModel):
     seed: int = 0
     seeds: tuple[int, ...] | None = None
     show_progress: bool = False
+    negative_prompts: tuple[str, ...] | None = None
+    callback: StepCallback | None = None
 
     @model_validator(mode="after")
     def _one_seed_per_prompt(self) -> ImageGenerationRequest:
         if self.seeds is not None and len(self.seeds) != len(self.prompts):
             raise ValueError(f"{len(self.seeds)} seeds given for {len(self.prompts)} prompts")
+        if self.negative_prompts is not None and len(self.negative_prompts) != len(self.prompts):
+            counts = f"{len(self.negative_prompts)} negative prompts given for {len(self.prompts)} prompts"
+            raise ValueError(counts)
         return self
 
     def sample_seeds(self) -> tuple[int, ...]:
@@ -190,6 +200,7 @@ class TextGenerationRequest(CheckedModel):
     sampling: SamplingParams = GREEDY
     seed: int = 0
     show_progress: bool = False
+    callback: StepCallback | None = None
 
     @model_validator(mode="after")
     def _non_empty_prompts(self) -> TextGenerationRequest:
@@ -218,19 +229,21 @@ class DecodeRequest:
     seeds: tuple[int, ...] | None = None
     shared_noise: bool = False
     show_progress: bool = False
+    negative_prompts: tuple[str, ...] | None = None
+    callback: StepCallback | None = None
 
     def __post_init__(self) -> None:
-        if self.prompts is not None and len(self.prompts) != self.latents.batch_size:
-            raise InputError(
-                f"DecodeRequest has {len(self.prompts)} prompts for {self.latents.batch_size} latent grids"
-            )
+        for name, prompts in (("prompts", self.prompts), ("negative prompts", self.negative_prompts)):
+            if prompts is not None and len(prompts) != self.latents.batch_size:
+                raise InputError(
+                    f"DecodeRequest has {len(prompts)} {name} for {self.latents.batch_size} latent grids"
+                )
         check_seed_count(self.seeds, self.latents.batch_size)
         check_decode_settings(
             num_inference_steps=self.num_inference_steps,
             guidance_scale=self.guidance_scale,
             noise_scale=self.noise_scale,
         )
-
 
     def sample_seeds(self) -> tuple[int, ...]:
         """The seed of each image's initial noise."""

@@ -50,7 +50,11 @@ def install_plugin(plugin_site: Any, name: str, *, prelude: str = "", **spec: st
     plugin_site(
         f"{name}-dist",
         entry_points={name: f"{name}_spec:PLUGIN"},
-        modules={f"{name}_params": PARAMS_MODULE, f"{name}_spec": prelude + spec_source(name, **spec)},
+        modules={
+            f"{name}_params": PARAMS_MODULE,
+            f"{name}_spec": prelude + spec_source(name, **spec),
+            f"{name}_impl": "",  # listing looks the implementation module up without importing it
+        },
     )
 
 

@@ -432,19 +432,23 @@ class FluxSemanticDecoder(Decoder[FluxSemanticParams]):
         semantic, (grid_h, grid_w) = self.semantic_tokens(values.to(self.device, self.dtype))
 
         text = self.encode_prompts(request.prompts, batch)
-        negative = self.encode_prompts([""] * batch, batch) if scale > 1.0 else None
+        negative = None
+        if scale > 1.0:
+            negative = self.encode_prompts(request.negative_prompts or [""] * batch, batch)
         image_ids = latent_image_ids(grid_h, grid_w, self.device, self.dtype)
         noise = self.initial_noise(batch, grid_h, grid_w, request.sample_seeds(), shared=request.shared_noise)
         latents = noise * noise_scale
 
-        for t in tqdm(
-            self.timesteps(steps, grid_h * grid_w),
-            desc="decoding",
-            disable=not request.show_progress,
+        for step, t in enumerate(
+            tqdm(self.timesteps(steps, grid_h * grid_w), desc="decoding", disable=not request.show_progress)
         ):
             timestep = t.expand(batch).to(latents.dtype) / 1000
             velocity = self.predict_velocity(latents, timestep, image_ids, text, semantic, scale, negative)
             latents = self.scheduler.step(velocity, t, latents, return_dict=False)[0]
+            if request.callback is not None:
+                changed = request.callback(step, t, {"latents": latents})
+                if changed and "latents" in changed:
+                    latents = changed["latents"]
         settings = f"guidance_scale={scale}, noise_scale={noise_scale}, num_inference_steps={steps}"
         _require_finite(latents, f"decoder plugin '{PLUGIN_NAME}' produced non-finite latents ({settings})")
         return self.latents_to_images(latents, grid_h, grid_w)

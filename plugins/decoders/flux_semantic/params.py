@@ -110,6 +110,11 @@ class FluxSemanticParams(ComponentParams):
         return self.token_px // self.semantic_packing
 
     @property
+    def latent_channels(self) -> int:
+        """Channels of the semantic latents the decoder takes."""
+        return self.semantic_channels
+
+    @property
     def packed_semantic_channels(self) -> int:
         """Width of the semantic input of one transformer token: ``semantic_packing**2`` latents."""
         return self.semantic_channels * self.semantic_packing**2

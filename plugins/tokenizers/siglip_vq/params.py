@@ -82,6 +82,16 @@ class SigLIPVQParams(ComponentParams):
         """Bytes of the weights at ``dtype_bytes`` per value, by formula (no torch)."""
         return count_parameters(self) * dtype_bytes
 
+    @property
+    def latent_channels(self) -> int:
+        """Channels of the semantic latents that ``decode`` returns."""
+        return self.z_channels
+
+    @property
+    def downsample_factor(self) -> int:
+        """Pixels per image token along each side."""
+        return self.patch_size_px
+
     @model_validator(mode="after")
     def _consistent(self) -> SigLIPVQParams:
         problems = []
