@@ -262,9 +262,17 @@ def test_converted_folder_holds_three_components_and_a_pipeline_config(converted
     assert sorted(p.name for p in converted.iterdir()) == [
         "backbone",
         "decoder",
+        "model_index.json",
         "pipeline.yaml",
         "tokenizer",
     ]
+
+
+def test_a_converted_folder_loads_with_from_pretrained(converted: Path) -> None:
+    index = json.loads((converted / "model_index.json").read_text())
+    assert index["backbone"]["plugin"] == "x-omni" and index["backbone"]["folder"] == "backbone"
+    pipeline = TextToImagePipeline.from_pretrained(converted)
+    assert type(pipeline.backbone).__name__ == "XOmniBackbone"
 
 
 def test_backbone_logits_equal_the_source_in_both_modes(

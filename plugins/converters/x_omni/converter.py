@@ -45,6 +45,7 @@ from xomni_core.dtypes import torch_dtype
 from xomni_core.errors import CheckpointError, PluginError, XomniError
 from xomni_core.folders import check_state_dict
 from xomni_core.pickles import load_tensors_only
+from xomni_core.pipelines import write_model_index
 from xomni_core.text_tokenizers import unlist_special_tokens
 
 if TYPE_CHECKING:
@@ -197,6 +198,7 @@ def convert_x_omni(
         ("backbone", lambda out: notes.extend(convert_backbone(release, registry, out, options))),
         ("decoder", lambda out: notes.extend(convert_decoder(release, registry, out, flux_dir, options))),
         ("pipeline.yaml", lambda out: write_pipeline_config(release, out)),
+        ("model_index.json", lambda out: write_model_index(out, registry=registry)),
     ]
     with (
         _library_progress_bars(options.show_progress),

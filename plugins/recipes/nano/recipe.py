@@ -35,6 +35,7 @@ import yaml
 
 from xomni_core import InputError, __version__, atomic_directory, atomic_file
 from xomni_core.models import combined_hash, hash_files
+from xomni_core.pipelines import write_model_index
 from xomni_core.synthetic import SceneSpec, render_scene, render_shape_map, sample_scenes
 from xomni_plugins.decoders.flux_semantic.model import FluxSemanticDecoder
 from xomni_plugins.decoders.flux_semantic.params import FluxSemanticParams
@@ -331,6 +332,7 @@ class _Run:
                 "# xomni-nano, trained by `xomni train nano` (see provenance.json)\n"
                 + yaml.safe_dump(config, sort_keys=False)
             )
+            write_model_index(tmp, capability_flags={"understanding": False})
             files = hash_files(tmp)
             provenance = {
                 "name": "xomni-nano",
