@@ -5,11 +5,22 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from os import PathLike
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from xomni_core import Component, ComponentParams
-from xomni_export import Dim, ExportSpec, GraphExport, GraphSpec, Precision, TensorSpec, export_component
+from xomni_export import (
+    Dim,
+    ExportSpec,
+    GraphExport,
+    GraphSpec,
+    Precision,
+    TensorSpec,
+    export_component,
+    read_manifest,
+)
+from xomni_export.manifest import write_manifest
 from xomni_export.specs.backbone import backbone_export_spec
 
 WIDTH = 8
@@ -101,3 +112,21 @@ def small_backbone_spec(max_batch: int = 64) -> ExportSpec:
         max_positions=64,
         max_batch=max_batch,
     )
+
+
+def add_fake_engines(folder: Path, engines: Mapping[str, Mapping[str, bytes]]) -> None:
+    """Record engines (opaque bytes by graph and compute capability) as build_engines would."""
+    manifest = read_manifest(folder)
+    section: dict[str, Any] = {}
+    for graph, plans in engines.items():
+        for capability, plan in plans.items():
+            relative = f"tensorrt/{graph}.sm{capability.replace('.', '')}.plan"
+            (folder / relative).parent.mkdir(exist_ok=True)
+            (folder / relative).write_bytes(plan)
+            section.setdefault(graph, {})[capability] = {
+                "file": relative,
+                "onnx_sha256": manifest["graphs"][graph]["sha256"],
+                "tensorrt_version": "10.0.0",
+            }
+    manifest["tensorrt"] = {"engines": section}
+    write_manifest(folder, manifest)

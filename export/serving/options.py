@@ -31,7 +31,7 @@ class ServingOptions:
             "max_batch_size (--max-batch-size)": (self.max_batch_size, 1, MAX_BATCH_SIZE),
             "max_queue_delay_us (--max-queue-delay-us)": (self.max_queue_delay_us, 0, MAX_QUEUE_DELAY_US),
             "instance_count (--instances)": (self.instance_count, 1, MAX_INSTANCES),
-            "threads (--threads)": (self.threads or 1, 1, MAX_THREADS),
+            "threads (--threads)": (1 if self.threads is None else self.threads, 1, MAX_THREADS),
         }
         for name, (value, low, high) in ranges.items():
             if not low <= value <= high:

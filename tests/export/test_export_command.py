@@ -30,6 +30,7 @@ def test_export_writes_each_component_a_runtime_config_and_a_triton_repository(e
     assert (exported / "pipeline.onnxruntime.yaml").is_file()
     models = sorted(p.name for p in (exported / "triton").iterdir())
     assert "backbone_decode" in models and "decoder_transformer" in models and "tokenizer_encode" in models
+    assert "xomni_text_to_image" in models and "xomni_understanding" in models
 
 
 def test_onnxruntime_pipeline_matches_torch_tokens_and_images(exported: Path) -> None:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from tiny_exportable import WIDTH, export_tiny, small_backbone_spec
+from tiny_exportable import WIDTH, add_fake_engines, export_tiny, small_backbone_spec
 
 from xomni_core import CheckpointError, XomniError
 from xomni_export import TensorSpec, read_manifest, weights
@@ -27,24 +26,6 @@ def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def read_config(path: Path) -> Any:
     return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
-
-
-def add_fake_engines(folder: Path, engines: Mapping[str, Mapping[str, bytes]]) -> None:
-    """Record engines (opaque bytes by graph and compute capability) as build_engines would."""
-    manifest = read_manifest(folder)
-    section: dict[str, Any] = {}
-    for graph, plans in engines.items():
-        for capability, plan in plans.items():
-            relative = f"tensorrt/{graph}.sm{capability.replace('.', '')}.plan"
-            (folder / relative).parent.mkdir(exist_ok=True)
-            (folder / relative).write_bytes(plan)
-            section.setdefault(graph, {})[capability] = {
-                "file": relative,
-                "onnx_sha256": manifest["graphs"][graph]["sha256"],
-                "tensorrt_version": "10.0.0",
-            }
-    manifest["tensorrt"] = {"engines": section}
-    write_manifest(folder, manifest)
 
 
 def test_one_model_per_graph_with_a_version_folder(tiny_export: Path, tmp_path: Path) -> None:
