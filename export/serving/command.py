@@ -43,6 +43,11 @@ def add_serve_parser(commands: Any, add_overrides: Any) -> argparse.ArgumentPars
     serve.add_argument(
         "--repository", help="serve this Triton repository (from `xomni export --format triton`)"
     )
+    serve.add_argument(
+        "--triton-grpc",
+        metavar="HOST:PORT",
+        help="start only the OpenAI-compatible front, forwarding to the Triton server at HOST:PORT",
+    )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     serve.add_argument("--http-port", type=int, default=8000, help="Triton HTTP/REST port (default: 8000)")
     serve.add_argument("--grpc-port", type=int, default=8001, help="Triton gRPC port (default: 8001)")
@@ -169,6 +174,8 @@ def run_serve(args: argparse.Namespace) -> int:
     from .repository import write_serving_repository
     from .server import Endpoints, TritonServer
 
+    if args.triton_grpc:
+        return _front_only(args)
     options = serving_options(args)
     ports = {
         "--http-port": args.http_port,
@@ -213,32 +220,51 @@ def run_serve(args: argparse.Namespace) -> int:
         server.stop()
 
 
+def _front_only(args: argparse.Namespace) -> int:
+    """The OpenAI front alone, in front of a Triton server that runs elsewhere."""
+    if args.config or args.overrides or args.repository:
+        raise XomniError("--triton-grpc serves the front alone: give no config, --set or --repository")
+    if not 1 <= args.openai_port <= 65535:
+        raise XomniError("--triton-grpc needs the front: give --openai-port a port (1 to 65535)")
+    _check_free(args.host, args.openai_port, "--openai-port")
+    print(f"OpenAI API     http://{args.host}:{args.openai_port}/v1  -> Triton gRPC {args.triton_grpc}")
+    front = _front(args.triton_grpc, args.host, args.openai_port, on_ready=_announce_ready)
+    front.run()
+    return 0
+
+
+def _announce_ready() -> None:
+    print("ready; Ctrl-C stops", flush=True)
+
+
+def _front(triton_grpc: str, host: str, port: int, *, on_ready: Any, own_signals: bool = False) -> Any:
+    """The OpenAI front as a uvicorn server that calls ``on_ready`` once it listens; with
+    ``own_signals`` it leaves SIGINT/SIGTERM to the caller."""
+    import uvicorn
+
+    from .openai_api import create_app
+
+    class Front(uvicorn.Server):
+        def capture_signals(self) -> Any:
+            return contextlib.nullcontext() if own_signals else super().capture_signals()
+
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                on_ready()
+
+    return Front(uvicorn.Config(create_app(triton_grpc), host=host, port=port, log_level="warning"))
+
+
 def _serve_front(args: argparse.Namespace, server: Any) -> int:
     """Run the OpenAI front (or just wait) until SIGINT/SIGTERM or until Triton exits; a Triton
     that exits by itself makes the command fail, so that a supervisor restarts it."""
     stopping = threading.Event()
     stop_front = stopping.set
-
-    def announce_ready() -> None:
-        print("ready; Ctrl-C stops", flush=True)
     if args.openai_port:
-        import uvicorn
-
-        from .openai_api import create_app
-
-        class Front(uvicorn.Server):
-            def capture_signals(self) -> Any:  # signals are ours: Triton must stop after the front
-                return contextlib.nullcontext()
-
-            async def startup(self, sockets: Any = None) -> None:
-                await super().startup(sockets)
-                if self.started:
-                    announce_ready()
-
-        front = Front(
-            uvicorn.Config(
-                create_app(server.endpoints.grpc), host=args.host, port=args.openai_port, log_level="warning"
-            )
+        # Signals are ours: Triton must stop after the front.
+        front = _front(
+            server.endpoints.grpc, args.host, args.openai_port, on_ready=_announce_ready, own_signals=True
         )
 
         def stop_front() -> None:
@@ -265,7 +291,7 @@ def _serve_front(args: argparse.Namespace, server: Any) -> int:
     if args.openai_port:
         front.run()
     else:
-        announce_ready()
+        _announce_ready()
         stopping.wait()
     stopping.set()
     return died["code"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -127,6 +128,44 @@ def test_sigterm_stops_the_front_and_triton(served: dict[str, Any]) -> None:
         with socket.socket() as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # closed connections may linger
             probe.bind(("127.0.0.1", port))  # nobody listens on any port any more
+
+
+def test_serve_exits_1_when_triton_dies_so_that_a_supervisor_restarts_it(
+    repository: Path, tmp_path: Path
+) -> None:
+    http, grpc, metrics = free_ports(3)
+    command = [sys.executable, "-m", "xomni_core.cli", "serve", "--repository", str(repository)]
+    ports = ["--http-port", http, "--grpc-port", grpc, "--metrics-port", metrics, "--openai-port", 0]
+    process = subprocess.Popen(
+        [*command, *map(str, ports), "--workdir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    while not process.stdout.readline().startswith("ready"):
+        assert process.poll() is None
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+    tritonserver = [pid for pid in children if "tritonserver" in Path(f"/proc/{pid}/cmdline").read_text()]
+    assert len(tritonserver) == 1
+    os.kill(int(tritonserver[0]), signal.SIGKILL)
+    assert process.wait(timeout=60) == 1
+    assert "tritonserver exited with status -9" in process.stderr.read()  # type: ignore[union-attr]
+
+
+def test_the_front_alone_forwards_to_a_triton_that_runs_elsewhere(triton: Any) -> None:
+    (port,) = free_ports(1)
+    command = [sys.executable, "-m", "xomni_core.cli", "serve", "--triton-grpc", triton.endpoints.grpc]
+    process = subprocess.Popen([*command, "--openai-port", str(port)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        while not process.stdout.readline().startswith("ready"):
+            assert process.poll() is None
+        images = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0).images
+        assert len(images.generate(prompt="a red circle", n=3, extra_body={"seed": 2}).data) == 3
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
 
 
 @pytest.mark.parametrize(
