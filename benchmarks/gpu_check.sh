@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Checks for a machine with an NVIDIA GPU, in sections that each stop at their own time limit
-# (together at most 8 minutes after the Python setup, usually less). Results and a log go to
+# (together at most 12 minutes after the Python setup, usually less). Results and a log go to
 # $OUT (default ./gpu_out). XOMNI_GPU_ROUNDS sets the timed rounds of the 7B run (default 3).
 #
 #   bash benchmarks/gpu_check.sh
@@ -110,6 +110,12 @@ decode_7b_modes() {
         --json "$OUT/decode_7b_modes.json"
 }
 
+# The Triton pipeline model on TensorRT engines built here, answers checked against the engines
+# run in process (needs tensorrt and nvidia-pytriton; exit 3 says which is missing).
+serve_tensorrt() {
+    "$PY" benchmarks/serve_tensorrt_check.py --out "$OUT/serve_tensorrt"
+}
+
 echo "=== python environment ==="
 if ! setup_python; then
     echo "no usable Python environment; stopping"
@@ -120,6 +126,7 @@ section "GPU" 20 gpu_info
 section "decode speed, tiny sizes" 120 decode_smoke
 section "decode speed, 7B, batch 1 and 16" 240 decode_7b
 section "decode speed, 7B, eager and compiled" 150 decode_7b_modes
+section "serving TensorRT engines through Triton" 240 serve_tensorrt
 
 echo
 if [ ${#FAILED[@]} -eq 0 ]; then
