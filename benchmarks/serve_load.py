@@ -39,20 +39,9 @@ import numpy as np
 MODEL = "xomni_text_to_image"
 
 
-def free_ports(count: int) -> list[int]:
-    import socket
-
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 def start_serve(args: argparse.Namespace, workdir: Path) -> tuple[subprocess.Popen[str], int]:
+    from xomni_export.serving.server import free_ports
+
     http, grpc, metrics = free_ports(3)
     command = [
         sys.executable, "-m", "xomni_core.cli", "serve", "--no-progress", "--openai-port", "0",

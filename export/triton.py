@@ -115,31 +115,13 @@ def model_config(
 
 
 def write_triton_repository(
-    export_folders: Mapping[str, str | Path],
-    repository: str | Path,
-    *,
-    backend: TritonBackend,
-    max_batch_size: int = 8,
-    dynamic_batching: bool = True,
-    max_queue_delay_us: int = 0,
-    instance_kind: InstanceKind = "gpu",
-    instance_count: int = 1,
-    batch_dim: str = "batch",
+    export_folders: Mapping[str, str | Path], repository: str | Path, **settings: Any
 ) -> list[str]:
     """Write a Triton model repository for the export folders (by component name); returns the
-    model names. The repository is replaced atomically: a failed write leaves the old one."""
+    model names. ``settings`` are those of :func:`write_graph_models`. The repository is
+    replaced atomically: a failed write leaves the old one."""
     with atomic_directory(repository) as tmp:
-        return write_graph_models(
-            export_folders,
-            tmp,
-            backend=backend,
-            max_batch_size=max_batch_size,
-            dynamic_batching=dynamic_batching,
-            max_queue_delay_us=max_queue_delay_us,
-            instance_kind=instance_kind,
-            instance_count=instance_count,
-            batch_dim=batch_dim,
-        )
+        return write_graph_models(export_folders, tmp, **settings)
 
 
 def write_graph_models(

@@ -312,17 +312,25 @@ def slot_params(component: ResolvedComponent) -> ComponentParams:
     if component.weights is None or component.backend != "torch":
         return component.params
     from .errors import CheckpointError
-    from .folders import read_component_file
 
     try:
-        return read_component_file(
-            component.weights,
-            kind=component.spec.kind,
-            plugin=component.spec.name,
-            params_class=component.spec.params,
-        )
+        return saved_params(component)
     except CheckpointError as exc:
         raise ConfigError(f"{component.slot}.weights: {exc}") from exc
+
+
+def saved_params(component: ResolvedComponent) -> ComponentParams:
+    """The params recorded in the slot's weights folder, checked against the plugin's model;
+    :class:`~xomni_core.errors.CheckpointError` when the folder's record cannot be read."""
+    from .folders import read_component_file
+
+    assert component.weights is not None
+    return read_component_file(
+        component.weights,
+        kind=component.spec.kind,
+        plugin=component.spec.name,
+        params_class=component.spec.params,
+    )
 
 
 def check_fit(resolved: ResolvedConfig) -> list[str]:

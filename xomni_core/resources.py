@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from .errors import CheckpointError, ConfigError
-from .folders import read_component_file
 from .settings import positive_number_from_env
 
 if TYPE_CHECKING:
@@ -204,13 +203,10 @@ def _effective_params(component: ResolvedComponent) -> ComponentParams | None:
     exported) overrides the config's; None when that record cannot be read."""
     if component.weights is None:
         return component.params
+    from .config import saved_params  # config.py loads pydantic models: not on every import
+
     try:
-        return read_component_file(
-            component.weights,
-            kind=component.spec.kind,
-            plugin=component.spec.name,
-            params_class=component.spec.params,
-        )
+        return saved_params(component)
     except CheckpointError:
         return None  # unknown: loading reports the folder's problem itself
 

@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import site
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -118,6 +119,19 @@ def _system_libpython() -> list[str]:
         f"/usr/lib64/{name}",
         f"/usr/lib/{name}",
     ]
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` different ports that nothing listens on now (another process may take one
+    before it is used)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind((host, 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 @dataclass(frozen=True)

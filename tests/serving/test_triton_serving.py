@@ -14,10 +14,11 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
-from serving_support import free_ports, start_server
+from serving_support import start_server
 
 from xomni_core import CheckpointError, XomniError
 from xomni_core.cli import main
+from xomni_export.serving.server import free_ports
 
 httpclient = pytest.importorskip("tritonclient.http")
 grpcclient = pytest.importorskip("tritonclient.grpc")

@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
-from serving_support import free_ports
 from support import run_xomni
 
 from xomni_core.cli import main
+from xomni_export.serving.server import free_ports
 
 openai = pytest.importorskip("openai")
 
