@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from . import serve_args
 from ._version import CORE_API_VERSION, __version__
 from .errors import XomniError
 from .heap import skip_collection_at_exit
@@ -272,11 +273,9 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--no-progress", action="store_true", help="hide progress bars")
     export.set_defaults(handler=_export)
-    from xomni_export.serving import command as serving
-
-    serving.add_serving_flags(export)
-    serving.add_repository_parser(commands)
-    serving.add_serve_parser(commands, _add_overrides)
+    serve_args.add_serving_flags(export)
+    serve_args.add_repository_parser(commands)
+    serve_args.add_serve_parser(commands, _add_overrides)
 
     train = commands.add_parser("train", help="fine-tune the backbone")
     train_commands = train.add_subparsers(title="training commands", metavar="COMMAND")

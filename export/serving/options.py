@@ -1,4 +1,4 @@
-"""How Triton serves the pipeline models; cheap to import (the CLI builds its flags from it)."""
+"""How Triton serves the pipeline models: batching, instances, runtime, threads."""
 
 from __future__ import annotations
 
@@ -6,9 +6,15 @@ from dataclasses import dataclass
 from typing import Literal
 
 from xomni_core import ConfigError
+from xomni_core.serve_args import (
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MAX_QUEUE_DELAY_US,
+    TEXT_TO_IMAGE_MODEL,
+    UNDERSTANDING_MODEL,
+)
 
-TEXT_TO_IMAGE_MODEL = "xomni_text_to_image"
-UNDERSTANDING_MODEL = "xomni_understanding"
+__all__ = ["TEXT_TO_IMAGE_MODEL", "UNDERSTANDING_MODEL", "ServingOptions"]
+
 MAX_BATCH_SIZE = 256
 MAX_QUEUE_DELAY_US = 10_000_000
 MAX_INSTANCES = 64
@@ -19,8 +25,8 @@ MAX_THREADS = 256
 class ServingOptions:
     """How Triton runs the pipeline models."""
 
-    max_batch_size: int = 8
-    max_queue_delay_us: int = 20_000
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
+    max_queue_delay_us: int = DEFAULT_MAX_QUEUE_DELAY_US
     instance_kind: Literal["cpu", "gpu"] = "cpu"
     instance_count: int = 1
     backend: Literal["onnxruntime", "tensorrt"] = "onnxruntime"
