@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -24,6 +25,7 @@ from typing import Any
 
 from xomni_core import XomniError
 from xomni_core._version import __version__
+from xomni_core.serve_args import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_QUEUE_DELAY_US
 
 from .options import TEXT_TO_IMAGE_MODEL, ServingOptions
 
@@ -84,34 +86,61 @@ def run_serve(args: argparse.Namespace) -> int:
         _check_free(args.host, port, flag)
     if len(set(ports.values())) != len(ports):
         raise XomniError("--http-port, --grpc-port, --metrics-port and --openai-port must all differ")
-    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="xomni-serve-"))
     if args.repository:
-        if args.config or args.overrides:
-            raise XomniError("give either a config (with --set) or --repository, not both")
-        repository = Path(args.repository)
-        if not (repository / TEXT_TO_IMAGE_MODEL / "config.pbtxt").is_file():
-            raise XomniError(
-                f"--repository: {repository} has no {TEXT_TO_IMAGE_MODEL} model; write one with "
-                "`xomni export CONFIG --format triton --out DIR` and pass DIR/triton"
-            )
-    else:
-        export_dir = exported_pipeline(args.config, args.overrides, show_progress=not args.no_progress)
-        repository = workdir / "repository"
-        print(f"writing the Triton repository: {repository}", flush=True)
-        write_serving_repository(export_dir, repository, options, graph_models=False)
-    endpoints = Endpoints(args.host, args.http_port, args.grpc_port, args.metrics_port)
-    server = TritonServer(repository, endpoints, models=args.models or [TEXT_TO_IMAGE_MODEL], workdir=workdir)
-    print(f"starting Triton Inference Server (log: {server.log_path})", flush=True)
-    server.start(timeout=args.timeout)
+        _check_repository_args(args)
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="xomni-serve-"))
     try:
-        print(f"Triton HTTP    http://{endpoints.http}  (POST /v2/models/{TEXT_TO_IMAGE_MODEL}/infer)")
-        print(f"Triton gRPC    {endpoints.grpc}")
-        print(f"metrics        http://{args.host}:{args.metrics_port}/metrics")
-        if args.openai_port:
-            print(f"OpenAI API     http://{args.host}:{args.openai_port}/v1  (POST /v1/images/generations)")
-        return _serve_front(args, server)
+        if args.repository:
+            repository = Path(args.repository)
+        else:
+            export_dir = exported_pipeline(args.config, args.overrides, show_progress=not args.no_progress)
+            repository = workdir / "repository"
+            print(f"writing the Triton repository: {repository}", flush=True)
+            write_serving_repository(export_dir, repository, options, graph_models=False)
+        endpoints = Endpoints(args.host, args.http_port, args.grpc_port, args.metrics_port)
+        models = args.models or [TEXT_TO_IMAGE_MODEL]
+        server = TritonServer(repository, endpoints, models=models, workdir=workdir)
+        print(f"starting Triton Inference Server (log: {server.log_path})", flush=True)
+        server.start(timeout=args.timeout)
+        try:
+            print(f"Triton HTTP    http://{endpoints.http}  (POST /v2/models/{TEXT_TO_IMAGE_MODEL}/infer)")
+            print(f"Triton gRPC    {endpoints.grpc}")
+            print(f"metrics        http://{args.host}:{args.metrics_port}/metrics")
+            if args.openai_port:
+                print(
+                    f"OpenAI API     http://{args.host}:{args.openai_port}/v1  (POST /v1/images/generations)"
+                )
+            return _serve_front(args, server)
+        finally:
+            server.stop()
     finally:
-        server.stop()
+        if not args.workdir:  # ours: the repository's links and the server's log go with it
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _check_repository_args(args: argparse.Namespace) -> None:
+    """A ready repository keeps its own settings: refuse flags that would have shaped it."""
+    if args.config or args.overrides:
+        raise XomniError("give either a config (with --set) or --repository, not both")
+    repository = Path(args.repository)
+    if not (repository / TEXT_TO_IMAGE_MODEL / "config.pbtxt").is_file():
+        raise XomniError(
+            f"--repository: {repository} has no {TEXT_TO_IMAGE_MODEL} model; write one with "
+            "`xomni export CONFIG --format triton --out DIR` and pass DIR/triton"
+        )
+    shaping = {
+        "--max-batch-size": args.max_batch_size != DEFAULT_MAX_BATCH_SIZE,
+        "--max-queue-delay-us": args.max_queue_delay_us != DEFAULT_MAX_QUEUE_DELAY_US,
+        "--instance-kind": args.instance_kind is not None,
+        "--instances": args.instances != 1,
+        "--threads": args.threads is not None,
+    }
+    given = [flag for flag, changed in shaping.items() if changed]
+    if given:
+        raise XomniError(
+            f"{', '.join(given)} shape a repository as it is written; --repository {repository} keeps "
+            "its own settings. Write it again with `xomni triton-repo EXPORT --out DIR` and these flags"
+        )
 
 
 def _front_only(args: argparse.Namespace) -> int:

@@ -177,10 +177,16 @@ def test_the_front_alone_forwards_to_a_triton_that_runs_elsewhere(triton: Any) -
         (["--http-port", "9100", "--grpc-port", "9100"], "must all differ"),
         (["--max-batch-size", "0"], "max_batch_size (--max-batch-size) must be from 1 to 256"),
         (["--instances", "1000"], "instance_count (--instances) must be from 1 to 64"),
+        (
+            ["--repository", "REPO", "--max-batch-size", "4"],
+            "--max-batch-size shape a repository as it is written",
+        ),
     ],
 )
-def test_serve_refuses_bad_flags_before_starting_anything(args: list[str], message: str) -> None:
-    result = run_xomni("serve", *args)
+def test_serve_refuses_bad_flags_before_starting_anything(
+    args: list[str], message: str, repository: Path
+) -> None:
+    result = run_xomni("serve", *[str(repository) if arg == "REPO" else arg for arg in args])
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr
