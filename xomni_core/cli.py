@@ -311,6 +311,20 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     sft.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     sft.set_defaults(handler=_train_sft)
+    merge = train_commands.add_parser(
+        "merge-lora",
+        help="fold a LoRA adapter into a full backbone folder",
+        description="Build the config's backbone (backbone.weights, or params and runtime.seed), add the "
+        "LoRA adapter of backbone.adapter (or --adapter) and write the merged backbone, a plain "
+        "save_pretrained folder that backbone.weights takes without the adapter.",
+    )
+    merge.add_argument(
+        "config", help="pipeline config (or pipeline folder) whose backbone the adapter was trained on"
+    )
+    _add_overrides(merge)
+    merge.add_argument("--adapter", help="adapter folder (default: the config's backbone.adapter)")
+    merge.add_argument("--out", required=True, help="folder to write the merged backbone to")
+    merge.set_defaults(handler=_train_merge_lora)
     nano = train_commands.add_parser(
         "nano",
         help="train the xomni-nano pipeline from scratch on synthetic scenes",
@@ -680,6 +694,33 @@ def _train_sft(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_merge_lora(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .errors import ConfigError
+    from .pipelines.build import build_component, prepare
+
+    if Path(args.config).is_dir():
+        from .pipelines.folder import folder_config
+
+        config = folder_config(args.config, args.overrides)
+    else:
+        config = load_config(args.config, args.overrides)
+    if config.backbone is None:
+        raise ConfigError("the pipeline config has no backbone section, which `train merge-lora` needs")
+    if args.adapter is not None:
+        adapter = str(Path(args.adapter).resolve())
+        config = config.model_copy(
+            update={"backbone": config.backbone.model_copy(update={"adapter": adapter})}
+        )
+    if config.backbone is None or config.backbone.adapter is None:
+        raise ConfigError("backbone.adapter: give the adapter folder (or pass --adapter)")
+    resolved, registry = prepare(config, slots=("backbone",))
+    backbone = build_component(resolved.component("backbone"), resolved.config, registry)
+    backbone.save_pretrained(args.out)
+    print(f"merged backbone: {args.out} (use it as backbone.weights, without backbone.adapter)")
+    return 0
+
+
 def _train_nano(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
@@ -713,7 +754,12 @@ def _report_training(result: Any, *, metric: str, label: str) -> None:
     summary = f"; {label} {last[metric]:.4f} at step {last['step']}" if last else ""
     print(f"trained to step {result.step}{summary}")
     print(f"metrics: {result.metrics_path}" + (f", plot: {result.plot_path}" if result.plot_path else ""))
-    if result.checkpoint is not None:
+    if result.checkpoint is not None and (result.checkpoint / "adapter").is_dir():
+        print(
+            f"LoRA adapter: {result.checkpoint / 'adapter'} (use it as backbone.adapter on the config's "
+            "backbone, or merge it with `xomni train merge-lora`)"
+        )
+    elif result.checkpoint is not None:
         print(f"backbone weights: {result.checkpoint / 'backbone'} (use it as backbone.weights)")
 
 

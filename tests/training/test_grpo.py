@@ -68,21 +68,29 @@ def test_grpo_raises_the_target_colour_reward_far_beyond_noise(colour_setup: Any
     assert last > 0.7
 
 
+#: ``training`` settings besides ``grpo`` under which a killed run must resume exactly.
+RESUME_SETTINGS = {
+    "full": {},
+    "lora": {"lora": {"r": 4, "alpha": 8.0, "dropout": 0.1, "target_modules": ["*_proj", "mm_head"]}},
+}
+
+
+@pytest.mark.parametrize("training", list(RESUME_SETTINGS.values()), ids=list(RESUME_SETTINGS))
 def test_a_killed_run_resumes_exactly_where_its_last_checkpoint_left_off(
-    colour_setup: Any, tmp_path: Path
+    colour_setup: Any, tmp_path: Path, training: dict[str, Any]
 ) -> None:
     steps, every = 10, 3
-    expected = train_grpo(
-        load_config(
-            data=colour_setup.config(steps=steps, checkpoint_every=every, output_dir=str(tmp_path / "a"))
-        ),
-        show_progress=False,
-    ).records
+
+    def config_data(output: Path) -> dict[str, Any]:
+        data = colour_setup.config(steps=steps, checkpoint_every=every, output_dir=str(output))
+        data["training"].update(training)
+        return data
+
+    expected = train_grpo(load_config(data=config_data(tmp_path / "a")), show_progress=False).records
 
     output = tmp_path / "b"
-    config = colour_setup.write(
-        tmp_path / "b.yaml", steps=steps, checkpoint_every=every, output_dir=str(output)
-    )
+    config = tmp_path / "b.yaml"
+    config.write_text(yaml.safe_dump(config_data(output)))
     child = subprocess.Popen(
         [sys.executable, "-m", "xomni_core.cli", "train", "grpo", str(config), "--no-progress"],
         stdout=subprocess.DEVNULL,

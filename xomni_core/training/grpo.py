@@ -8,7 +8,8 @@ one group at a time), and rewards become advantages within each group: ``(r - me
 eps)``. The loss on each image token is the clipped policy-ratio objective
 ``-min(ratio * A, clip(ratio, 1 - eps, 1 + eps) * A)``, the ratio taken against the log-probability
 under the weights that sampled the rollout, plus ``kl_coef`` times the k3 estimate of the KL
-divergence to a frozen copy of the starting weights, ``exp(ref - logp) - (ref - logp) - 1``.
+divergence to a frozen copy of the starting weights, ``exp(ref - logp) - (ref - logp) - 1``
+(with ``training.lora`` the starting weights are the policy with its adapters switched off).
 It is averaged over tokens and samples; ``DistributedDataParallel`` averages gradients over
 processes, so N processes with P prompts each take the step that one process takes on N * P.
 
@@ -33,7 +34,7 @@ import copy
 import json
 import os
 from collections.abc import Sequence
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,7 @@ from .distributed import Processes, no_sync, wrap_module
 from .loop import (
     find_resume_point,
     make_optimizer,
+    restore_policy,
     restore_progress,
     run_steps,
     save_training_checkpoint,
@@ -169,6 +171,7 @@ class _GRPOTrainer:
         self.processes = processes
         self.output_dir = Path(os.path.expanduser(settings.output_dir))
         self.seed = config.runtime.seed if settings.seed is None else settings.seed
+        self.lora = config.training.lora if config.training is not None else None
         self.prompts = EpochStream(_load_prompts(settings, config), seed=self.seed, shuffle=settings.shuffle)
         runtime = config.runtime.model_copy(update={"device": processes.device})
         self.config = config.model_copy(update={"runtime": runtime})
@@ -202,11 +205,23 @@ class _GRPOTrainer:
         checkpoint, state = find_resume_point(
             self.output_dir, section="grpo", resume=resume, processes=processes
         )
-        if state is not None:
-            assert checkpoint is not None
-            self.policy = load_backbone(type(self._built_backbone), checkpoint / BACKBONE, self.config)
-        reference = self._reference(restored=state is not None)
-        self._built_backbone = self.policy  # the starting weights live on only as the reference
+        reference = None
+        if self.lora is None:
+            if state is not None:
+                assert checkpoint is not None
+                self.policy = load_backbone(type(self._built_backbone), checkpoint / BACKBONE, self.config)
+            reference = self._reference(restored=state is not None)
+            self._built_backbone = self.policy  # the starting weights live on only as the reference
+        else:
+            # The reference is the policy with its adapters switched off: no second copy.
+            self.policy = restore_policy(
+                self.policy,
+                lora=self.lora,
+                checkpoint=checkpoint if state is not None else None,
+                config=self.config,
+                seed=self.seed,
+                rank=processes.rank,
+            )
         module, parameters, optimizer = make_optimizer(
             self.policy, learning_rate=settings.learning_rate, weight_decay=settings.weight_decay
         )
@@ -269,7 +284,7 @@ class _GRPOTrainer:
 
         with torch.no_grad():
             old_logp = self._log_probs(self.policy, sequences) if settings.updates_per_rollout > 1 else None
-            ref_logp = self._log_probs(reference, sequences) if reference is not None else None
+            ref_logp = self._reference_log_probs(reference, sequences)
 
         samples = sequences.targets.shape[0]
         micro = settings.micro_batch_size or samples
@@ -281,7 +296,7 @@ class _GRPOTrainer:
             for index, (start, stop) in enumerate(chunks):
                 syncs = wrapped is None or index == len(chunks) - 1
                 context = nullcontext() if syncs else no_sync(wrapped)
-                with context:
+                with context, self._dropout():
                     part = sequences.rows(start, stop)
                     logp = self._log_probs(self.policy, part, module=wrapped)
                     old = logp.detach() if old_logp is None else old_logp[start:stop]
@@ -324,6 +339,27 @@ class _GRPOTrainer:
             "learning_rate": optimizer.param_groups[0]["lr"],
         }
         return record
+
+    def _reference_log_probs(
+        self, reference: Backbone[Any] | None, sequences: _Sequences
+    ) -> torch.Tensor | None:
+        """Log-probabilities under the starting weights, for the KL penalty (None without one)."""
+        if self.settings.kl_coef == 0.0:
+            return None
+        if self.lora is not None:
+            from .lora import adapters_disabled
+
+            with adapters_disabled(self.policy.trainable_module()):
+                return self._log_probs(self.policy, sequences)
+        assert reference is not None
+        return self._log_probs(reference, sequences)
+
+    def _dropout(self) -> AbstractContextManager[Any]:
+        if self.lora is None or self.lora.dropout == 0.0:
+            return nullcontext()
+        from .lora import adapter_dropout
+
+        return adapter_dropout(self.policy.trainable_module())
 
     def _rollout(self, items: Sequence[TrainingPrompt], first: int) -> _Rollout:
         """Sample, decode and score ``group_size`` images for each prompt."""

@@ -13,9 +13,12 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from ..config import PipelineConfig
 from ..errors import ConfigError
 from ..interfaces import Backbone
 from .checkpoint import (
+    ADAPTER,
+    BACKBONE,
     TrainerState,
     capture_rng_state,
     checkpoint_path,
@@ -26,8 +29,10 @@ from .checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from .common import load_backbone
 from .distributed import Processes
 from .metrics import MetricsLog, plot_available
+from .settings import LoraSettings
 
 Record = dict[str, Any]
 
@@ -49,6 +54,39 @@ def find_resume_point(
         print(f"no checkpoint in {output_dir}; starting from step 0", file=sys.stderr)
     state = load_trainer_state(checkpoint) if resume and checkpoint is not None else None
     return checkpoint, state
+
+
+def restore_policy(
+    policy: Backbone[Any],
+    *,
+    lora: LoraSettings | None,
+    checkpoint: Path | None,
+    config: PipelineConfig,
+    seed: int,
+    rank: int,
+) -> Backbone[Any]:
+    """The policy a run trains: the config's build with fresh adapters (LoRA), or the
+    checkpoint's weights (its adapter on the config's build, with LoRA) when resuming."""
+    if lora is None:
+        if checkpoint is None:
+            return policy
+        return load_backbone(type(policy), checkpoint / BACKBONE, config)
+    from .lora import add_lora, load_adapter_weights, module_aliases
+
+    module = policy.trainable_module()
+    add_lora(module, lora, aliases=module_aliases(policy), seed=seed)
+    if lora.dropout > 0.0:
+        # Adapter dropout draws from the global generator: seed it per process, so that a run
+        # repeats; a resumed run then restores the checkpoint's states over this.
+        torch.manual_seed(seed * 1_000_003 + rank)
+    if checkpoint is not None:
+        if not (checkpoint / ADAPTER).is_dir():
+            raise ConfigError(
+                f"training.lora: the checkpoint {checkpoint} holds full weights, not an adapter; resume "
+                "it without training.lora"
+            )
+        load_adapter_weights(module, checkpoint / ADAPTER)
+    return policy
 
 
 def make_optimizer(

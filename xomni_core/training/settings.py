@@ -211,10 +211,45 @@ class SFTSettings(CheckedModel):
         return max(1, -(-self.epochs * num_pairs // per_step))
 
 
+class LoraSettings(CheckedModel):
+    """Low-rank adapters (LoRA, through ``peft``) on the backbone instead of full fine-tuning.
+
+    The base weights stay frozen; each targeted linear (or embedding) layer ``W`` computes
+    ``W x + (alpha / r) B A x`` with trainable ``A`` (r x in) and ``B`` (out x r, starting at
+    zero). Checkpoints then hold the adapter alone, a pipeline loads it on top of the base with
+    ``backbone.adapter``, and ``xomni train merge-lora`` folds it into a full backbone folder.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    r: int = Field(16, ge=1, le=4096, description="rank of each adapter")
+    alpha: float = Field(32.0, gt=0.0, description="scale numerator: the update is multiplied by alpha / r")
+    dropout: float = Field(
+        0.0, ge=0.0, lt=1.0, description="dropout on each adapter's input during gradient passes"
+    )
+    target_modules: tuple[str, ...] = Field(
+        ("*_proj",),
+        min_length=1,
+        description="glob patterns over module names of the backbone's trainable module, or over "
+        "the aliases its plugin gives them (x-omni: mm_adap_layers.I, shared_layers.I, "
+        "mm_head_layers.I for decoder layer I; lm_head, mm_head); e.g. 'shared_layers.*_proj'",
+    )
+
+    @field_validator("target_modules")
+    @classmethod
+    def _no_blank_patterns(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not p.strip() for p in patterns):
+            raise ValueError("patterns must not be blank")
+        return patterns
+
+
 class TrainingSettings(CheckedModel):
     """How the ``xomni train`` commands train this pipeline."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
+    lora: LoraSettings | None = Field(
+        None, description="train low-rank adapters {r, alpha, dropout, target_modules} (None: all weights)"
+    )
     grpo: GRPOSettings | None = Field(None, description="settings of `xomni train grpo`")
     sft: SFTSettings | None = Field(None, description="settings of `xomni train sft`")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import random
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,14 +35,12 @@ from ..interfaces import Backbone, Tokenizer
 from ..pipelines.build import build_component, prepare
 from ..registry import PluginRegistry
 from ..types import GridSize
-from .checkpoint import (
-    BACKBONE,
-)
-from .common import EpochStream, freeze, load_backbone
+from .common import EpochStream, freeze
 from .distributed import Processes, wrap_module
 from .loop import (
     find_resume_point,
     make_optimizer,
+    restore_policy,
     restore_progress,
     run_steps,
     save_training_checkpoint,
@@ -198,6 +197,7 @@ class _SFTTrainer:
         self.processes = processes
         self.output_dir = Path(os.path.expanduser(settings.output_dir))
         self.seed = config.runtime.seed if settings.seed is None else settings.seed
+        self.lora = config.training.lora if config.training is not None else None
         runtime = config.runtime.model_copy(update={"device": processes.device})
         self.config = config.model_copy(update={"runtime": runtime})
         resolved, registry = prepare(self.config, registry=registry, slots=("tokenizer", "backbone"))
@@ -241,9 +241,14 @@ class _SFTTrainer:
         checkpoint, state = find_resume_point(
             self.output_dir, section="sft", resume=resume, processes=processes
         )
-        if state is not None:
-            assert checkpoint is not None
-            self.policy = load_backbone(type(self.policy), checkpoint / BACKBONE, self.config)
+        self.policy = restore_policy(
+            self.policy,
+            lora=self.lora,
+            checkpoint=checkpoint if state is not None else None,
+            config=self.config,
+            seed=self.seed,
+            rank=processes.rank,
+        )
         module, parameters, optimizer = make_optimizer(
             self.policy, learning_rate=settings.learning_rate, weight_decay=settings.weight_decay
         )
@@ -343,6 +348,13 @@ class _SFTTrainer:
             "learning_rate": learning_rate,
         }
 
+    def _dropout(self) -> AbstractContextManager[Any]:
+        if self.lora is None or self.lora.dropout == 0.0:
+            return nullcontext()
+        from .lora import adapter_dropout
+
+        return adapter_dropout(self.policy.trainable_module())
+
     def _drops_caption(self, position: int) -> bool:
         """Whether the pair at global stream position ``position`` trains the unconditional branch;
         a function of the run's seed and the position only, like the stream itself."""
@@ -374,14 +386,15 @@ class _SFTTrainer:
         whether each is the most likely one (teacher forced)."""
         count = self.grid.num_tokens
         vocab = self.policy.vocab
-        logits = self.policy.sequence_logits(
-            batch.input_ids,
-            batch.attention_mask,
-            batch.position_ids,
-            "image",
-            logits_to_keep=count + 1,
-            module=wrapped,
-        )[:, :-1]
+        with self._dropout():
+            logits = self.policy.sequence_logits(
+                batch.input_ids,
+                batch.attention_mask,
+                batch.position_ids,
+                "image",
+                logits_to_keep=count + 1,
+                module=wrapped,
+            )[:, :-1]
         image_logits = logits[
             ..., vocab.image_token_offset : vocab.image_token_offset + vocab.image_vocab_size
         ]

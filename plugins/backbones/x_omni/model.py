@@ -259,6 +259,9 @@ class XOmniForCausalLM(nn.Module):
         if mode == "text":
             return self.lm_head(hidden)
         if mode == "image":
+            if type(self.mm_head) is not nn.Linear:
+                # A head wrapped by an adapter (LoRA) adds its update only when called whole.
+                return self.mm_head(hidden)[..., : self.params.image_vocab_size]
             return F.linear(hidden, self.mm_head.weight[: self.params.image_vocab_size])
         raise InputError(f"generation mode must be 'text' or 'image', got {mode!r}")
 
@@ -541,6 +544,24 @@ class XOmniBackbone(Backbone[XOmniParams]):
     def trainable_module(self) -> nn.Module:
         """The whole network, :class:`XOmniForCausalLM`."""
         return self.net
+
+    def module_aliases(self) -> dict[str, str]:
+        """Names by which ``training.lora.target_modules`` can address the decoder layers by kind:
+        ``model.layers.I`` is also ``mm_adap_layers.I`` (the first ``num_mm_adap_layers``),
+        ``shared_layers.I`` (the shared language layers) or ``mm_head_layers.I`` (the last
+        ``num_mm_head_layers``), with I the layer's index among all layers."""
+        p = self.params
+        first_head = p.num_hidden_layers - p.num_mm_head_layers
+        aliases = {}
+        for index in range(p.num_hidden_layers):
+            if index < p.num_mm_adap_layers:
+                group = "mm_adap_layers"
+            elif index >= first_head:
+                group = "mm_head_layers"
+            else:
+                group = "shared_layers"
+            aliases[f"model.layers.{index}"] = f"{group}.{index}"
+        return aliases
 
     def sequence_logits(
         self,
