@@ -72,6 +72,12 @@ def test_grpo_raises_the_target_colour_reward_far_beyond_noise(colour_setup: Any
 RESUME_SETTINGS = {
     "full": {},
     "lora": {"lora": {"r": 4, "alpha": 8.0, "dropout": 0.1, "target_modules": ["*_proj", "mm_head"]}},
+    "lora-accumulation-bf16": {
+        "lora": {"r": 4, "alpha": 8.0, "target_modules": ["*_proj", "mm_head"]},
+        "gradient_accumulation_steps": 2,
+        "mixed_precision": "bf16",
+        "gradient_checkpointing": True,
+    },
 }
 
 
@@ -150,6 +156,13 @@ def test_two_processes_take_the_step_that_one_process_takes_on_their_prompts(
     assert single.records[0]["samples"] == two[0]["samples"] == 32
     assert single.records[0]["advantage_abs_max"] > 0.5  # a step that moves the weights
     _assert_records_close(two, single.records, rel=1e-5)
+    # One process accumulating two micro-batches of the two processes' size takes their step.
+    accumulated = colour_setup.config(
+        steps=2, prompts=EQUAL_PROMPTS, prompts_per_step=2, output_dir=str(tmp_path / "accumulated")
+    )
+    accumulated["training"]["gradient_accumulation_steps"] = 2
+    accumulating = train_grpo(load_config(data=accumulated), show_progress=False)
+    _assert_records_close(accumulating.records[:1], two[:1], rel=1e-5)
     # The weights moved alike. Adam divides each gradient by its own size, so where a gradient is
     # nearly zero the rounding differences between one batch of 32 and two of 16 become a visible
     # part of a step: compare the difference with the whole update, not element by element.

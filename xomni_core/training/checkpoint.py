@@ -48,6 +48,7 @@ class TrainerState:
     world_size: int
     optimizer: dict[str, Any]
     rng_states: list[dict[str, Any]]
+    scaler: dict[str, Any] | None = None  # fp16 loss scaling
 
 
 def checkpoint_path(output_dir: Path, step: int) -> Path:
@@ -90,6 +91,7 @@ def save_checkpoint(path: Path, backbone: Backbone[Any], state: TrainerState) ->
             "world_size": state.world_size,
             "optimizer": state.optimizer,
             "rng_states": state.rng_states,
+            "scaler": state.scaler,
         }
         torch.save(payload, folder / STATE_FILE)
 
@@ -106,6 +108,7 @@ def load_trainer_state(path: Path) -> TrainerState:
         world_size=int(payload["world_size"]),
         optimizer=payload["optimizer"],
         rng_states=list(payload["rng_states"]),
+        scaler=payload.get("scaler"),
     )
 
 

@@ -62,9 +62,11 @@ from .loop import (
     restore_progress,
     run_steps,
     save_training_checkpoint,
+    start_precision,
 )
 from .metrics import PLOT_FILE, plot_rewards
-from .settings import GRPOSettings, TrainingPrompt
+from .precision import Precision
+from .settings import GRPOSettings, TrainingPrompt, TrainingSettings
 
 #: Index offset between the decoder draws of one prompt (``decoder_draws``): draw ``d`` of
 #: prompt ``i`` is seeded ``stream_seed(seed, 1, i + d * DRAW_STRIDE)``.
@@ -135,6 +137,19 @@ class _Rollout:
     component_names: tuple[str, ...]
     advantages: torch.Tensor  # (samples,) float64
 
+    @staticmethod
+    def concat(parts: list[_Rollout]) -> _Rollout:
+        """The rollouts of consecutive micro-batches as one."""
+        if len(parts) == 1:
+            return parts[0]
+        return _Rollout(
+            tokens=torch.cat([p.tokens for p in parts]),
+            rewards=torch.cat([p.rewards for p in parts]),
+            components=torch.cat([p.components for p in parts]),
+            component_names=parts[0].component_names,
+            advantages=torch.cat([p.advantages for p in parts]),
+        )
+
 
 @dataclass(frozen=True)
 class _Sequences:
@@ -171,7 +186,10 @@ class _GRPOTrainer:
         self.processes = processes
         self.output_dir = Path(os.path.expanduser(settings.output_dir))
         self.seed = config.runtime.seed if settings.seed is None else settings.seed
-        self.lora = config.training.lora if config.training is not None else None
+        self.training = config.training or TrainingSettings()
+        self.lora = self.training.lora
+        self.accumulation = self.training.gradient_accumulation_steps
+        self.precision = Precision("no", device=processes.device, weights_dtype=torch.float32)
         self.prompts = EpochStream(_load_prompts(settings, config), seed=self.seed, shuffle=settings.shuffle)
         runtime = config.runtime.model_copy(update={"device": processes.device})
         self.config = config.model_copy(update={"runtime": runtime})
@@ -222,10 +240,11 @@ class _GRPOTrainer:
                 seed=self.seed,
                 rank=processes.rank,
             )
+        self.precision = start_precision(self.policy, self.training, processes.device)
         module, parameters, optimizer = make_optimizer(
             self.policy, learning_rate=settings.learning_rate, weight_decay=settings.weight_decay
         )
-        start_step, data_position = restore_progress(optimizer, state, processes)
+        start_step, data_position = restore_progress(optimizer, state, processes, self.precision)
         wrapped = wrap_module(module, processes)
         outcome = run_steps(
             name="grpo",
@@ -234,7 +253,7 @@ class _GRPOTrainer:
             start_step=start_step,
             total_steps=settings.steps,
             data_position=data_position,
-            samples_per_step=settings.prompts_per_step,
+            samples_per_step=settings.prompts_per_step * self.accumulation,
             checkpoint_every=settings.checkpoint_every,
             resumed_from=checkpoint if state is not None else None,
             step=lambda step, position: self._step(step, position, optimizer, parameters, wrapped, reference),
@@ -276,9 +295,19 @@ class _GRPOTrainer:
         reference: Backbone[Any] | None,
     ) -> dict[str, Any]:
         settings, processes = self.settings, self.processes
-        first = data_position + processes.rank * settings.prompts_per_step
-        items = [self.prompts[first + i] for i in range(settings.prompts_per_step)]
-        rollout = self._rollout(items, first)
+        per_micro, accumulation = settings.prompts_per_step, self.accumulation
+        # Process r's micro-batch m is the global step's batch r * accumulation + m, so N
+        # processes take the step one process takes accumulating N times as many; samples and
+        # decoder noise depend on global positions only, so rolling out a micro-batch at a time
+        # draws the same images as one rollout of them all.
+        first = data_position + processes.rank * per_micro * accumulation
+        items = [self.prompts[first + i] for i in range(per_micro * accumulation)]
+        rollout = _Rollout.concat(
+            [
+                self._rollout(items[m * per_micro : (m + 1) * per_micro], first + m * per_micro)
+                for m in range(accumulation)
+            ]
+        )
         sequences = self._sequences(items, rollout.tokens)
         advantages = rollout.advantages.to(torch.float32)
 
@@ -287,7 +316,7 @@ class _GRPOTrainer:
             ref_logp = self._reference_log_probs(reference, sequences)
 
         samples = sequences.targets.shape[0]
-        micro = settings.micro_batch_size or samples
+        micro = settings.micro_batch_size or samples // accumulation
         chunks = [(start, min(start + micro, samples)) for start in range(0, samples, micro)]
         sums = torch.zeros(4, dtype=torch.float64)  # loss, policy loss, kl, clipped tokens
         grad_norm = torch.zeros((), dtype=torch.float64)
@@ -302,13 +331,10 @@ class _GRPOTrainer:
                     old = logp.detach() if old_logp is None else old_logp[start:stop]
                     ref = None if ref_logp is None else ref_logp[start:stop]
                     loss, terms = self._loss(logp, old, ref, advantages[start:stop])
-                    torch.autograd.backward(loss / samples)
+                    self.precision.backward(loss / samples)
                 sums += terms
-            norm = torch.nn.utils.clip_grad_norm_(
-                parameters, settings.max_grad_norm if settings.max_grad_norm is not None else float("inf")
-            )
+            norm = self.precision.step(optimizer, parameters, settings.max_grad_norm)
             grad_norm = norm.detach().to(torch.float64).cpu()
-            optimizer.step()
 
         totals = processes.sum(sums)
         global_samples = samples * processes.world_size
@@ -452,14 +478,15 @@ class _GRPOTrainer:
         """Log-probabilities ``(samples, num_tokens)`` of the image tokens under ``backbone``."""
         count = self.grid.num_tokens
         vocab = backbone.vocab
-        logits = backbone.sequence_logits(
-            sequences.input_ids,
-            sequences.attention_mask,
-            sequences.position_ids,
-            "image",
-            logits_to_keep=count + 1,
-            module=module,
-        )[:, :-1]
+        with self.precision.autocast():
+            logits = backbone.sequence_logits(
+                sequences.input_ids,
+                sequences.attention_mask,
+                sequences.position_ids,
+                "image",
+                logits_to_keep=count + 1,
+                module=module,
+            )[:, :-1]
         image_logits = logits[
             ..., vocab.image_token_offset : vocab.image_token_offset + vocab.image_vocab_size
         ]
@@ -511,6 +538,7 @@ class _GRPOTrainer:
             policy=self.policy,
             keep=self.settings.keep_checkpoints,
             processes=self.processes,
+            precision=self.precision,
         )
 
 

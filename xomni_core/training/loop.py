@@ -32,7 +32,8 @@ from .checkpoint import (
 from .common import load_backbone
 from .distributed import Processes
 from .metrics import MetricsLog, plot_available
-from .settings import LoraSettings
+from .precision import Precision
+from .settings import LoraSettings, TrainingSettings
 
 Record = dict[str, Any]
 
@@ -89,6 +90,23 @@ def restore_policy(
     return policy
 
 
+def start_precision(policy: Backbone[Any], training: TrainingSettings | None, device: str) -> Precision:
+    """The run's mixed precision, and gradient checkpointing switched on if asked for."""
+    training = training or TrainingSettings()
+    if training.gradient_checkpointing:
+        enable = getattr(policy, "enable_gradient_checkpointing", None)
+        if not callable(enable):
+            raise ConfigError(
+                f"training.gradient_checkpointing: this backbone ({type(policy).__name__}) has no "
+                "enable_gradient_checkpointing()"
+            )
+        enable()
+    # With LoRA only the adapters are master weights; a half-precision base stays frozen.
+    trainable = [p for p in policy.trainable_module().parameters() if p.requires_grad]
+    dtype = trainable[0].dtype if trainable else torch.float32
+    return Precision(training.mixed_precision, device=device, weights_dtype=dtype)
+
+
 def make_optimizer(
     policy: Backbone[Any], *, learning_rate: float, weight_decay: float
 ) -> tuple[torch.nn.Module, list[torch.nn.Parameter], torch.optim.Optimizer]:
@@ -102,12 +120,14 @@ def make_optimizer(
 
 
 def restore_progress(
-    optimizer: torch.optim.Optimizer, state: TrainerState | None, processes: Processes
+    optimizer: torch.optim.Optimizer, state: TrainerState | None, processes: Processes, precision: Precision
 ) -> tuple[int, int]:
-    """``(step, data_position)`` to continue from, with optimiser and RNG states restored."""
+    """``(step, data_position)`` to continue from, with optimiser, loss-scaler and RNG states
+    restored."""
     if state is None:
         return 0, 0
     optimizer.load_state_dict(state.optimizer)
+    precision.load_state_dict(state.scaler)
     rng = state.rng_states
     restore_rng_state(rng[processes.rank] if len(rng) == processes.world_size else rng[0])
     return state.step, state.data_position
@@ -122,6 +142,7 @@ def save_training_checkpoint(
     policy: Backbone[Any],
     keep: int | None,
     processes: Processes,
+    precision: Precision,
 ) -> Path:
     """Every process's RNG state, written with the weights and optimiser by the main process."""
     rng_states = processes.gather_objects(capture_rng_state())
@@ -133,6 +154,7 @@ def save_training_checkpoint(
             world_size=processes.world_size,
             optimizer=optimizer.state_dict(),
             rng_states=rng_states,
+            scaler=precision.state_dict(),
         )
         save_checkpoint(path, policy, state)
         prune_checkpoints(output_dir, keep)

@@ -74,6 +74,11 @@ def add_lora(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         _inject(module, _peft_config(settings.r, settings.alpha, settings.dropout, targets))
+    # The adapters are the master weights: float32 even on a half-precision base (peft casts
+    # each adapter's input to its dtype and the output back).
+    for name, parameter in module.named_parameters():
+        if ".lora_" in name:
+            parameter.data = parameter.data.float()
     return targets
 
 

@@ -251,5 +251,21 @@ class TrainingSettings(CheckedModel):
     lora: LoraSettings | None = Field(
         None, description="train low-rank adapters {r, alpha, dropout, target_modules} (None: all weights)"
     )
+    gradient_accumulation_steps: int = Field(
+        1,
+        ge=1,
+        le=4096,
+        description="micro-batches whose gradients one optimiser step sums: a process takes this many "
+        "batches (sft.batch_size pairs, grpo.prompts_per_step prompts) per step, one pass at a time",
+    )
+    mixed_precision: Literal["no", "bf16", "fp16"] = Field(
+        "no",
+        description="autocast the forward passes to bfloat16 or float16 while weights, gradients and "
+        "optimiser state stay float32 (runtime.dtype float32); fp16 scales the loss against underflow",
+    )
+    gradient_checkpointing: bool = Field(
+        False,
+        description="recompute each decoder layer in the backward pass instead of storing its activations",
+    )
     grpo: GRPOSettings | None = Field(None, description="settings of `xomni train grpo`")
     sft: SFTSettings | None = Field(None, description="settings of `xomni train sft`")

@@ -36,7 +36,7 @@ from ..pipelines.build import build_component, prepare
 from ..registry import PluginRegistry
 from ..types import GridSize
 from .common import EpochStream, freeze
-from .distributed import Processes, wrap_module
+from .distributed import Processes, no_sync, wrap_module
 from .loop import (
     find_resume_point,
     make_optimizer,
@@ -44,10 +44,12 @@ from .loop import (
     restore_progress,
     run_steps,
     save_training_checkpoint,
+    start_precision,
 )
 from .metrics import METRICS_FILE, plot_loss
+from .precision import Precision
 from .schedules import cosine_decay
-from .settings import SFTSettings
+from .settings import SFTSettings, TrainingSettings
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -197,7 +199,9 @@ class _SFTTrainer:
         self.processes = processes
         self.output_dir = Path(os.path.expanduser(settings.output_dir))
         self.seed = config.runtime.seed if settings.seed is None else settings.seed
-        self.lora = config.training.lora if config.training is not None else None
+        self.training = config.training or TrainingSettings()
+        self.lora = self.training.lora
+        self.accumulation = self.training.gradient_accumulation_steps
         runtime = config.runtime.model_copy(update={"device": processes.device})
         self.config = config.model_copy(update={"runtime": runtime})
         resolved, registry = prepare(self.config, registry=registry, slots=("tokenizer", "backbone"))
@@ -210,7 +214,8 @@ class _SFTTrainer:
         self.examples, self.grid = self._encode(load_pairs(settings, config))
         self.unconditional_ids = image_prompt_ids(self.policy, "", self.grid)
         self.stream = EpochStream(self.examples, seed=self.seed, shuffle=settings.shuffle)
-        self.total_steps = settings.total_steps(len(self.examples), processes.world_size)
+        # A step takes batch_size pairs per micro-batch, process and accumulated micro-batch.
+        self.total_steps = settings.total_steps(len(self.examples), processes.world_size * self.accumulation)
 
     def _encode(self, pairs: list[CaptionedImage]) -> tuple[list[SFTExample], GridSize]:
         """Token grids and prompt ids of every pair, computed once for the whole run."""
@@ -249,10 +254,11 @@ class _SFTTrainer:
             seed=self.seed,
             rank=processes.rank,
         )
+        precision = start_precision(self.policy, self.training, processes.device)
         module, parameters, optimizer = make_optimizer(
             self.policy, learning_rate=settings.learning_rate, weight_decay=settings.weight_decay
         )
-        start_step, data_position = restore_progress(optimizer, state, processes)
+        start_step, data_position = restore_progress(optimizer, state, processes, precision)
         wrapped = wrap_module(module, processes)
         outcome = run_steps(
             name="sft",
@@ -261,10 +267,10 @@ class _SFTTrainer:
             start_step=start_step,
             total_steps=self.total_steps,
             data_position=data_position,
-            samples_per_step=settings.batch_size,
+            samples_per_step=settings.batch_size * self.accumulation,
             checkpoint_every=settings.checkpoint_every,
             resumed_from=checkpoint if state is not None else None,
-            step=lambda step, position: self._step(step, position, optimizer, parameters, wrapped),
+            step=lambda step, position: self._step(step, position, optimizer, parameters, wrapped, precision),
             tokens=lambda record: float(record["tokens"]),
             postfix=lambda record: {
                 "loss": f"{record['loss']:.4f}",
@@ -278,6 +284,7 @@ class _SFTTrainer:
                 policy=self.policy,
                 keep=settings.keep_checkpoints,
                 processes=processes,
+                precision=precision,
             ),
             plot=plot_loss,
             plot_file=PLOT_FILE,
@@ -314,28 +321,33 @@ class _SFTTrainer:
         optimizer: torch.optim.Optimizer,
         parameters: list[torch.nn.Parameter],
         wrapped: torch.nn.Module | None,
+        precision: Precision,
     ) -> dict[str, Any]:
         settings, processes = self.settings, self.processes
-        first = data_position + processes.rank * settings.batch_size
-        batch = self._batch(
-            [self.stream[first + i] for i in range(settings.batch_size)],
-            [self._drops_caption(first + i) for i in range(settings.batch_size)],
-        )
+        batch_size, accumulation = settings.batch_size, self.accumulation
         learning_rate = settings.learning_rate * self._schedule(step)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate
 
         optimizer.zero_grad(set_to_none=True)
-        nll, correct = self._token_losses(batch, wrapped)
-        torch.autograd.backward(nll.mean())
-        norm = torch.nn.utils.clip_grad_norm_(
-            parameters, settings.max_grad_norm if settings.max_grad_norm is not None else float("inf")
-        )
-        optimizer.step()
+        sums = torch.zeros(2, dtype=torch.float64)
+        for micro in range(accumulation):
+            # Process r's micro-batch m is the global step's batch r * accumulation + m: N
+            # processes then take the step that one process takes accumulating N times as many.
+            first = data_position + (processes.rank * accumulation + micro) * batch_size
+            batch = self._batch(
+                [self.stream[first + i] for i in range(batch_size)],
+                [self._drops_caption(first + i) for i in range(batch_size)],
+            )
+            syncs = wrapped is None or micro == accumulation - 1
+            with nullcontext() if syncs else no_sync(wrapped):
+                nll, correct = self._token_losses(batch, wrapped, precision)
+                precision.backward(nll.mean() / accumulation)
+            sums += torch.stack([nll.detach().sum(), correct.sum().to(nll.dtype)]).to(torch.float64).cpu()
+        norm = precision.step(optimizer, parameters, settings.max_grad_norm)
 
-        sums = torch.stack([nll.detach().sum(), correct.sum().to(nll.dtype)]).to(torch.float64).cpu()
         totals = processes.sum(sums)
-        samples = settings.batch_size * processes.world_size
+        samples = batch_size * accumulation * processes.world_size
         tokens = samples * self.grid.num_tokens
         return {
             "step": step,
@@ -380,13 +392,13 @@ class _SFTTrainer:
         return _Batch(input_ids.to(device), attention_mask.to(device), position_ids.to(device), targets)
 
     def _token_losses(
-        self, batch: _Batch, wrapped: torch.nn.Module | None
+        self, batch: _Batch, wrapped: torch.nn.Module | None, precision: Precision
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Negative log-likelihoods ``(samples, num_tokens)`` of the target image tokens, and
         whether each is the most likely one (teacher forced)."""
         count = self.grid.num_tokens
         vocab = self.policy.vocab
-        with self._dropout():
+        with self._dropout(), precision.autocast():
             logits = self.policy.sequence_logits(
                 batch.input_ids,
                 batch.attention_mask,
@@ -398,7 +410,7 @@ class _SFTTrainer:
         image_logits = logits[
             ..., vocab.image_token_offset : vocab.image_token_offset + vocab.image_vocab_size
         ]
-        log_probs = torch.log_softmax(image_logits, dim=-1)
+        log_probs = torch.log_softmax(image_logits.float(), dim=-1)
         targets = batch.targets.to(log_probs.device)
         nll = -log_probs.gather(-1, targets[..., None]).squeeze(-1)
         correct = image_logits.detach().argmax(-1) == targets
