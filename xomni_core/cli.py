@@ -325,6 +325,31 @@ def _build_parser() -> argparse.ArgumentParser:
     merge.add_argument("--adapter", help="adapter folder (default: the config's backbone.adapter)")
     merge.add_argument("--out", required=True, help="folder to write the merged backbone to")
     merge.set_defaults(handler=_train_merge_lora)
+    estimate = train_commands.add_parser(
+        "estimate",
+        help="print the memory a training run needs per device, without weights",
+        description="Estimate per device the weights, gradients, AdamW state and one micro-batch's "
+        "activations of `xomni train sft` (or grpo) on the config, for its training settings (full or "
+        "LoRA, mixed precision, gradient checkpointing). The backbone is built on the meta device: "
+        "no weights are read or allocated, so it works for any size.",
+    )
+    estimate.add_argument("config", help="pipeline config file with a training section")
+    _add_overrides(estimate)
+    estimate.add_argument(
+        "--section",
+        choices=("sft", "grpo"),
+        help="which training to estimate (default: the config's; sft if both)",
+    )
+    estimate.add_argument(
+        "--world-size", type=int, default=1, help="processes (GPUs) of the run (default: 1)"
+    )
+    estimate.add_argument(
+        "--fsdp",
+        action="store_true",
+        help="shard weights, gradients and optimiser state over --world-size processes (FSDP full "
+        "sharding, ZeRO-3) instead of replicating them (DDP)",
+    )
+    estimate.set_defaults(handler=_train_estimate)
     nano = train_commands.add_parser(
         "nano",
         help="train the xomni-nano pipeline from scratch on synthetic scenes",
@@ -718,6 +743,27 @@ def _train_merge_lora(args: argparse.Namespace) -> int:
     backbone = build_component(resolved.component("backbone"), resolved.config, registry)
     backbone.save_pretrained(args.out)
     print(f"merged backbone: {args.out} (use it as backbone.weights, without backbone.adapter)")
+    return 0
+
+
+def _train_estimate(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .errors import ConfigError
+    from .training.estimate import GIB, device_memory, estimate_training_memory
+
+    config = load_config(args.config, args.overrides)
+    if args.world_size < 1:
+        raise ConfigError(f"--world-size must be at least 1, got {args.world_size}")
+    section = args.section
+    if section is None:
+        training = config.training
+        section = "grpo" if training is not None and training.sft is None and training.grpo else "sft"
+    estimate = estimate_training_memory(config, section=section, world_size=args.world_size, fsdp=args.fsdp)
+    print(estimate.table())
+    available = device_memory(config.runtime.device)
+    if available is not None:
+        verdict = "fits" if estimate.total <= available else "does NOT fit"
+        print(f"{verdict} in this machine's {config.runtime.device} ({available / GIB:.1f} GiB)")
     return 0
 
 

@@ -122,6 +122,15 @@ def train_grpo(
     if not config.rewards:
         raise ConfigError("training.grpo needs at least one reward in the config's rewards list")
     with Processes.start(config.runtime.device) as processes:
+        from .estimate import announce_and_check
+
+        announce_and_check(
+            config,
+            section="grpo",
+            world_size=processes.world_size,
+            device=processes.device,
+            show=processes.is_main,
+        )
         return _GRPOTrainer(config, settings, processes, registry=registry).run(
             resume=resume, show_progress=show_progress
         )

@@ -114,6 +114,15 @@ def train_sft(
     if settings is None:
         raise ConfigError("the pipeline config has no training.sft section, which `train sft` needs")
     with Processes.start(config.runtime.device) as processes:
+        from .estimate import announce_and_check
+
+        announce_and_check(
+            config,
+            section="sft",
+            world_size=processes.world_size,
+            device=processes.device,
+            show=processes.is_main,
+        )
         return _SFTTrainer(config, settings, processes, registry=registry).run(
             resume=resume, show_progress=show_progress
         )
