@@ -197,3 +197,43 @@ def test_cosine_decay_takes_the_learning_rate_from_its_peak_to_zero_at_the_last_
     assert rates["none"] == pytest.approx([5e-4, 1e-3, 1e-3, 1e-3, 1e-3, 1e-3])
     half_cosine = [0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(5)]  # 1, 0.85, 0.5, 0.15, 0
     assert rates["cosine"] == pytest.approx([5e-4, *(1e-3 * f for f in half_cosine)], abs=1e-12)
+
+
+def _board_losses(output: Path) -> list[tuple[int, float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(output / "tensorboard"))
+    events.Reload()
+    return [(event.step, event.value) for event in events.Scalars("loss")]
+
+
+def test_report_to_tensorboard_logs_the_metrics_and_a_resumed_run_replaces_later_steps(
+    tmp_path: Path,
+) -> None:
+    output = tmp_path / "out"
+    settings = {"synthetic": {"split": "train", "n": 4, "seed": 0}, "batch_size": 2, "checkpoint_every": 2}
+    data = _config(**settings, steps=3, output_dir=str(output))
+    data["training"]["report_to"] = ["tensorboard"]
+    train_sft(load_config(data=data), show_progress=False)
+
+    # As after a kill at step 3: the checkpoint of step 2 is the newest, step 3 runs again.
+    for path in (output / "checkpoints").iterdir():
+        if path.name == "step-00000003":
+            for file in sorted(path.rglob("*"), reverse=True):
+                file.unlink() if file.is_file() else file.rmdir()
+            path.rmdir()
+    data["training"]["sft"]["steps"] = 4
+    train_sft(load_config(data=data), resume=True, show_progress=False)
+    records = read_metrics(output / "metrics.jsonl")
+    logged = _board_losses(output)
+    assert [step for step, _ in logged] == [1, 2, 3, 4]  # step 3 once: the killed run's was purged
+    for (_, loss), record in zip(logged, records, strict=True):
+        assert loss == pytest.approx(record["loss"], rel=1e-6)
+
+
+def test_no_logger_writes_tensorboard_events_by_default(tmp_path: Path) -> None:
+    data = _config(
+        synthetic={"split": "train", "n": 4, "seed": 0}, batch_size=2, steps=1, output_dir=str(tmp_path)
+    )
+    train_sft(load_config(data=data), show_progress=False)
+    assert not (tmp_path / "tensorboard").exists()

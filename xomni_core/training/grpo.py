@@ -272,6 +272,7 @@ class _GRPOTrainer:
             plot=plot_rewards,
             plot_file=PLOT_FILE,
             show_progress=show_progress,
+            report_to=self.training.report_to,
         )
         return GRPOResult(
             step=max(start_step, settings.steps),

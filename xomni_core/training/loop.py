@@ -31,7 +31,7 @@ from .checkpoint import (
 )
 from .common import load_backbone
 from .distributed import Processes
-from .metrics import MetricsLog, plot_available
+from .metrics import MetricsLog, TensorBoardLog, plot_available
 from .precision import Precision
 from .settings import LoraSettings, TrainingSettings
 
@@ -187,6 +187,7 @@ def run_steps(
     plot: Callable[[list[Record], Path], Path],
     plot_file: str,
     show_progress: bool,
+    report_to: tuple[str, ...] = (),
 ) -> LoopOutcome:
     """Run ``step(step, data_position)`` from ``start_step + 1`` to ``total_steps``.
 
@@ -197,6 +198,11 @@ def run_steps(
     if processes.is_main:
         remove_partial_checkpoints(output_dir)
     metrics = MetricsLog(output_dir, resume_step=start_step) if processes.is_main else None
+    board = (
+        TensorBoardLog(output_dir, resume_step=start_step)
+        if processes.is_main and "tensorboard" in report_to
+        else None
+    )
     can_plot = plot_available()
     if processes.is_main and not can_plot:
         print(f"matplotlib is not installed (pip install 'xomni[rl]'); no {plot_file}", file=sys.stderr)
@@ -223,6 +229,8 @@ def run_steps(
             records.append(record)
             if metrics is not None:
                 metrics.write(record)
+            if board is not None:
+                board.write(record)
             progress.update(1)
             progress.set_postfix(postfix(record))
             if index % checkpoint_every == 0 or index == total_steps:
@@ -231,6 +239,8 @@ def run_steps(
                     plot_path = plot(records, output_dir / plot_file)
     finally:
         progress.close()
+        if board is not None:
+            board.close()
     if processes.is_main and can_plot and records and plot_path is None:
         plot_path = plot(records, output_dir / plot_file)
     return LoopOutcome(records, plot_path, saved)

@@ -267,5 +267,10 @@ class TrainingSettings(CheckedModel):
         False,
         description="recompute each decoder layer in the backward pass instead of storing its activations",
     )
+    report_to: tuple[Literal["tensorboard"], ...] = Field(
+        (),
+        description="loggers besides metrics.jsonl (none by default); tensorboard writes "
+        "OUTPUT/tensorboard for `tensorboard --logdir OUTPUT` (pip install 'xomni[train]')",
+    )
     grpo: GRPOSettings | None = Field(None, description="settings of `xomni train grpo`")
     sft: SFTSettings | None = Field(None, description="settings of `xomni train sft`")

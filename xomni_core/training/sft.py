@@ -298,6 +298,7 @@ class _SFTTrainer:
             plot=plot_loss,
             plot_file=PLOT_FILE,
             show_progress=show_progress,
+            report_to=self.training.report_to,
         )
         return SFTResult(
             step=max(start_step, self.total_steps),
