@@ -237,3 +237,32 @@ def test_no_logger_writes_tensorboard_events_by_default(tmp_path: Path) -> None:
     )
     train_sft(load_config(data=data), show_progress=False)
     assert not (tmp_path / "tensorboard").exists()
+
+
+def test_a_validation_split_reports_the_held_out_loss_every_few_steps_and_at_the_end(tmp_path: Path) -> None:
+    data = _config(
+        synthetic={"split": "train", "n": 4, "seed": 0},
+        batch_size=4,
+        steps=5,
+        learning_rate=3.0e-3,
+        output_dir=str(tmp_path),
+        eval={"synthetic": {"split": "eval", "n": 3, "seed": 0}, "every": 2, "batch_size": 2},
+    )
+    result = train_sft(load_config(data=data), show_progress=False)
+    assert [r["step"] for r in result.records if "eval_loss" in r] == [2, 4, 5]
+    assert len(result.eval_examples) == 3
+    assert not {e.caption for e in result.eval_examples} & {e.caption for e in result.examples}
+
+    # The last evaluation is the mean NLL of the held-out tokens under the final weights.
+    backbone, vocab = result.backbone, result.backbone.vocab
+    nll = []
+    for example in result.eval_examples:
+        ids = torch.tensor([example.prompt_ids + (example.tokens + vocab.image_token_offset).tolist()])
+        with torch.no_grad():
+            logits = backbone.sequence_logits(
+                ids, torch.ones_like(ids), torch.arange(ids.shape[1])[None], "image"
+            )[0, -example.tokens.numel() - 1 : -1]
+        image = logits[:, vocab.image_token_offset : vocab.image_token_offset + vocab.image_vocab_size]
+        nll.append(-torch.log_softmax(image, -1).gather(-1, example.tokens[:, None]).mean())
+    assert result.records[-1]["eval_loss"] == pytest.approx(float(torch.stack(nll).mean()), rel=1e-5)
+    assert result.records[-1]["eval_loss"] > result.records[-1]["loss"]  # it has not seen them

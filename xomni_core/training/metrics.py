@@ -124,6 +124,11 @@ def plot_loss(records: Sequence[dict[str, Any]], path: Path) -> Path:
     steps = [r["step"] for r in records]
     losses = [r["loss"] for r in records]
     axes.plot(steps, losses, color="tab:blue", linewidth=1.5, label="image-token NLL")
+    evaluated = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
+    if evaluated:
+        eval_steps, eval_losses = zip(*evaluated, strict=True)
+        axes.plot(eval_steps, eval_losses, "o-", color="tab:orange", linewidth=1.5, label="validation NLL")
+        losses = losses + list(eval_losses)
     if losses and min(losses) > 0 and max(losses) / min(losses) > 10:
         axes.set_yscale("log")
     return _save_figure(figure, axes, path, ylabel="loss (nats per token)", title="SFT loss per step")

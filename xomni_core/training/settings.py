@@ -145,6 +145,27 @@ class SyntheticCaptions(CheckedModel):
         return categories
 
 
+class SFTEvalSettings(CheckedModel):
+    """Held-out pairs whose loss (validation loss) is measured every few steps."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    synthetic: SyntheticCaptions | None = Field(
+        None, description="synthetic captioned scenes {split, n, seed, categories}, e.g. split: eval"
+    )
+    data_file: str | None = Field(
+        None, description=".jsonl of {image, caption}; paths relative to the config (the file's to the file)"
+    )
+    every: int = Field(50, ge=1, description="steps between evaluations (the last step always evaluates)")
+    batch_size: int = Field(8, ge=1, description="pairs per forward pass")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SFTEvalSettings:
+        if (self.synthetic is None) == (self.data_file is None):
+            raise ValueError("give exactly one data source: synthetic {split, n, ...} or data_file (a path)")
+        return self
+
+
 class SFTSettings(CheckedModel):
     """Supervised fine-tuning of the backbone on image-caption pairs.
 
@@ -193,6 +214,10 @@ class SFTSettings(CheckedModel):
         100, ge=1, description="steps between checkpoints (the last step always saves)"
     )
     keep_checkpoints: int | None = Field(2, ge=1, description="newest checkpoints kept (None: all)")
+    eval: SFTEvalSettings | None = Field(
+        None,
+        description="validation split {synthetic | data_file, every, batch_size}: eval_loss in the metrics",
+    )
 
     @model_validator(mode="after")
     def _one_source_and_one_length(self) -> SFTSettings:

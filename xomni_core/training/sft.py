@@ -90,6 +90,7 @@ class SFTResult:
     examples: list[SFTExample]
     records: list[dict[str, Any]] = field(default_factory=list)
     is_main_process: bool = True
+    eval_examples: list[SFTExample] = field(default_factory=list)
 
 
 def train_sft(
@@ -128,8 +129,11 @@ def train_sft(
         )
 
 
-def load_pairs(settings: SFTSettings, config: PipelineConfig) -> list[CaptionedImage]:
-    """The data set's pairs, every image resized to the run's image size."""
+def load_pairs(
+    settings: SFTSettings, config: PipelineConfig, *, where: str = "training.sft"
+) -> list[CaptionedImage]:
+    """The data set's pairs, every image resized to the run's image size; ``where`` names the
+    settings in errors."""
     from PIL import Image as PILImage
 
     height, width = _image_size(settings, config)
@@ -148,7 +152,7 @@ def load_pairs(settings: SFTSettings, config: PipelineConfig) -> list[CaptionedI
         return [CaptionedImage(scene.caption, render_scene(scene)) for scene in scenes]
 
     assert settings.data_file is not None
-    where = "training.sft.data_file"
+    where = f"{where}.data_file"
     path = Path(os.path.expanduser(settings.data_file))
     if not path.is_absolute() and config._base_dir is not None:
         path = config._base_dir / path
@@ -221,6 +225,12 @@ class _SFTTrainer:
         self.tokenizer: Tokenizer[Any] = tokenizer
         self.policy: Backbone[Any] = backbone
         self.examples, self.grid = self._encode(load_pairs(settings, config))
+        self.eval_examples: list[SFTExample] = []
+        if settings.eval is not None:
+            source = settings.model_copy(
+                update={"synthetic": settings.eval.synthetic, "data_file": settings.eval.data_file}
+            )
+            self.eval_examples, _ = self._encode(load_pairs(source, config, where="training.sft.eval"))
         self.unconditional_ids = image_prompt_ids(self.policy, "", self.grid)
         self.stream = EpochStream(self.examples, seed=self.seed, shuffle=settings.shuffle)
         # A step takes batch_size pairs per micro-batch, process and accumulated micro-batch.
@@ -311,6 +321,7 @@ class _SFTTrainer:
             examples=self.examples,
             records=outcome.records,
             is_main_process=processes.is_main,
+            eval_examples=self.eval_examples,
         )
 
     # ----------------------------------------------------------------------------- step
@@ -356,6 +367,7 @@ class _SFTTrainer:
             sums += torch.stack([nll.detach().sum(), correct.sum().to(nll.dtype)]).to(torch.float64).cpu()
         norm = precision.step(optimizer, parameters, settings.max_grad_norm)
 
+        evaluation = self._evaluate(step, precision)
         totals = processes.sum(sums)
         samples = batch_size * accumulation * processes.world_size
         tokens = samples * self.grid.num_tokens
@@ -368,7 +380,28 @@ class _SFTTrainer:
             "token_accuracy": float(totals[1]) / tokens,
             "grad_norm": float(norm.detach().to(torch.float64).cpu()),
             "learning_rate": learning_rate,
+            **evaluation,
         }
+
+    def _evaluate(self, step: int, precision: Precision) -> dict[str, float]:
+        """Loss and token accuracy on the validation pairs, at every ``eval.every`` steps and the
+        last; the processes share the pairs."""
+        settings = self.settings.eval
+        if settings is None or not (step % settings.every == 0 or step == self.total_steps):
+            return {}
+        processes = self.processes
+        mine = self.eval_examples[processes.rank :: processes.world_size]
+        sums = torch.zeros(3, dtype=torch.float64)
+        with torch.no_grad():
+            for start in range(0, len(mine), settings.batch_size):
+                chunk = mine[start : start + settings.batch_size]
+                batch = self._batch(chunk, [False] * len(chunk))
+                nll, correct = self._token_losses(batch, None, precision, train=False)
+                counts = [nll.sum(), correct.sum().to(nll.dtype), torch.tensor(float(nll.numel()))]
+                sums += torch.stack([c.to(torch.float64).cpu() for c in counts])
+        totals = processes.sum(sums)
+        tokens = float(totals[2])
+        return {"eval_loss": float(totals[0]) / tokens, "eval_token_accuracy": float(totals[1]) / tokens}
 
     def _dropout(self) -> AbstractContextManager[Any]:
         if self.lora is None or self.lora.dropout == 0.0:
@@ -402,13 +435,13 @@ class _SFTTrainer:
         return _Batch(input_ids.to(device), attention_mask.to(device), position_ids.to(device), targets)
 
     def _token_losses(
-        self, batch: _Batch, wrapped: torch.nn.Module | None, precision: Precision
+        self, batch: _Batch, wrapped: torch.nn.Module | None, precision: Precision, *, train: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Negative log-likelihoods ``(samples, num_tokens)`` of the target image tokens, and
         whether each is the most likely one (teacher forced)."""
         count = self.grid.num_tokens
         vocab = self.policy.vocab
-        with self._dropout(), precision.autocast():
+        with self._dropout() if train else nullcontext(), precision.autocast():
             logits = self.policy.sequence_logits(
                 batch.input_ids,
                 batch.attention_mask,
