@@ -4,6 +4,9 @@ computed, not which step is taken (beyond half-precision rounding)."""
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,7 @@ from xomni_core.errors import ConfigError
 from xomni_core.pipelines.build import build_component, prepare
 from xomni_core.training.checkpoint import list_checkpoints, load_trainer_state
 from xomni_core.training.loop import TIMING_METRICS
+from xomni_core.training.metrics import read_metrics
 from xomni_core.training.sft import train_sft
 
 EXAMPLE = REPO / "examples" / "configs" / "tiny-sft.yaml"
@@ -111,3 +115,25 @@ def test_lora_trains_float32_adapters_under_autocast_on_a_bfloat16_base(tmp_path
     dtypes = {p.dtype for p in result.backbone.trainable_module().parameters() if p.requires_grad}
     assert dtypes == {torch.float32}
     assert result.records[-1]["loss"] < 0.95 * result.records[0]["loss"]  # measured: 5.52 -> 5.03
+
+
+def test_two_lora_processes_take_the_step_of_one_accumulating_two_micro_batches(tmp_path: Path) -> None:
+    lora = {"r": 4, "target_modules": ["*_proj", "mm_head"]}
+    one = _run(
+        _config(tmp_path, "one", {"batch_size": 3, "steps": 2}, lora=lora, gradient_accumulation_steps=2)
+    )
+    config = tmp_path / "two.yaml"
+    config.write_text(yaml.safe_dump(_config(tmp_path, "two", {"batch_size": 3, "steps": 2}, lora=lora)))
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    done = subprocess.run(
+        [*launch, "-m", "xomni_core.cli", "train", "sft", str(config), "--no-progress"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=300,
+    )
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    two = read_metrics(tmp_path / "two" / "metrics.jsonl")
+    assert two[0]["samples"] == one.records[0]["samples"] == 6
+    _records_close(two, one.records, rel=1e-5)
