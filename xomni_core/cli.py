@@ -310,6 +310,45 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     sft.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     sft.set_defaults(handler=_train_sft)
+    merge = train_commands.add_parser(
+        "merge-lora",
+        help="fold a LoRA adapter into a full backbone folder",
+        description="Build the config's backbone (backbone.weights, or params and runtime.seed), add the "
+        "LoRA adapter of backbone.adapter (or --adapter) and write the merged backbone, a plain "
+        "save_pretrained folder that backbone.weights takes without the adapter.",
+    )
+    merge.add_argument(
+        "config", help="pipeline config (or pipeline folder) whose backbone the adapter was trained on"
+    )
+    _add_overrides(merge)
+    merge.add_argument("--adapter", help="adapter folder (default: the config's backbone.adapter)")
+    merge.add_argument("--out", required=True, help="folder to write the merged backbone to")
+    merge.set_defaults(handler=_train_merge_lora)
+    estimate = train_commands.add_parser(
+        "estimate",
+        help="print the memory a training run needs per device, without weights",
+        description="Estimate per device the weights, gradients, AdamW state and one micro-batch's "
+        "activations of `xomni train sft` (or grpo) on the config, for its training settings (full or "
+        "LoRA, mixed precision, gradient checkpointing). The backbone is built on the meta device: "
+        "no weights are read or allocated, so it works for any size.",
+    )
+    estimate.add_argument("config", help="pipeline config file with a training section")
+    _add_overrides(estimate)
+    estimate.add_argument(
+        "--section",
+        choices=("sft", "grpo"),
+        help="which training to estimate (default: the config's; sft if both)",
+    )
+    estimate.add_argument(
+        "--world-size", type=int, default=1, help="processes (GPUs) of the run (default: 1)"
+    )
+    estimate.add_argument(
+        "--fsdp",
+        action="store_true",
+        help="shard weights, gradients and optimiser state over --world-size processes (FSDP full "
+        "sharding, ZeRO-3) instead of replicating them (DDP)",
+    )
+    estimate.set_defaults(handler=_train_estimate)
     nano = train_commands.add_parser(
         "nano",
         help="train the xomni-nano pipeline from scratch on synthetic scenes",
@@ -679,6 +718,54 @@ def _train_sft(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_merge_lora(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .errors import ConfigError
+    from .pipelines.build import build_component, prepare
+
+    if Path(args.config).is_dir():
+        from .pipelines.folder import folder_config
+
+        config = folder_config(args.config, args.overrides)
+    else:
+        config = load_config(args.config, args.overrides)
+    if config.backbone is None:
+        raise ConfigError("the pipeline config has no backbone section, which `train merge-lora` needs")
+    if args.adapter is not None:
+        adapter = str(Path(args.adapter).resolve())
+        config = config.model_copy(
+            update={"backbone": config.backbone.model_copy(update={"adapter": adapter})}
+        )
+    if config.backbone is None or config.backbone.adapter is None:
+        raise ConfigError("backbone.adapter: give the adapter folder (or pass --adapter)")
+    resolved, registry = prepare(config, slots=("backbone",))
+    backbone = build_component(resolved.component("backbone"), resolved.config, registry)
+    backbone.save_pretrained(args.out)
+    print(f"merged backbone: {args.out} (use it as backbone.weights, without backbone.adapter)")
+    return 0
+
+
+def _train_estimate(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .errors import ConfigError
+    from .training.estimate import GIB, device_memory, estimate_training_memory
+
+    config = load_config(args.config, args.overrides)
+    if args.world_size < 1:
+        raise ConfigError(f"--world-size must be at least 1, got {args.world_size}")
+    section = args.section
+    if section is None:
+        training = config.training
+        section = "grpo" if training is not None and training.sft is None and training.grpo else "sft"
+    estimate = estimate_training_memory(config, section=section, world_size=args.world_size, fsdp=args.fsdp)
+    print(estimate.table())
+    available = device_memory(config.runtime.device)
+    if available is not None:
+        verdict = "fits" if estimate.total <= available else "does NOT fit"
+        print(f"{verdict} in this machine's {config.runtime.device} ({available / GIB:.1f} GiB)")
+    return 0
+
+
 def _train_nano(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
@@ -712,7 +799,12 @@ def _report_training(result: Any, *, metric: str, label: str) -> None:
     summary = f"; {label} {last[metric]:.4f} at step {last['step']}" if last else ""
     print(f"trained to step {result.step}{summary}")
     print(f"metrics: {result.metrics_path}" + (f", plot: {result.plot_path}" if result.plot_path else ""))
-    if result.checkpoint is not None:
+    if result.checkpoint is not None and (result.checkpoint / "adapter").is_dir():
+        print(
+            f"LoRA adapter: {result.checkpoint / 'adapter'} (use it as backbone.adapter on the config's "
+            "backbone, or merge it with `xomni train merge-lora`)"
+        )
+    elif result.checkpoint is not None:
         print(f"backbone weights: {result.checkpoint / 'backbone'} (use it as backbone.weights)")
 
 

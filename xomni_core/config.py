@@ -57,6 +57,11 @@ class ComponentConfig(CheckedModel):
     weights: str | None = Field(
         None, description="local folder written by save_pretrained, or by `xomni export` for other backends"
     )
+    adapter: str | None = Field(
+        None,
+        description="LoRA adapter folder (from `xomni train sft/grpo` with training.lora) merged into "
+        "the weights at load; torch backend only, relative to the config file",
+    )
     backend: Backend = Field("torch", description="torch, or a runtime of the exported artefacts")
     providers: tuple[str, ...] = Field(
         (), description="onnxruntime execution providers, in order (default: from runtime.device)"

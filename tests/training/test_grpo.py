@@ -68,21 +68,35 @@ def test_grpo_raises_the_target_colour_reward_far_beyond_noise(colour_setup: Any
     assert last > 0.7
 
 
+#: ``training`` settings besides ``grpo`` under which a killed run must resume exactly.
+RESUME_SETTINGS = {
+    "full": {},
+    "lora": {"lora": {"r": 4, "alpha": 8.0, "dropout": 0.1, "target_modules": ["*_proj", "mm_head"]}},
+    "lora-accumulation-bf16": {
+        "lora": {"r": 4, "alpha": 8.0, "target_modules": ["*_proj", "mm_head"]},
+        "gradient_accumulation_steps": 2,
+        "mixed_precision": "bf16",
+        "gradient_checkpointing": True,
+    },
+}
+
+
+@pytest.mark.parametrize("training", list(RESUME_SETTINGS.values()), ids=list(RESUME_SETTINGS))
 def test_a_killed_run_resumes_exactly_where_its_last_checkpoint_left_off(
-    colour_setup: Any, tmp_path: Path
+    colour_setup: Any, tmp_path: Path, training: dict[str, Any]
 ) -> None:
     steps, every = 10, 3
-    expected = train_grpo(
-        load_config(
-            data=colour_setup.config(steps=steps, checkpoint_every=every, output_dir=str(tmp_path / "a"))
-        ),
-        show_progress=False,
-    ).records
+
+    def config_data(output: Path) -> dict[str, Any]:
+        data = colour_setup.config(steps=steps, checkpoint_every=every, output_dir=str(output))
+        data["training"].update(training)
+        return data
+
+    expected = train_grpo(load_config(data=config_data(tmp_path / "a")), show_progress=False).records
 
     output = tmp_path / "b"
-    config = colour_setup.write(
-        tmp_path / "b.yaml", steps=steps, checkpoint_every=every, output_dir=str(output)
-    )
+    config = tmp_path / "b.yaml"
+    config.write_text(yaml.safe_dump(config_data(output)))
     child = subprocess.Popen(
         [sys.executable, "-m", "xomni_core.cli", "train", "grpo", str(config), "--no-progress"],
         stdout=subprocess.DEVNULL,
@@ -142,6 +156,13 @@ def test_two_processes_take_the_step_that_one_process_takes_on_their_prompts(
     assert single.records[0]["samples"] == two[0]["samples"] == 32
     assert single.records[0]["advantage_abs_max"] > 0.5  # a step that moves the weights
     _assert_records_close(two, single.records, rel=1e-5)
+    # One process accumulating two micro-batches of the two processes' size takes their step.
+    accumulated = colour_setup.config(
+        steps=2, prompts=EQUAL_PROMPTS, prompts_per_step=2, output_dir=str(tmp_path / "accumulated")
+    )
+    accumulated["training"]["gradient_accumulation_steps"] = 2
+    accumulating = train_grpo(load_config(data=accumulated), show_progress=False)
+    _assert_records_close(accumulating.records[:1], two[:1], rel=1e-5)
     # The weights moved alike. Adam divides each gradient by its own size, so where a gradient is
     # nearly zero the rounding differences between one batch of 32 and two of 16 become a visible
     # part of a step: compare the difference with the whole update, not element by element.

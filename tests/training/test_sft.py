@@ -197,3 +197,72 @@ def test_cosine_decay_takes_the_learning_rate_from_its_peak_to_zero_at_the_last_
     assert rates["none"] == pytest.approx([5e-4, 1e-3, 1e-3, 1e-3, 1e-3, 1e-3])
     half_cosine = [0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(5)]  # 1, 0.85, 0.5, 0.15, 0
     assert rates["cosine"] == pytest.approx([5e-4, *(1e-3 * f for f in half_cosine)], abs=1e-12)
+
+
+def _board_losses(output: Path) -> list[tuple[int, float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(output / "tensorboard"))
+    events.Reload()
+    return [(event.step, event.value) for event in events.Scalars("loss")]
+
+
+def test_report_to_tensorboard_logs_the_metrics_and_a_resumed_run_replaces_later_steps(
+    tmp_path: Path,
+) -> None:
+    output = tmp_path / "out"
+    settings = {"synthetic": {"split": "train", "n": 4, "seed": 0}, "batch_size": 2, "checkpoint_every": 2}
+    data = _config(**settings, steps=3, output_dir=str(output))
+    data["training"]["report_to"] = ["tensorboard"]
+    train_sft(load_config(data=data), show_progress=False)
+
+    # As after a kill at step 3: the checkpoint of step 2 is the newest, step 3 runs again.
+    for path in (output / "checkpoints").iterdir():
+        if path.name == "step-00000003":
+            for file in sorted(path.rglob("*"), reverse=True):
+                file.unlink() if file.is_file() else file.rmdir()
+            path.rmdir()
+    data["training"]["sft"]["steps"] = 4
+    train_sft(load_config(data=data), resume=True, show_progress=False)
+    records = read_metrics(output / "metrics.jsonl")
+    logged = _board_losses(output)
+    assert [step for step, _ in logged] == [1, 2, 3, 4]  # step 3 once: the killed run's was purged
+    for (_, loss), record in zip(logged, records, strict=True):
+        assert loss == pytest.approx(record["loss"], rel=1e-6)
+
+
+def test_no_logger_writes_tensorboard_events_by_default(tmp_path: Path) -> None:
+    data = _config(
+        synthetic={"split": "train", "n": 4, "seed": 0}, batch_size=2, steps=1, output_dir=str(tmp_path)
+    )
+    train_sft(load_config(data=data), show_progress=False)
+    assert not (tmp_path / "tensorboard").exists()
+
+
+def test_a_validation_split_reports_the_held_out_loss_every_few_steps_and_at_the_end(tmp_path: Path) -> None:
+    data = _config(
+        synthetic={"split": "train", "n": 4, "seed": 0},
+        batch_size=4,
+        steps=5,
+        learning_rate=3.0e-3,
+        output_dir=str(tmp_path),
+        eval={"synthetic": {"split": "eval", "n": 3, "seed": 0}, "every": 2, "batch_size": 2},
+    )
+    result = train_sft(load_config(data=data), show_progress=False)
+    assert [r["step"] for r in result.records if "eval_loss" in r] == [2, 4, 5]
+    assert len(result.eval_examples) == 3
+    assert not {e.caption for e in result.eval_examples} & {e.caption for e in result.examples}
+
+    # The last evaluation is the mean NLL of the held-out tokens under the final weights.
+    backbone, vocab = result.backbone, result.backbone.vocab
+    nll = []
+    for example in result.eval_examples:
+        ids = torch.tensor([example.prompt_ids + (example.tokens + vocab.image_token_offset).tolist()])
+        with torch.no_grad():
+            logits = backbone.sequence_logits(
+                ids, torch.ones_like(ids), torch.arange(ids.shape[1])[None], "image"
+            )[0, -example.tokens.numel() - 1 : -1]
+        image = logits[:, vocab.image_token_offset : vocab.image_token_offset + vocab.image_vocab_size]
+        nll.append(-torch.log_softmax(image, -1).gather(-1, example.tokens[:, None]).mean())
+    assert result.records[-1]["eval_loss"] == pytest.approx(float(torch.stack(nll).mean()), rel=1e-5)
+    assert result.records[-1]["eval_loss"] > result.records[-1]["loss"]  # it has not seen them

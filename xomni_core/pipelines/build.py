@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import PipelineConfig, ResolvedComponent, ResolvedConfig, load_config, resolve_config
@@ -60,12 +61,41 @@ def build_component(
         component = cls.from_pretrained(resolved.weights)
     else:
         component = cls.from_params(resolved.params, seed=config.runtime.seed)
+    adapter = _adapter_path(resolved, config)
+    if adapter is not None:
+        from ..training.lora import load_adapter, merge_lora
+
+        # Merged before the cast to the runtime dtype, so half precision rounds the sum once.
+        module = component.trainable_module()  # type: ignore[attr-defined]
+        load_adapter(module, adapter)
+        merge_lora(module)
     if resolved.backend == "torch":
         component = component.to(device=config.runtime.device, dtype=config.runtime.dtype)
         if config.runtime.compile and isinstance(component, Backbone):
             component.compile_decoding()
     registry.call_hook("xomni_component_built", component=component, slot=resolved.slot, config=config)
     return component
+
+
+def _adapter_path(resolved: ResolvedComponent, config: PipelineConfig) -> Path | None:
+    """The slot's ``adapter`` folder, relative paths resolved against the config file."""
+    section = config.backbone if resolved.slot == "backbone" else None
+    declared = getattr(getattr(config, resolved.slot, None), "adapter", None)
+    if declared is not None and section is None:
+        raise ConfigError(f"{resolved.slot}.adapter: only the backbone takes a LoRA adapter")
+    if section is None or section.adapter is None:
+        return None
+    if resolved.backend != "torch":
+        raise ConfigError(
+            f"backbone.adapter: the {resolved.backend} backend runs exported artefacts; merge the "
+            "adapter first (`xomni train merge-lora`) and export the merged backbone"
+        )
+    path = Path(os.path.expanduser(section.adapter))
+    if not path.is_absolute() and config._base_dir is not None:
+        path = config._base_dir / path
+    if not path.is_dir():
+        raise ConfigError(f"backbone.adapter: folder {path} does not exist")
+    return path
 
 
 def announce(pipeline: Any, config: PipelineConfig | None, registry: PluginRegistry | None) -> None:

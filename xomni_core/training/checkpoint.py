@@ -1,7 +1,8 @@
 """Training checkpoints: one folder per step, written atomically.
 
 ``OUTPUT/checkpoints/step-00000010/`` holds ``backbone/`` (the backbone's own
-``save_pretrained`` folder, safetensors weights) and ``trainer_state.pt``: the step, the data
+``save_pretrained`` folder, safetensors weights), or ``adapter/`` alone when LoRA trains (see
+:mod:`.lora`; the base weights are the config's), and ``trainer_state.pt``: the step, the data
 position, the optimiser state and every process's RNG states, as tensors and plain containers
 only, so it loads with ``torch.load(weights_only=True)``. A folder appears complete under its
 final name or not at all, so the newest folder is always a usable one.
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
 CHECKPOINTS = "checkpoints"
 BACKBONE = "backbone"
+ADAPTER = "adapter"
 STATE_FILE = "trainer_state.pt"
 FORMAT_VERSION = 1
 _STEP_FOLDER = re.compile(r"^step-(\d{8})$")
@@ -46,6 +48,7 @@ class TrainerState:
     world_size: int
     optimizer: dict[str, Any]
     rng_states: list[dict[str, Any]]
+    scaler: dict[str, Any] | None = None  # fp16 loss scaling
 
 
 def checkpoint_path(output_dir: Path, step: int) -> Path:
@@ -71,9 +74,16 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
 
 
 def save_checkpoint(path: Path, backbone: Backbone[Any], state: TrainerState) -> None:
-    """Write the backbone's current weights and ``state`` to ``path`` atomically."""
+    """Write the backbone's current weights (its adapter alone, if it has one) and ``state`` to
+    ``path`` atomically."""
+    module = backbone.trainable_module()
     with atomic_directory(path) as folder:
-        backbone.save_pretrained(folder / BACKBONE)
+        if getattr(module, "peft_config", None):
+            from .lora import save_adapter
+
+            save_adapter(folder / ADAPTER, module)
+        else:
+            backbone.save_pretrained(folder / BACKBONE)
         payload = {
             "format_version": FORMAT_VERSION,
             "step": state.step,
@@ -81,6 +91,7 @@ def save_checkpoint(path: Path, backbone: Backbone[Any], state: TrainerState) ->
             "world_size": state.world_size,
             "optimizer": state.optimizer,
             "rng_states": state.rng_states,
+            "scaler": state.scaler,
         }
         torch.save(payload, folder / STATE_FILE)
 
@@ -97,6 +108,7 @@ def load_trainer_state(path: Path) -> TrainerState:
         world_size=int(payload["world_size"]),
         optimizer=payload["optimizer"],
         rng_states=list(payload["rng_states"]),
+        scaler=payload.get("scaler"),
     )
 
 

@@ -8,7 +8,8 @@ one group at a time), and rewards become advantages within each group: ``(r - me
 eps)``. The loss on each image token is the clipped policy-ratio objective
 ``-min(ratio * A, clip(ratio, 1 - eps, 1 + eps) * A)``, the ratio taken against the log-probability
 under the weights that sampled the rollout, plus ``kl_coef`` times the k3 estimate of the KL
-divergence to a frozen copy of the starting weights, ``exp(ref - logp) - (ref - logp) - 1``.
+divergence to a frozen copy of the starting weights, ``exp(ref - logp) - (ref - logp) - 1``
+(with ``training.lora`` the starting weights are the policy with its adapters switched off).
 It is averaged over tokens and samples; ``DistributedDataParallel`` averages gradients over
 processes, so N processes with P prompts each take the step that one process takes on N * P.
 
@@ -33,7 +34,7 @@ import copy
 import json
 import os
 from collections.abc import Sequence
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,12 +58,15 @@ from .distributed import Processes, no_sync, wrap_module
 from .loop import (
     find_resume_point,
     make_optimizer,
+    restore_policy,
     restore_progress,
     run_steps,
     save_training_checkpoint,
+    start_precision,
 )
 from .metrics import PLOT_FILE, plot_rewards
-from .settings import GRPOSettings, TrainingPrompt
+from .precision import Precision
+from .settings import GRPOSettings, TrainingPrompt, TrainingSettings
 
 #: Index offset between the decoder draws of one prompt (``decoder_draws``): draw ``d`` of
 #: prompt ``i`` is seeded ``stream_seed(seed, 1, i + d * DRAW_STRIDE)``.
@@ -118,6 +122,15 @@ def train_grpo(
     if not config.rewards:
         raise ConfigError("training.grpo needs at least one reward in the config's rewards list")
     with Processes.start(config.runtime.device) as processes:
+        from .estimate import announce_and_check
+
+        announce_and_check(
+            config,
+            section="grpo",
+            world_size=processes.world_size,
+            device=processes.device,
+            show=processes.is_main,
+        )
         return _GRPOTrainer(config, settings, processes, registry=registry).run(
             resume=resume, show_progress=show_progress
         )
@@ -132,6 +145,19 @@ class _Rollout:
     components: torch.Tensor  # (samples, rewards) float64 raw scores
     component_names: tuple[str, ...]
     advantages: torch.Tensor  # (samples,) float64
+
+    @staticmethod
+    def concat(parts: list[_Rollout]) -> _Rollout:
+        """The rollouts of consecutive micro-batches as one."""
+        if len(parts) == 1:
+            return parts[0]
+        return _Rollout(
+            tokens=torch.cat([p.tokens for p in parts]),
+            rewards=torch.cat([p.rewards for p in parts]),
+            components=torch.cat([p.components for p in parts]),
+            component_names=parts[0].component_names,
+            advantages=torch.cat([p.advantages for p in parts]),
+        )
 
 
 @dataclass(frozen=True)
@@ -169,6 +195,10 @@ class _GRPOTrainer:
         self.processes = processes
         self.output_dir = Path(os.path.expanduser(settings.output_dir))
         self.seed = config.runtime.seed if settings.seed is None else settings.seed
+        self.training = config.training or TrainingSettings()
+        self.lora = self.training.lora
+        self.accumulation = self.training.gradient_accumulation_steps
+        self.precision = Precision("no", device=processes.device, weights_dtype=torch.float32)
         self.prompts = EpochStream(_load_prompts(settings, config), seed=self.seed, shuffle=settings.shuffle)
         runtime = config.runtime.model_copy(update={"device": processes.device})
         self.config = config.model_copy(update={"runtime": runtime})
@@ -202,15 +232,28 @@ class _GRPOTrainer:
         checkpoint, state = find_resume_point(
             self.output_dir, section="grpo", resume=resume, processes=processes
         )
-        if state is not None:
-            assert checkpoint is not None
-            self.policy = load_backbone(type(self._built_backbone), checkpoint / BACKBONE, self.config)
-        reference = self._reference(restored=state is not None)
-        self._built_backbone = self.policy  # the starting weights live on only as the reference
+        reference = None
+        if self.lora is None:
+            if state is not None:
+                assert checkpoint is not None
+                self.policy = load_backbone(type(self._built_backbone), checkpoint / BACKBONE, self.config)
+            reference = self._reference(restored=state is not None)
+            self._built_backbone = self.policy  # the starting weights live on only as the reference
+        else:
+            # The reference is the policy with its adapters switched off: no second copy.
+            self.policy = restore_policy(
+                self.policy,
+                lora=self.lora,
+                checkpoint=checkpoint if state is not None else None,
+                config=self.config,
+                seed=self.seed,
+                rank=processes.rank,
+            )
+        self.precision = start_precision(self.policy, self.training, processes.device)
         module, parameters, optimizer = make_optimizer(
             self.policy, learning_rate=settings.learning_rate, weight_decay=settings.weight_decay
         )
-        start_step, data_position = restore_progress(optimizer, state, processes)
+        start_step, data_position = restore_progress(optimizer, state, processes, self.precision)
         wrapped = wrap_module(module, processes)
         outcome = run_steps(
             name="grpo",
@@ -219,7 +262,7 @@ class _GRPOTrainer:
             start_step=start_step,
             total_steps=settings.steps,
             data_position=data_position,
-            samples_per_step=settings.prompts_per_step,
+            samples_per_step=settings.prompts_per_step * self.accumulation,
             checkpoint_every=settings.checkpoint_every,
             resumed_from=checkpoint if state is not None else None,
             step=lambda step, position: self._step(step, position, optimizer, parameters, wrapped, reference),
@@ -229,6 +272,7 @@ class _GRPOTrainer:
             plot=plot_rewards,
             plot_file=PLOT_FILE,
             show_progress=show_progress,
+            report_to=self.training.report_to,
         )
         return GRPOResult(
             step=max(start_step, settings.steps),
@@ -261,18 +305,28 @@ class _GRPOTrainer:
         reference: Backbone[Any] | None,
     ) -> dict[str, Any]:
         settings, processes = self.settings, self.processes
-        first = data_position + processes.rank * settings.prompts_per_step
-        items = [self.prompts[first + i] for i in range(settings.prompts_per_step)]
-        rollout = self._rollout(items, first)
+        per_micro, accumulation = settings.prompts_per_step, self.accumulation
+        # Process r's micro-batch m is the global step's batch r * accumulation + m, so N
+        # processes take the step one process takes accumulating N times as many; samples and
+        # decoder noise depend on global positions only, so rolling out a micro-batch at a time
+        # draws the same images as one rollout of them all.
+        first = data_position + processes.rank * per_micro * accumulation
+        items = [self.prompts[first + i] for i in range(per_micro * accumulation)]
+        rollout = _Rollout.concat(
+            [
+                self._rollout(items[m * per_micro : (m + 1) * per_micro], first + m * per_micro)
+                for m in range(accumulation)
+            ]
+        )
         sequences = self._sequences(items, rollout.tokens)
         advantages = rollout.advantages.to(torch.float32)
 
         with torch.no_grad():
             old_logp = self._log_probs(self.policy, sequences) if settings.updates_per_rollout > 1 else None
-            ref_logp = self._log_probs(reference, sequences) if reference is not None else None
+            ref_logp = self._reference_log_probs(reference, sequences)
 
         samples = sequences.targets.shape[0]
-        micro = settings.micro_batch_size or samples
+        micro = settings.micro_batch_size or samples // accumulation
         chunks = [(start, min(start + micro, samples)) for start in range(0, samples, micro)]
         sums = torch.zeros(4, dtype=torch.float64)  # loss, policy loss, kl, clipped tokens
         grad_norm = torch.zeros((), dtype=torch.float64)
@@ -281,19 +335,16 @@ class _GRPOTrainer:
             for index, (start, stop) in enumerate(chunks):
                 syncs = wrapped is None or index == len(chunks) - 1
                 context = nullcontext() if syncs else no_sync(wrapped)
-                with context:
+                with context, self._dropout():
                     part = sequences.rows(start, stop)
                     logp = self._log_probs(self.policy, part, module=wrapped)
                     old = logp.detach() if old_logp is None else old_logp[start:stop]
                     ref = None if ref_logp is None else ref_logp[start:stop]
                     loss, terms = self._loss(logp, old, ref, advantages[start:stop])
-                    torch.autograd.backward(loss / samples)
+                    self.precision.backward(loss / samples)
                 sums += terms
-            norm = torch.nn.utils.clip_grad_norm_(
-                parameters, settings.max_grad_norm if settings.max_grad_norm is not None else float("inf")
-            )
+            norm = self.precision.step(optimizer, parameters, settings.max_grad_norm)
             grad_norm = norm.detach().to(torch.float64).cpu()
-            optimizer.step()
 
         totals = processes.sum(sums)
         global_samples = samples * processes.world_size
@@ -324,6 +375,27 @@ class _GRPOTrainer:
             "learning_rate": optimizer.param_groups[0]["lr"],
         }
         return record
+
+    def _reference_log_probs(
+        self, reference: Backbone[Any] | None, sequences: _Sequences
+    ) -> torch.Tensor | None:
+        """Log-probabilities under the starting weights, for the KL penalty (None without one)."""
+        if self.settings.kl_coef == 0.0:
+            return None
+        if self.lora is not None:
+            from .lora import adapters_disabled
+
+            with adapters_disabled(self.policy.trainable_module()):
+                return self._log_probs(self.policy, sequences)
+        assert reference is not None
+        return self._log_probs(reference, sequences)
+
+    def _dropout(self) -> AbstractContextManager[Any]:
+        if self.lora is None or self.lora.dropout == 0.0:
+            return nullcontext()
+        from .lora import adapter_dropout
+
+        return adapter_dropout(self.policy.trainable_module())
 
     def _rollout(self, items: Sequence[TrainingPrompt], first: int) -> _Rollout:
         """Sample, decode and score ``group_size`` images for each prompt."""
@@ -416,14 +488,15 @@ class _GRPOTrainer:
         """Log-probabilities ``(samples, num_tokens)`` of the image tokens under ``backbone``."""
         count = self.grid.num_tokens
         vocab = backbone.vocab
-        logits = backbone.sequence_logits(
-            sequences.input_ids,
-            sequences.attention_mask,
-            sequences.position_ids,
-            "image",
-            logits_to_keep=count + 1,
-            module=module,
-        )[:, :-1]
+        with self.precision.autocast():
+            logits = backbone.sequence_logits(
+                sequences.input_ids,
+                sequences.attention_mask,
+                sequences.position_ids,
+                "image",
+                logits_to_keep=count + 1,
+                module=module,
+            )[:, :-1]
         image_logits = logits[
             ..., vocab.image_token_offset : vocab.image_token_offset + vocab.image_vocab_size
         ]
@@ -475,6 +548,7 @@ class _GRPOTrainer:
             policy=self.policy,
             keep=self.settings.keep_checkpoints,
             processes=self.processes,
+            precision=self.precision,
         )
 
 

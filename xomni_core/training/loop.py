@@ -13,9 +13,12 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from ..config import PipelineConfig
 from ..errors import ConfigError
 from ..interfaces import Backbone
 from .checkpoint import (
+    ADAPTER,
+    BACKBONE,
     TrainerState,
     capture_rng_state,
     checkpoint_path,
@@ -26,8 +29,11 @@ from .checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from .common import load_backbone
 from .distributed import Processes
-from .metrics import MetricsLog, plot_available
+from .metrics import MetricsLog, TensorBoardLog, plot_available
+from .precision import Precision
+from .settings import LoraSettings, TrainingSettings
 
 Record = dict[str, Any]
 
@@ -51,6 +57,56 @@ def find_resume_point(
     return checkpoint, state
 
 
+def restore_policy(
+    policy: Backbone[Any],
+    *,
+    lora: LoraSettings | None,
+    checkpoint: Path | None,
+    config: PipelineConfig,
+    seed: int,
+    rank: int,
+) -> Backbone[Any]:
+    """The policy a run trains: the config's build with fresh adapters (LoRA), or the
+    checkpoint's weights (its adapter on the config's build, with LoRA) when resuming."""
+    if lora is None:
+        if checkpoint is None:
+            return policy
+        return load_backbone(type(policy), checkpoint / BACKBONE, config)
+    from .lora import add_lora, load_adapter_weights, module_aliases
+
+    module = policy.trainable_module()
+    add_lora(module, lora, aliases=module_aliases(policy), seed=seed)
+    if lora.dropout > 0.0:
+        # Adapter dropout draws from the global generator: seed it per process, so that a run
+        # repeats; a resumed run then restores the checkpoint's states over this.
+        torch.manual_seed(seed * 1_000_003 + rank)
+    if checkpoint is not None:
+        if not (checkpoint / ADAPTER).is_dir():
+            raise ConfigError(
+                f"training.lora: the checkpoint {checkpoint} holds full weights, not an adapter; resume "
+                "it without training.lora"
+            )
+        load_adapter_weights(module, checkpoint / ADAPTER)
+    return policy
+
+
+def start_precision(policy: Backbone[Any], training: TrainingSettings | None, device: str) -> Precision:
+    """The run's mixed precision, and gradient checkpointing switched on if asked for."""
+    training = training or TrainingSettings()
+    if training.gradient_checkpointing:
+        enable = getattr(policy, "enable_gradient_checkpointing", None)
+        if not callable(enable):
+            raise ConfigError(
+                f"training.gradient_checkpointing: this backbone ({type(policy).__name__}) has no "
+                "enable_gradient_checkpointing()"
+            )
+        enable()
+    # With LoRA only the adapters are master weights; a half-precision base stays frozen.
+    trainable = [p for p in policy.trainable_module().parameters() if p.requires_grad]
+    dtype = trainable[0].dtype if trainable else torch.float32
+    return Precision(training.mixed_precision, device=device, weights_dtype=dtype)
+
+
 def make_optimizer(
     policy: Backbone[Any], *, learning_rate: float, weight_decay: float
 ) -> tuple[torch.nn.Module, list[torch.nn.Parameter], torch.optim.Optimizer]:
@@ -64,12 +120,14 @@ def make_optimizer(
 
 
 def restore_progress(
-    optimizer: torch.optim.Optimizer, state: TrainerState | None, processes: Processes
+    optimizer: torch.optim.Optimizer, state: TrainerState | None, processes: Processes, precision: Precision
 ) -> tuple[int, int]:
-    """``(step, data_position)`` to continue from, with optimiser and RNG states restored."""
+    """``(step, data_position)`` to continue from, with optimiser, loss-scaler and RNG states
+    restored."""
     if state is None:
         return 0, 0
     optimizer.load_state_dict(state.optimizer)
+    precision.load_state_dict(state.scaler)
     rng = state.rng_states
     restore_rng_state(rng[processes.rank] if len(rng) == processes.world_size else rng[0])
     return state.step, state.data_position
@@ -84,6 +142,7 @@ def save_training_checkpoint(
     policy: Backbone[Any],
     keep: int | None,
     processes: Processes,
+    precision: Precision,
 ) -> Path:
     """Every process's RNG state, written with the weights and optimiser by the main process."""
     rng_states = processes.gather_objects(capture_rng_state())
@@ -95,6 +154,7 @@ def save_training_checkpoint(
             world_size=processes.world_size,
             optimizer=optimizer.state_dict(),
             rng_states=rng_states,
+            scaler=precision.state_dict(),
         )
         save_checkpoint(path, policy, state)
         prune_checkpoints(output_dir, keep)
@@ -127,6 +187,7 @@ def run_steps(
     plot: Callable[[list[Record], Path], Path],
     plot_file: str,
     show_progress: bool,
+    report_to: tuple[str, ...] = (),
 ) -> LoopOutcome:
     """Run ``step(step, data_position)`` from ``start_step + 1`` to ``total_steps``.
 
@@ -137,6 +198,11 @@ def run_steps(
     if processes.is_main:
         remove_partial_checkpoints(output_dir)
     metrics = MetricsLog(output_dir, resume_step=start_step) if processes.is_main else None
+    board = (
+        TensorBoardLog(output_dir, resume_step=start_step)
+        if processes.is_main and "tensorboard" in report_to
+        else None
+    )
     can_plot = plot_available()
     if processes.is_main and not can_plot:
         print(f"matplotlib is not installed (pip install 'xomni[rl]'); no {plot_file}", file=sys.stderr)
@@ -163,6 +229,8 @@ def run_steps(
             records.append(record)
             if metrics is not None:
                 metrics.write(record)
+            if board is not None:
+                board.write(record)
             progress.update(1)
             progress.set_postfix(postfix(record))
             if index % checkpoint_every == 0 or index == total_steps:
@@ -171,6 +239,8 @@ def run_steps(
                     plot_path = plot(records, output_dir / plot_file)
     finally:
         progress.close()
+        if board is not None:
+            board.close()
     if processes.is_main and can_plot and records and plot_path is None:
         plot_path = plot(records, output_dir / plot_file)
     return LoopOutcome(records, plot_path, saved)

@@ -15,9 +15,46 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_file
+from ..errors import ConfigError
 
 METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "rewards.png"
+
+
+TENSORBOARD_DIR = "tensorboard"
+
+
+class TensorBoardLog:
+    """Every numeric metric of each record as a TensorBoard scalar (nested ones as ``a/b``) in
+    ``OUTPUT/tensorboard``. A resumed run first drops the events of steps after its checkpoint,
+    as :class:`MetricsLog` drops their lines."""
+
+    def __init__(self, output_dir: Path, *, resume_step: int) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as exc:
+            raise ConfigError(
+                "training.report_to: tensorboard needs the tensorboard package (pip install 'xomni[train]')"
+            ) from exc
+        self._writer = SummaryWriter(str(output_dir / TENSORBOARD_DIR), purge_step=resume_step + 1)
+
+    def write(self, record: dict[str, Any]) -> None:
+        for name, value in _scalars(record):
+            self._writer.add_scalar(name, value, global_step=record["step"])
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+def _scalars(record: dict[str, Any], prefix: str = "") -> list[tuple[str, float]]:
+    scalars: list[tuple[str, float]] = []
+    for key, value in record.items():
+        if isinstance(value, dict):
+            scalars += _scalars(value, f"{prefix}{key}/")
+        elif isinstance(value, int | float) and not isinstance(value, bool) and key != "step":
+            scalars.append((prefix + key, float(value)))
+    return scalars
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -87,6 +124,11 @@ def plot_loss(records: Sequence[dict[str, Any]], path: Path) -> Path:
     steps = [r["step"] for r in records]
     losses = [r["loss"] for r in records]
     axes.plot(steps, losses, color="tab:blue", linewidth=1.5, label="image-token NLL")
+    evaluated = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
+    if evaluated:
+        eval_steps, eval_losses = zip(*evaluated, strict=True)
+        axes.plot(eval_steps, eval_losses, "o-", color="tab:orange", linewidth=1.5, label="validation NLL")
+        losses = losses + list(eval_losses)
     if losses and min(losses) > 0 and max(losses) / min(losses) > 10:
         axes.set_yscale("log")
     return _save_figure(figure, axes, path, ylabel="loss (nats per token)", title="SFT loss per step")

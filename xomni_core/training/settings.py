@@ -145,6 +145,27 @@ class SyntheticCaptions(CheckedModel):
         return categories
 
 
+class SFTEvalSettings(CheckedModel):
+    """Held-out pairs whose loss (validation loss) is measured every few steps."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    synthetic: SyntheticCaptions | None = Field(
+        None, description="synthetic captioned scenes {split, n, seed, categories}, e.g. split: eval"
+    )
+    data_file: str | None = Field(
+        None, description=".jsonl of {image, caption}; paths relative to the config (the file's to the file)"
+    )
+    every: int = Field(50, ge=1, description="steps between evaluations (the last step always evaluates)")
+    batch_size: int = Field(8, ge=1, description="pairs per forward pass")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SFTEvalSettings:
+        if (self.synthetic is None) == (self.data_file is None):
+            raise ValueError("give exactly one data source: synthetic {split, n, ...} or data_file (a path)")
+        return self
+
+
 class SFTSettings(CheckedModel):
     """Supervised fine-tuning of the backbone on image-caption pairs.
 
@@ -193,6 +214,10 @@ class SFTSettings(CheckedModel):
         100, ge=1, description="steps between checkpoints (the last step always saves)"
     )
     keep_checkpoints: int | None = Field(2, ge=1, description="newest checkpoints kept (None: all)")
+    eval: SFTEvalSettings | None = Field(
+        None,
+        description="validation split {synthetic | data_file, every, batch_size}: eval_loss in the metrics",
+    )
 
     @model_validator(mode="after")
     def _one_source_and_one_length(self) -> SFTSettings:
@@ -211,10 +236,66 @@ class SFTSettings(CheckedModel):
         return max(1, -(-self.epochs * num_pairs // per_step))
 
 
+class LoraSettings(CheckedModel):
+    """Low-rank adapters (LoRA, through ``peft``) on the backbone instead of full fine-tuning.
+
+    The base weights stay frozen; each targeted linear (or embedding) layer ``W`` computes
+    ``W x + (alpha / r) B A x`` with trainable ``A`` (r x in) and ``B`` (out x r, starting at
+    zero). Checkpoints then hold the adapter alone, a pipeline loads it on top of the base with
+    ``backbone.adapter``, and ``xomni train merge-lora`` folds it into a full backbone folder.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    r: int = Field(16, ge=1, le=4096, description="rank of each adapter")
+    alpha: float = Field(32.0, gt=0.0, description="scale numerator: the update is multiplied by alpha / r")
+    dropout: float = Field(
+        0.0, ge=0.0, lt=1.0, description="dropout on each adapter's input during gradient passes"
+    )
+    target_modules: tuple[str, ...] = Field(
+        ("*_proj",),
+        min_length=1,
+        description="glob patterns over module names of the backbone's trainable module, or over "
+        "the aliases its plugin gives them (x-omni: mm_adap_layers.I, shared_layers.I, "
+        "mm_head_layers.I for decoder layer I; lm_head, mm_head); e.g. 'shared_layers.*_proj'",
+    )
+
+    @field_validator("target_modules")
+    @classmethod
+    def _no_blank_patterns(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not p.strip() for p in patterns):
+            raise ValueError("patterns must not be blank")
+        return patterns
+
+
 class TrainingSettings(CheckedModel):
     """How the ``xomni train`` commands train this pipeline."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
+    lora: LoraSettings | None = Field(
+        None, description="train low-rank adapters {r, alpha, dropout, target_modules} (None: all weights)"
+    )
+    gradient_accumulation_steps: int = Field(
+        1,
+        ge=1,
+        le=4096,
+        description="micro-batches whose gradients one optimiser step sums: a process takes this many "
+        "batches (sft.batch_size pairs, grpo.prompts_per_step prompts) per step, one pass at a time",
+    )
+    mixed_precision: Literal["no", "bf16", "fp16"] = Field(
+        "no",
+        description="autocast the forward passes to bfloat16 or float16 while weights, gradients and "
+        "optimiser state stay float32 (runtime.dtype float32); fp16 scales the loss against underflow",
+    )
+    gradient_checkpointing: bool = Field(
+        False,
+        description="recompute each decoder layer in the backward pass instead of storing its activations",
+    )
+    report_to: tuple[Literal["tensorboard"], ...] = Field(
+        (),
+        description="loggers besides metrics.jsonl (none by default); tensorboard writes "
+        "OUTPUT/tensorboard for `tensorboard --logdir OUTPUT` (pip install 'xomni[train]')",
+    )
     grpo: GRPOSettings | None = Field(None, description="settings of `xomni train grpo`")
     sft: SFTSettings | None = Field(None, description="settings of `xomni train sft`")

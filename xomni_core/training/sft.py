@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import random
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,21 +35,21 @@ from ..interfaces import Backbone, Tokenizer
 from ..pipelines.build import build_component, prepare
 from ..registry import PluginRegistry
 from ..types import GridSize
-from .checkpoint import (
-    BACKBONE,
-)
-from .common import EpochStream, freeze, load_backbone
-from .distributed import Processes, wrap_module
+from .common import EpochStream, freeze
+from .distributed import Processes, no_sync, wrap_module
 from .loop import (
     find_resume_point,
     make_optimizer,
+    restore_policy,
     restore_progress,
     run_steps,
     save_training_checkpoint,
+    start_precision,
 )
 from .metrics import METRICS_FILE, plot_loss
+from .precision import Precision
 from .schedules import cosine_decay
-from .settings import SFTSettings
+from .settings import SFTSettings, TrainingSettings
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -89,6 +90,7 @@ class SFTResult:
     examples: list[SFTExample]
     records: list[dict[str, Any]] = field(default_factory=list)
     is_main_process: bool = True
+    eval_examples: list[SFTExample] = field(default_factory=list)
 
 
 def train_sft(
@@ -113,13 +115,25 @@ def train_sft(
     if settings is None:
         raise ConfigError("the pipeline config has no training.sft section, which `train sft` needs")
     with Processes.start(config.runtime.device) as processes:
+        from .estimate import announce_and_check
+
+        announce_and_check(
+            config,
+            section="sft",
+            world_size=processes.world_size,
+            device=processes.device,
+            show=processes.is_main,
+        )
         return _SFTTrainer(config, settings, processes, registry=registry).run(
             resume=resume, show_progress=show_progress
         )
 
 
-def load_pairs(settings: SFTSettings, config: PipelineConfig) -> list[CaptionedImage]:
-    """The data set's pairs, every image resized to the run's image size."""
+def load_pairs(
+    settings: SFTSettings, config: PipelineConfig, *, where: str = "training.sft"
+) -> list[CaptionedImage]:
+    """The data set's pairs, every image resized to the run's image size; ``where`` names the
+    settings in errors."""
     from PIL import Image as PILImage
 
     height, width = _image_size(settings, config)
@@ -138,7 +152,7 @@ def load_pairs(settings: SFTSettings, config: PipelineConfig) -> list[CaptionedI
         return [CaptionedImage(scene.caption, render_scene(scene)) for scene in scenes]
 
     assert settings.data_file is not None
-    where = "training.sft.data_file"
+    where = f"{where}.data_file"
     path = Path(os.path.expanduser(settings.data_file))
     if not path.is_absolute() and config._base_dir is not None:
         path = config._base_dir / path
@@ -198,6 +212,9 @@ class _SFTTrainer:
         self.processes = processes
         self.output_dir = Path(os.path.expanduser(settings.output_dir))
         self.seed = config.runtime.seed if settings.seed is None else settings.seed
+        self.training = config.training or TrainingSettings()
+        self.lora = self.training.lora
+        self.accumulation = self.training.gradient_accumulation_steps
         runtime = config.runtime.model_copy(update={"device": processes.device})
         self.config = config.model_copy(update={"runtime": runtime})
         resolved, registry = prepare(self.config, registry=registry, slots=("tokenizer", "backbone"))
@@ -208,9 +225,16 @@ class _SFTTrainer:
         self.tokenizer: Tokenizer[Any] = tokenizer
         self.policy: Backbone[Any] = backbone
         self.examples, self.grid = self._encode(load_pairs(settings, config))
+        self.eval_examples: list[SFTExample] = []
+        if settings.eval is not None:
+            source = settings.model_copy(
+                update={"synthetic": settings.eval.synthetic, "data_file": settings.eval.data_file}
+            )
+            self.eval_examples, _ = self._encode(load_pairs(source, config, where="training.sft.eval"))
         self.unconditional_ids = image_prompt_ids(self.policy, "", self.grid)
         self.stream = EpochStream(self.examples, seed=self.seed, shuffle=settings.shuffle)
-        self.total_steps = settings.total_steps(len(self.examples), processes.world_size)
+        # A step takes batch_size pairs per micro-batch, process and accumulated micro-batch.
+        self.total_steps = settings.total_steps(len(self.examples), processes.world_size * self.accumulation)
 
     def _encode(self, pairs: list[CaptionedImage]) -> tuple[list[SFTExample], GridSize]:
         """Token grids and prompt ids of every pair, computed once for the whole run."""
@@ -241,13 +265,19 @@ class _SFTTrainer:
         checkpoint, state = find_resume_point(
             self.output_dir, section="sft", resume=resume, processes=processes
         )
-        if state is not None:
-            assert checkpoint is not None
-            self.policy = load_backbone(type(self.policy), checkpoint / BACKBONE, self.config)
+        self.policy = restore_policy(
+            self.policy,
+            lora=self.lora,
+            checkpoint=checkpoint if state is not None else None,
+            config=self.config,
+            seed=self.seed,
+            rank=processes.rank,
+        )
+        precision = start_precision(self.policy, self.training, processes.device)
         module, parameters, optimizer = make_optimizer(
             self.policy, learning_rate=settings.learning_rate, weight_decay=settings.weight_decay
         )
-        start_step, data_position = restore_progress(optimizer, state, processes)
+        start_step, data_position = restore_progress(optimizer, state, processes, precision)
         wrapped = wrap_module(module, processes)
         outcome = run_steps(
             name="sft",
@@ -256,10 +286,10 @@ class _SFTTrainer:
             start_step=start_step,
             total_steps=self.total_steps,
             data_position=data_position,
-            samples_per_step=settings.batch_size,
+            samples_per_step=settings.batch_size * self.accumulation,
             checkpoint_every=settings.checkpoint_every,
             resumed_from=checkpoint if state is not None else None,
-            step=lambda step, position: self._step(step, position, optimizer, parameters, wrapped),
+            step=lambda step, position: self._step(step, position, optimizer, parameters, wrapped, precision),
             tokens=lambda record: float(record["tokens"]),
             postfix=lambda record: {
                 "loss": f"{record['loss']:.4f}",
@@ -273,10 +303,12 @@ class _SFTTrainer:
                 policy=self.policy,
                 keep=settings.keep_checkpoints,
                 processes=processes,
+                precision=precision,
             ),
             plot=plot_loss,
             plot_file=PLOT_FILE,
             show_progress=show_progress,
+            report_to=self.training.report_to,
         )
         return SFTResult(
             step=max(start_step, self.total_steps),
@@ -289,6 +321,7 @@ class _SFTTrainer:
             examples=self.examples,
             records=outcome.records,
             is_main_process=processes.is_main,
+            eval_examples=self.eval_examples,
         )
 
     # ----------------------------------------------------------------------------- step
@@ -309,28 +342,34 @@ class _SFTTrainer:
         optimizer: torch.optim.Optimizer,
         parameters: list[torch.nn.Parameter],
         wrapped: torch.nn.Module | None,
+        precision: Precision,
     ) -> dict[str, Any]:
         settings, processes = self.settings, self.processes
-        first = data_position + processes.rank * settings.batch_size
-        batch = self._batch(
-            [self.stream[first + i] for i in range(settings.batch_size)],
-            [self._drops_caption(first + i) for i in range(settings.batch_size)],
-        )
+        batch_size, accumulation = settings.batch_size, self.accumulation
         learning_rate = settings.learning_rate * self._schedule(step)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate
 
         optimizer.zero_grad(set_to_none=True)
-        nll, correct = self._token_losses(batch, wrapped)
-        torch.autograd.backward(nll.mean())
-        norm = torch.nn.utils.clip_grad_norm_(
-            parameters, settings.max_grad_norm if settings.max_grad_norm is not None else float("inf")
-        )
-        optimizer.step()
+        sums = torch.zeros(2, dtype=torch.float64)
+        for micro in range(accumulation):
+            # Process r's micro-batch m is the global step's batch r * accumulation + m: N
+            # processes then take the step that one process takes accumulating N times as many.
+            first = data_position + (processes.rank * accumulation + micro) * batch_size
+            batch = self._batch(
+                [self.stream[first + i] for i in range(batch_size)],
+                [self._drops_caption(first + i) for i in range(batch_size)],
+            )
+            syncs = wrapped is None or micro == accumulation - 1
+            with nullcontext() if syncs else no_sync(wrapped):
+                nll, correct = self._token_losses(batch, wrapped, precision)
+                precision.backward(nll.mean() / accumulation)
+            sums += torch.stack([nll.detach().sum(), correct.sum().to(nll.dtype)]).to(torch.float64).cpu()
+        norm = precision.step(optimizer, parameters, settings.max_grad_norm)
 
-        sums = torch.stack([nll.detach().sum(), correct.sum().to(nll.dtype)]).to(torch.float64).cpu()
+        evaluation = self._evaluate(step, precision)
         totals = processes.sum(sums)
-        samples = settings.batch_size * processes.world_size
+        samples = batch_size * accumulation * processes.world_size
         tokens = samples * self.grid.num_tokens
         return {
             "step": step,
@@ -341,7 +380,35 @@ class _SFTTrainer:
             "token_accuracy": float(totals[1]) / tokens,
             "grad_norm": float(norm.detach().to(torch.float64).cpu()),
             "learning_rate": learning_rate,
+            **evaluation,
         }
+
+    def _evaluate(self, step: int, precision: Precision) -> dict[str, float]:
+        """Loss and token accuracy on the validation pairs, at every ``eval.every`` steps and the
+        last; the processes share the pairs."""
+        settings = self.settings.eval
+        if settings is None or not (step % settings.every == 0 or step == self.total_steps):
+            return {}
+        processes = self.processes
+        mine = self.eval_examples[processes.rank :: processes.world_size]
+        sums = torch.zeros(3, dtype=torch.float64)
+        with torch.no_grad():
+            for start in range(0, len(mine), settings.batch_size):
+                chunk = mine[start : start + settings.batch_size]
+                batch = self._batch(chunk, [False] * len(chunk))
+                nll, correct = self._token_losses(batch, None, precision, train=False)
+                counts = [nll.sum(), correct.sum().to(nll.dtype), torch.tensor(float(nll.numel()))]
+                sums += torch.stack([c.to(torch.float64).cpu() for c in counts])
+        totals = processes.sum(sums)
+        tokens = float(totals[2])
+        return {"eval_loss": float(totals[0]) / tokens, "eval_token_accuracy": float(totals[1]) / tokens}
+
+    def _dropout(self) -> AbstractContextManager[Any]:
+        if self.lora is None or self.lora.dropout == 0.0:
+            return nullcontext()
+        from .lora import adapter_dropout
+
+        return adapter_dropout(self.policy.trainable_module())
 
     def _drops_caption(self, position: int) -> bool:
         """Whether the pair at global stream position ``position`` trains the unconditional branch;
@@ -368,24 +435,25 @@ class _SFTTrainer:
         return _Batch(input_ids.to(device), attention_mask.to(device), position_ids.to(device), targets)
 
     def _token_losses(
-        self, batch: _Batch, wrapped: torch.nn.Module | None
+        self, batch: _Batch, wrapped: torch.nn.Module | None, precision: Precision, *, train: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Negative log-likelihoods ``(samples, num_tokens)`` of the target image tokens, and
         whether each is the most likely one (teacher forced)."""
         count = self.grid.num_tokens
         vocab = self.policy.vocab
-        logits = self.policy.sequence_logits(
-            batch.input_ids,
-            batch.attention_mask,
-            batch.position_ids,
-            "image",
-            logits_to_keep=count + 1,
-            module=wrapped,
-        )[:, :-1]
+        with self._dropout() if train else nullcontext(), precision.autocast():
+            logits = self.policy.sequence_logits(
+                batch.input_ids,
+                batch.attention_mask,
+                batch.position_ids,
+                "image",
+                logits_to_keep=count + 1,
+                module=wrapped,
+            )[:, :-1]
         image_logits = logits[
             ..., vocab.image_token_offset : vocab.image_token_offset + vocab.image_vocab_size
         ]
-        log_probs = torch.log_softmax(image_logits, dim=-1)
+        log_probs = torch.log_softmax(image_logits.float(), dim=-1)
         targets = batch.targets.to(log_probs.device)
         nll = -log_probs.gather(-1, targets[..., None]).squeeze(-1)
         correct = image_logits.detach().argmax(-1) == targets

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 from transformers import AutoTokenizer
 from transformers.cache_utils import DynamicCache
 from transformers.models.qwen2.configuration_qwen2 import Qwen2Config
@@ -132,6 +133,7 @@ class XOmniModel(nn.Module):
         self.vision_only = tuple(
             not first_shared <= index < first_head for index in range(params.num_hidden_layers)
         )
+        self.gradient_checkpointing = False
 
     def reset_rotary(self) -> None:
         """Rebuild the RoPE frequencies in float32 on the weights' device.
@@ -156,15 +158,27 @@ class XOmniModel(nn.Module):
         hidden = torch.where(multimodal, mm_embeds, text_embeds)
 
         position_embeddings = self.rotary_emb(hidden, position_ids)
+        checkpointed = self.gradient_checkpointing and cache is None and torch.is_grad_enabled()
         for layer, vision_only in zip(self.layers, self.vision_only, strict=True):
-            output = layer(
-                hidden,
-                attention_mask=attention_bias,
-                position_ids=position_ids,
-                cache=cache,
-                use_cache=cache is not None,
-                position_embeddings=position_embeddings,
-            )
+            if checkpointed:
+                # Only the layer's input is kept; the backward pass runs the layer again.
+                output = checkpoint(
+                    layer,
+                    hidden,
+                    attention_mask=attention_bias,
+                    position_ids=position_ids,
+                    position_embeddings=position_embeddings,
+                    use_reentrant=False,
+                )
+            else:
+                output = layer(
+                    hidden,
+                    attention_mask=attention_bias,
+                    position_ids=position_ids,
+                    cache=cache,
+                    use_cache=cache is not None,
+                    position_embeddings=position_embeddings,
+                )
             # A vision-specific layer attends over (and caches keys/values of) every position,
             # but text positions keep their input.
             hidden = torch.where(multimodal, output, hidden) if vision_only else output
@@ -259,6 +273,9 @@ class XOmniForCausalLM(nn.Module):
         if mode == "text":
             return self.lm_head(hidden)
         if mode == "image":
+            if type(self.mm_head) is not nn.Linear:
+                # A head wrapped by an adapter (LoRA) adds its update only when called whole.
+                return self.mm_head(hidden)[..., : self.params.image_vocab_size]
             return F.linear(hidden, self.mm_head.weight[: self.params.image_vocab_size])
         raise InputError(f"generation mode must be 'text' or 'image', got {mode!r}")
 
@@ -541,6 +558,38 @@ class XOmniBackbone(Backbone[XOmniParams]):
     def trainable_module(self) -> nn.Module:
         """The whole network, :class:`XOmniForCausalLM`."""
         return self.net
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute each decoder layer in the backward pass instead of keeping its activations."""
+        self.net.model.gradient_checkpointing = True
+
+    @classmethod
+    def meta_module(cls, params: XOmniParams) -> nn.Module:
+        """The trainable module's layout without weights (build it under ``torch.device("meta")``),
+        for memory estimates."""
+        return XOmniForCausalLM(params)
+
+    def module_aliases(self) -> dict[str, str]:
+        """See :meth:`module_aliases_for`."""
+        return self.module_aliases_for(self.params)
+
+    @staticmethod
+    def module_aliases_for(p: XOmniParams) -> dict[str, str]:
+        """Names by which ``training.lora.target_modules`` can address the decoder layers by kind:
+        ``model.layers.I`` is also ``mm_adap_layers.I`` (the first ``num_mm_adap_layers``),
+        ``shared_layers.I`` (the shared language layers) or ``mm_head_layers.I`` (the last
+        ``num_mm_head_layers``), with I the layer's index among all layers."""
+        first_head = p.num_hidden_layers - p.num_mm_head_layers
+        aliases = {}
+        for index in range(p.num_hidden_layers):
+            if index < p.num_mm_adap_layers:
+                group = "mm_adap_layers"
+            elif index >= first_head:
+                group = "mm_head_layers"
+            else:
+                group = "shared_layers"
+            aliases[f"model.layers.{index}"] = f"{group}.{index}"
+        return aliases
 
     def sequence_logits(
         self,
