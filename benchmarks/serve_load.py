@@ -49,6 +49,8 @@ def start_serve(args: argparse.Namespace, workdir: Path) -> tuple[subprocess.Pop
         "--max-batch-size", str(args.max_batch_size), "--max-queue-delay-us", str(args.max_queue_delay_us),
         "--instances", str(args.instances), "--workdir", str(workdir),
     ]  # fmt: skip
+    if args.threads:
+        command += ["--threads", str(args.threads)]
     env = {**os.environ, "XOMNI_CACHE": str(args.cache)}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     assert process.stdout is not None
@@ -150,7 +152,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--max-batch-size", type=int, default=8)
     parser.add_argument("--max-queue-delay-us", type=int, default=20_000)
-    parser.add_argument("--instances", type=int, default=1, help="model instances (one thread each)")
+    parser.add_argument("--instances", type=int, default=1, help="model instances")
+    parser.add_argument("--threads", type=int, help="threads per instance (default: runtime.threads)")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "xomni-serve-load-cache")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
@@ -215,6 +218,7 @@ def main() -> None:
             "max_batch_size": args.max_batch_size,
             "max_queue_delay_us": args.max_queue_delay_us,
             "instances": args.instances,
+            "threads": args.threads,
         },
         "one_at_a_time": summary("one_at_a_time"),
         "concurrent": summary("concurrent"),
