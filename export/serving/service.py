@@ -171,6 +171,8 @@ class TextToImageService:
             message = str(exc).replace("height_px=", "height=").replace("width_px=", "width=")
             raise InputError(message) from exc
         seed = int(_scalar(row["seed"], "seed")) if "seed" in row else config.runtime.seed + index
+        if not 0 <= seed < 2**63:
+            raise InputError(f"input 'seed' must be from 0 to 2**63 - 1, got {seed}")
         job = ImageJob(
             prompt=prompt,
             seed=seed,

@@ -158,6 +158,7 @@ def batch_counts(client: Any) -> dict[int, int]:
         ({"prompt": "word " * 800}, "exceeds the backbone's context"),
         ({"prompt": "a red circle", "temperature": -1.0}, "input temperature"),
         ({"prompt": "a red circle", "num_inference_steps": 0}, "input num_inference_steps"),
+        ({"prompt": "a red circle", "seed": -3}, "input 'seed' must be from 0"),
     ],
 )
 def test_a_bad_request_gets_a_400_naming_the_input_and_the_next_request_succeeds(
