@@ -25,11 +25,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 from xomni_core import XomniError
 
 INSTALL_HINT = "pip install 'xomni[serve]' (nvidia-pytriton ships tritonserver with the Python backend)"
+MIN_PYTRITON = (0, 7)
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,12 @@ class TritonInstall:
         spec = importlib.util.find_spec("pytriton")
         if spec is None or spec.origin is None:
             raise XomniError(f"serving needs Triton Inference Server: {INSTALL_HINT}")
+        version = metadata.version("nvidia-pytriton")
+        if tuple(int(part) for part in version.split(".")[:2] if part.isdigit()) < MIN_PYTRITON:
+            raise XomniError(
+                f"nvidia-pytriton {version} is installed; serving needs {'.'.join(map(str, MIN_PYTRITON))} "
+                f"or newer (older Python backends misread text inputs under numpy 2): {INSTALL_HINT}"
+            )
         package = Path(spec.origin).parent
         root = package / "tritonserver"
         binary = root / "bin" / "tritonserver"

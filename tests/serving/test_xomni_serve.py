@@ -22,6 +22,7 @@ import pytest
 from PIL import Image
 from support import run_xomni
 
+from xomni_core import XomniError
 from xomni_core.cli import main
 from xomni_export.serving.server import free_ports
 
@@ -200,3 +201,14 @@ def test_serve_refuses_a_port_in_use() -> None:
         result = run_xomni("serve", "--repository", "nowhere", "--http-port", str(port))
     assert result.returncode == 2
     assert f"--http-port: cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+def test_an_old_pytriton_is_refused_with_the_version_needed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from xomni_export.serving import server
+
+    pytest.importorskip("pytriton")
+    monkeypatch.setattr(server.metadata, "version", lambda name: "0.5.7")
+    with pytest.raises(
+        XomniError, match=r"nvidia-pytriton 0\.5\.7 is installed; serving needs 0\.7 or newer"
+    ):
+        server.TritonInstall.find()
