@@ -48,3 +48,17 @@ def _unfreeze_the_heap() -> Iterator[None]:
     """Commands run in-process freeze the heap (``xomni_core.heap``); give it back to the collector."""
     yield
     gc.unfreeze()
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random pipeline exported once per session with `xomni export --format triton`:
+    validated ONNX folders, `pipeline.onnxruntime.yaml` and a Triton repository. Read only."""
+    from support import REPO
+
+    from xomni_core.cli import main
+
+    out = tmp_path_factory.mktemp("tiny-export") / "export"
+    config = REPO / "examples" / "configs" / "tiny-random.yaml"
+    assert main(["export", str(config), "--out", str(out), "--format", "triton", "--no-progress"]) == 0
+    return out

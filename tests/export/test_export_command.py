@@ -9,18 +9,15 @@ import pytest
 from support import REPO, run_xomni
 
 from xomni_core import SamplingParams
-from xomni_core.cli import main
 from xomni_core.pipelines import TextToImagePipeline
 
 TINY = REPO / "examples" / "configs" / "tiny-random.yaml"
 PROMPTS = ["a red circle", "two blue squares left of a tree"]
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("export")
-    assert main(["export", str(TINY), "--out", str(out), "--format", "triton", "--no-progress"]) == 0
-    return out
+@pytest.fixture
+def exported(tiny_export: Path) -> Path:
+    return tiny_export
 
 
 def test_export_writes_each_component_a_runtime_config_and_a_triton_repository(exported: Path) -> None:

@@ -1,4 +1,4 @@
-"""A tiny exported pipeline, its serving repository and a real Triton server on it."""
+"""The tiny exported pipeline's serving repository and a real Triton server on it."""
 
 from __future__ import annotations
 
@@ -7,18 +7,6 @@ from pathlib import Path
 
 import pytest
 from serving_support import start_server
-from support import REPO
-
-from xomni_core.cli import main
-
-TINY = REPO / "examples" / "configs" / "tiny-random.yaml"
-
-
-@pytest.fixture(scope="session")
-def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("serving") / "export"
-    assert main(["export", str(TINY), "--out", str(out), "--no-progress", "--no-validate"]) == 0
-    return out
 
 
 @pytest.fixture(scope="session")
