@@ -128,6 +128,11 @@ def test_a_run_resumed_from_its_checkpoint_ends_like_an_uninterrupted_one(tmp_pa
     assert done.returncode == 0, done.stderr
     assert "trained to step 10" in done.stdout
     resumed = read_metrics(output / "metrics.jsonl")
+    # The gradient norm is a float32 reduction whose last bit may follow where the gradients sit in
+    # memory (another process, another allocation); everything else must match exactly.
+    assert [r.pop("grad_norm") for r in resumed] == pytest.approx(
+        [r.pop("grad_norm") for r in expected], rel=1e-6
+    )
     assert _without_timings(resumed) == _without_timings(expected)
 
 
