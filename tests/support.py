@@ -45,3 +45,23 @@ def run_xomni(
         env={**os.environ, **(env or {})},
         timeout=600,
     )
+
+
+def run_torchrun_xomni(*args: str, processes: int = 2) -> subprocess.CompletedProcess[str]:
+    """Run the CLI under ``torchrun`` on ``processes`` CPU processes of one thread each."""
+    launch = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(processes),
+    ]
+    return subprocess.run(
+        [*launch, "-m", "xomni_core.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=300,
+    )

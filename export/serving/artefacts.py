@@ -34,12 +34,19 @@ def _files(folder: Path) -> list[str]:
     )
 
 
-def write_artefact_list(folder: Path) -> None:
-    """Record every file under ``folder`` (its size and sha256) in ``folder/artefacts.json``."""
+def write_artefact_list(folder: Path, digests: dict[tuple[int, ...], str] | None = None) -> None:
+    """Record every file under ``folder`` (its size and sha256) in ``folder/artefacts.json``.
+
+    ``digests`` remembers the sha256 of each file by inode, so that hard links shared by several
+    models (the backbone of both pipeline models) are read once."""
+    digests = {} if digests is None else digests
     entries = {}
     for name in _files(folder):
-        path = folder / name
-        entries[name] = {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
+        stat = (folder / name).stat()
+        key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        if key not in digests:
+            digests[key] = file_sha256(folder / name)
+        entries[name] = {"bytes": stat.st_size, "sha256": digests[key]}
     (folder / LIST_FILE).write_text(json.dumps({"files": entries}, indent=1) + "\n")
 
 

@@ -88,9 +88,10 @@ def write_serving_models(
     (new, being written) ``repository`` folder; returns the model names."""
     options = options or ServingOptions()
     export_dir = Path(export_dir)
-    folders = _exported_folders(export_dir)
+    folders = _exported_folders(export_dir, options.backend)
     runtime = _runtime_config(export_dir, options.backend)
     names = []
+    digests: dict[tuple[int, ...], str] = {}  # the two pipeline models share their files' hashes
     if graph_models:
         names += write_graph_models(
             folders,
@@ -108,6 +109,7 @@ def write_serving_models(
         options,
         TEXT_TO_IMAGE_INPUTS,
         TEXT_TO_IMAGE_OUTPUTS,
+        digests=digests,
     )
     names.append(TEXT_TO_IMAGE_MODEL)
     understanding = {slot: folders[slot] for slot in ("tokenizer", "backbone")}
@@ -115,20 +117,25 @@ def write_serving_models(
         repository / UNDERSTANDING_MODEL,
         understanding,
         {key: value for key, value in runtime.items() if key != "decoder"},
-        ServingOptions(**{**options.__dict__, "max_queue_delay_us": 0}),
+        options,
         UNDERSTANDING_INPUTS,
         UNDERSTANDING_OUTPUTS,
         dynamic_batching=False,
+        digests=digests,
     )
     names.append(UNDERSTANDING_MODEL)
     return names
 
 
-def _exported_folders(export_dir: Path) -> dict[str, Path]:
+def _exported_folders(export_dir: Path, backend: TritonBackend) -> dict[str, Path]:
+    """Every slot's export folder; a clear error when one was not exported (or, for TensorRT,
+    has no engines)."""
     folders = {}
     for slot in SLOTS:
         folder = export_dir / slot
-        read_manifest(folder)  # a clear error when the slot was not exported
+        manifest = read_manifest(folder)
+        if backend == "tensorrt" and not manifest.get("tensorrt", {}).get("engines"):
+            raise XomniError(f"{folder} has no TensorRT engines; export with --triton-backend tensorrt")
         folders[slot] = folder
     return folders
 
@@ -160,22 +167,18 @@ def _write_pipeline_model(
     outputs: Sequence[ServedTensor],
     *,
     dynamic_batching: bool = True,
+    digests: dict[tuple[int, ...], str],
 ) -> None:
     from google.protobuf import text_format
 
     artefacts = model_dir / VERSION / PIPELINE_FOLDER
     for slot, folder in folders.items():
-        manifest = read_manifest(folder)
-        engines = manifest.get("tensorrt", {}).get("engines", {})
-        files = [path for path in sorted(folder.rglob("*")) if path.is_file()]
-        if options.backend == "tensorrt" and not engines:
-            raise XomniError(f"{folder} has no TensorRT engines; export with --triton-backend tensorrt")
-        for path in files:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
             target = artefacts / slot / path.relative_to(folder)
             target.parent.mkdir(parents=True, exist_ok=True)
             place(path, target)
     (artefacts / RUNTIME_CONFIG).write_text(yaml.safe_dump(runtime, sort_keys=False))
-    write_artefact_list(artefacts)
+    write_artefact_list(artefacts, digests)
     (model_dir / VERSION / MODEL_FILE).write_text(MODEL_SOURCE)
     config = _model_config(model_dir.name, options, inputs, outputs, dynamic_batching=dynamic_batching)
     (model_dir / CONFIG_FILE).write_text(text_format.MessageToString(config))

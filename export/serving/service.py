@@ -57,8 +57,11 @@ TEXT_TO_IMAGE_OUTPUTS = (
     ServedTensor("tokens", "TYPE_INT64", (-1,), description="image tokens, row-major"),
     ServedTensor("settings", "TYPE_STRING", description="JSON: every setting used"),
 )
-SAMPLING_INPUTS = ("temperature", "top_k", "top_p", "min_p", "cfg_scale")
-DECODER_INPUTS = {
+SAMPLING_INPUTS = tuple(SamplingParams.model_fields)
+#: Inputs that set a field of the pipeline's generation settings, by the field they set.
+GENERATION_FIELDS = {
+    "height": "height_px",
+    "width": "width_px",
     "num_inference_steps": "num_inference_steps",
     "guidance_scale": "guidance_scale",
     "noise_scale": "noise_scale",
@@ -151,16 +154,9 @@ class TextToImageService:
         defaults = config.generation
         prompt = text_input(row["prompt"], "prompt", self.max_prompt_bytes)
         changes = {
-            name: _scalar(row[name], name) for name in ("height", "width", *DECODER_INPUTS) if name in row
+            field: _scalar(row[name], name) for name, field in GENERATION_FIELDS.items() if name in row
         }
-        settings = _validated(
-            GenerationSettings,
-            defaults,
-            {
-                ("height_px" if name == "height" else "width_px" if name == "width" else name): value
-                for name, value in changes.items()
-            },
-        )
+        settings = _validated(GenerationSettings, defaults, changes)
         sampling_changes = {name: _scalar(row[name], name) for name in SAMPLING_INPUTS if name in row}
         if sampling_changes.get("top_k") == 0:
             sampling_changes["top_k"] = None
@@ -311,8 +307,7 @@ def _validated(model: type[Any], current: Any, changes: Mapping[str, Any]) -> An
     try:
         return model.model_validate({**current.model_dump(), **changes})
     except ValidationError as exc:
-        names = {"height_px": "height", "width_px": "width"}
         message = validation_message(exc, model, prefix="input ")
-        for field, name in names.items():
+        for name, field in GENERATION_FIELDS.items():
             message = message.replace(f"input {field}", f"input {name}")
         raise InputError(message) from exc

@@ -64,10 +64,8 @@ def _inputs(pb_utils: Any, request: Any, names: list[str]) -> dict[str, np.ndarr
 
 def _load_pipeline(kind: str, pipeline_config: Path, overrides: list[str]) -> Any:
     from xomni_core.config import load_config
-    from xomni_core.cpu import configure_cpu
 
-    config = load_config(pipeline_config, overrides)
-    configure_cpu(config.runtime)
+    config = load_config(pipeline_config, overrides)  # building applies its runtime settings
     if kind == "understanding":
         from xomni_core.pipelines import ImageUnderstandingPipeline
 

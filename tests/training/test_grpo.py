@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
-from support import REPO, run_xomni
+from support import REPO, run_torchrun_xomni, run_xomni
 
 from xomni_core import (
     DecodeRequest,
@@ -140,15 +140,7 @@ def test_two_processes_take_the_step_that_one_process_takes_on_their_prompts(
         prompts_per_step=2,
         output_dir=str(tmp_path / "two"),
     )
-    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    done = subprocess.run(
-        [*launch, "-m", "xomni_core.cli", "train", "grpo", str(config), "--no-progress"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        timeout=300,
-    )
+    done = run_torchrun_xomni("train", "grpo", str(config), "--no-progress")
     assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
     assert done.stdout.count("trained to step 2") == 1  # only rank 0 reports
 

@@ -4,16 +4,13 @@ computed, not which step is taken (beyond half-precision rounding)."""
 from __future__ import annotations
 
 import copy
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 import yaml
-from support import REPO
+from support import REPO, run_torchrun_xomni
 
 from xomni_core.config import load_config
 from xomni_core.errors import ConfigError
@@ -124,15 +121,7 @@ def test_two_lora_processes_take_the_step_of_one_accumulating_two_micro_batches(
     )
     config = tmp_path / "two.yaml"
     config.write_text(yaml.safe_dump(_config(tmp_path, "two", {"batch_size": 3, "steps": 2}, lora=lora)))
-    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    done = subprocess.run(
-        [*launch, "-m", "xomni_core.cli", "train", "sft", str(config), "--no-progress"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        timeout=300,
-    )
+    done = run_torchrun_xomni("train", "sft", str(config), "--no-progress")
     assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
     two = read_metrics(tmp_path / "two" / "metrics.jsonl")
     assert two[0]["samples"] == one.records[0]["samples"] == 6

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from pydantic import ValidationError
 
@@ -15,8 +15,7 @@ if TYPE_CHECKING:
     import torch
 
 OutputType = Literal["pil", "np", "pt", "latent", "tokens"]
-OUTPUT_TYPES: tuple[str, ...] = ("pil", "np", "pt", "latent", "tokens")
-SAMPLING_KEYWORDS = ("temperature", "top_k", "top_p", "min_p", "cfg_scale")
+OUTPUT_TYPES: tuple[str, ...] = get_args(OutputType)
 
 
 def as_list(value: str | Sequence[str], what: str) -> list[str]:
