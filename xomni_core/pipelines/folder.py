@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from .._version import __version__
+from ..atomic import atomic_file
 from ..config import SINGLE_SLOTS, PipelineConfig, load_config
 from ..errors import CheckpointError, ConfigError
 from ..folders import COMPONENT_FILE
@@ -161,7 +162,8 @@ def write_model_index(
         registry = PluginRegistry.discover(config.plugins)
     index = model_index(config, class_name=class_name, registry=registry, capability_flags=capability_flags)
     path = root / INDEX_FILE
-    path.write_text(json.dumps(index, indent=2) + "\n")
+    with atomic_file(path) as tmp:  # a user's folder: never half a file
+        tmp.write_text(json.dumps(index, indent=2) + "\n")
     return path
 
 

@@ -31,13 +31,13 @@ from ..config import PipelineConfig
 from ..errors import ConfigError
 from ..pipelines.build import prepare
 from ..registry import PluginRegistry
+from ..resources import DTYPE_BYTES, allow_large_from_env
 from ..types import GridSize
 from .settings import TrainingSettings
 
 GIB = 1024**3
 #: Tokens assumed for a caption plus the image prefix when the data is not read.
 PROMPT_TOKENS = 64
-_DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
 class NoEstimate(ConfigError):
@@ -131,7 +131,7 @@ def estimate_training_memory(
         targets = lora_targets(module, lora.target_modules, aliases)
         trainable = sum(_lora_size(module.get_submodule(name), lora.r) for name in targets)
 
-    weight_bytes = _DTYPE_BYTES.get(config.runtime.dtype, 4)
+    weight_bytes = DTYPE_BYTES.get(config.runtime.dtype, 4)
     mixed = training.mixed_precision != "no"
     activation_bytes = 2 if mixed else weight_bytes
     shards = world_size if fsdp else 1
@@ -219,7 +219,7 @@ def device_memory(device: str) -> int | None:
 def check_training_memory(estimate: MemoryEstimate, device: str, *, allow_large: bool | None = None) -> None:
     """Refuse a run whose estimate exceeds the device's memory (``XOMNI_ALLOW_LARGE=1`` skips)."""
     if allow_large is None:
-        allow_large = os.environ.get("XOMNI_ALLOW_LARGE", "") not in ("", "0")
+        allow_large = allow_large_from_env()
     available = device_memory(device)
     if allow_large or available is None or estimate.total <= available:
         return

@@ -22,7 +22,7 @@ from torch import nn
 
 from ..atomic import atomic_directory
 from ..errors import CheckpointError, ConfigError
-from ..folders import load_tensors, save_tensors
+from ..folders import check_state_dict, load_tensors, save_tensors
 from .settings import LoraSettings
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -171,15 +171,7 @@ def load_adapter_weights(module: nn.Module, folder: str | os.PathLike[str]) -> N
 
     path = Path(folder, ADAPTER_WEIGHTS)
     tensors = load_tensors(path)
-    expected = adapter_state(module)
-    if set(tensors) != set(expected):
-        extra = sorted(set(tensors) ^ set(expected))
-        raise CheckpointError(f"{path} does not hold this model's adapter weights (differs at {extra[0]})")
-    for name, tensor in tensors.items():
-        if tensor.shape != expected[name].shape:
-            raise CheckpointError(
-                f"{path}: {name} has shape {tuple(tensor.shape)}, the adapter {tuple(expected[name].shape)}"
-            )
+    check_state_dict(adapter_state(module), tensors, source=str(path), owner="LoRA adapter")
     set_peft_model_state_dict(module, tensors)
 
 
