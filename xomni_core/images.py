@@ -3,11 +3,13 @@
 :func:`open_image` checks that the path is a regular file (a directory or a FIFO is named as
 such, and a FIFO is never opened), reads only the header to cap the pixel count before any
 decoding, and turns every PIL failure (unknown format, truncated data, decompression bombs)
-into an :class:`~xomni_core.errors.InputError` that names the file.
+into an :class:`~xomni_core.errors.InputError` that names the file. :func:`decode_image_bytes`
+applies the same checks to an image held in memory (a data set's cell).
 """
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import struct
@@ -49,18 +51,34 @@ def open_image(
 
     ``what`` names the source in errors (a flag such as ``--image``, or ``image``).
     """
+    file = check_regular_file(path, what)
+    if file.stat().st_size == 0:
+        raise InputError(f"{what} {file} is empty (0 bytes)")
+    return _decode(file, f"{what} {file}", mode=mode, max_pixels=max_pixels)
+
+
+def decode_image_bytes(
+    data: bytes, *, what: str = "image", mode: str = "RGB", max_pixels: int = MAX_PIXELS
+) -> Image:
+    """The image encoded in ``data`` (a file's contents), under the same checks as :func:`open_image`;
+    ``what`` names it in errors."""
+    if not data:
+        raise InputError(f"{what} is empty (0 bytes)")
+    return _decode(io.BytesIO(data), what, mode=mode, max_pixels=max_pixels)
+
+
+def _decode(source: Path | io.BytesIO, label: str, *, mode: str, max_pixels: int) -> Image:
     from PIL import Image as PILImage
     from PIL import UnidentifiedImageError
 
-    file = check_regular_file(path, what)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", PILImage.DecompressionBombWarning)
-            with PILImage.open(file) as opened:
+            with PILImage.open(source) as opened:
                 width, height = opened.size
                 if width * height > max_pixels:
                     raise InputError(
-                        f"{what} {file} is {width} x {height} px ({width * height} pixels); "
+                        f"{label} is {width} x {height} px ({width * height} pixels); "
                         f"the limit is {max_pixels} pixels"
                     )
                 opened.load()
@@ -69,11 +87,11 @@ def open_image(
         raise
     except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning) as exc:
         raise InputError(
-            f"{what} {file} declares more pixels than allowed (the limit is {max_pixels}): {exc}"
+            f"{label} declares more pixels than allowed (the limit is {max_pixels}): {exc}"
         ) from exc
     except UnidentifiedImageError as exc:
-        raise InputError(f"{what} {file} is not an image file PIL can read") from exc
+        raise InputError(f"{label} is not an image file PIL can read") from exc
     except MemoryError:
-        raise InputError(f"{what} {file} is too large to decode") from None
+        raise InputError(f"{label} is too large to decode") from None
     except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error) as exc:
-        raise InputError(f"{what} {file} is damaged or truncated: {exc}") from exc
+        raise InputError(f"{label} is damaged or truncated: {exc}") from exc

@@ -22,6 +22,39 @@ class TrainingPrompt(CheckedModel):
     metadata: dict[str, Any] = Field(default_factory=dict, description="passed to every reward")
 
 
+class GRPOEvalSettings(CheckedModel):
+    """Held-out prompts whose mean reward is measured every few steps: one seeded sample each,
+    the same seeds at every evaluation, so the numbers follow the policy alone."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    prompts: tuple[str | TrainingPrompt, ...] = Field(
+        (), description="held-out prompts, each a string or {prompt, metadata}"
+    )
+    prompts_file: str | None = Field(
+        None,
+        description="text file of one prompt a line, or .jsonl of {prompt, metadata}; relative to the config",
+    )
+    every: int = Field(50, ge=1, description="steps between evaluations (the last step always evaluates)")
+    samples: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="of these, the images of the first this many prompts are saved at each evaluation "
+        "into OUTPUT/samples/step-NNNNNNNN/ (and tensorboard)",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> GRPOEvalSettings:
+        if bool(self.prompts) == (self.prompts_file is not None):
+            raise ValueError("give exactly one of prompts (a list) and prompts_file (a path)")
+        return self
+
+    def training_prompts(self) -> list[TrainingPrompt]:
+        """The inline prompts, each as a :class:`TrainingPrompt`."""
+        return [p if isinstance(p, TrainingPrompt) else TrainingPrompt(prompt=p) for p in self.prompts]
+
+
 class GRPOSettings(CheckedModel):
     """Group Relative Policy Optimisation of the backbone on image tokens.
 
@@ -98,6 +131,10 @@ class GRPOSettings(CheckedModel):
         50, ge=1, description="steps between checkpoints (the last step always saves)"
     )
     keep_checkpoints: int | None = Field(2, ge=1, description="newest checkpoints kept (None: all)")
+    eval: GRPOEvalSettings | None = Field(
+        None,
+        description="held-out prompts {prompts | prompts_file, every, samples}: eval_reward in the metrics",
+    )
 
     @field_validator("sampling")
     @classmethod
@@ -145,8 +182,49 @@ class SyntheticCaptions(CheckedModel):
         return categories
 
 
+#: Most rows a data set may hold by default: every image is decoded once and kept, at the
+#: training size, for the whole run.
+MAX_DATASET_ROWS = 100_000
+
+BadImagePolicy = Literal["error", "skip"]
+_ON_BAD_IMAGE = (
+    "an image that does not decode (damaged, truncated, empty, not an image, over the pixel limit): "
+    "error stops before training naming its row; skip leaves the pair out and warns once with a summary"
+)
+_SOURCES = "synthetic {split, n, ...}, data_file (a path) or dataset {path, ...}"
+
+
+class DatasetSource(CheckedModel):
+    """A local Hugging Face ``datasets`` folder (``save_to_disk``) or an ``imagefolder``
+    directory (images with ``metadata.jsonl`` or ``metadata.csv``), read offline."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    path: str = Field(min_length=1, description="the folder; relative to the config file")
+    format: Literal["auto", "disk", "imagefolder"] = Field(
+        "auto",
+        description="disk: written by Dataset(Dict).save_to_disk; imagefolder: images plus metadata; "
+        "auto: disk when the folder holds dataset_info.json or dataset_dict.json, else imagefolder",
+    )
+    image_column: str = Field("image", min_length=1, description="column of the images (or their paths)")
+    caption_column: str = Field("text", min_length=1, description="column of the captions")
+    split: str = Field("train", min_length=1, description="split of a DatasetDict (imagefolder: train)")
+    max_rows: int = Field(
+        MAX_DATASET_ROWS,
+        ge=1,
+        description="refuse a split with more rows, before decoding any image (each is kept in memory "
+        "at the training size)",
+    )
+
+
+def _one_of(*sources: object) -> None:
+    if sum(source is not None for source in sources) != 1:
+        raise ValueError(f"give exactly one data source: {_SOURCES}")
+
+
 class SFTEvalSettings(CheckedModel):
-    """Held-out pairs whose loss (validation loss) is measured every few steps."""
+    """Held-out pairs whose loss (validation loss) is measured every few steps, and captions of
+    which a few images are drawn."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -156,13 +234,23 @@ class SFTEvalSettings(CheckedModel):
     data_file: str | None = Field(
         None, description=".jsonl of {image, caption}; paths relative to the config (the file's to the file)"
     )
+    dataset: DatasetSource | None = Field(
+        None, description="a local datasets folder or imagefolder {path, format, image_column, ...}"
+    )
+    on_bad_image: BadImagePolicy = Field("error", description=_ON_BAD_IMAGE)
     every: int = Field(50, ge=1, description="steps between evaluations (the last step always evaluates)")
     batch_size: int = Field(8, ge=1, description="pairs per forward pass")
+    samples: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="images drawn at each evaluation for the first this many held-out captions, "
+        "seeded, into OUTPUT/samples/step-NNNNNNNN/ (and tensorboard); they need the config's decoder",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> SFTEvalSettings:
-        if (self.synthetic is None) == (self.data_file is None):
-            raise ValueError("give exactly one data source: synthetic {split, n, ...} or data_file (a path)")
+        _one_of(self.synthetic, self.data_file, self.dataset)
         return self
 
 
@@ -182,6 +270,10 @@ class SFTSettings(CheckedModel):
     data_file: str | None = Field(
         None, description=".jsonl of {image, caption}; paths relative to the config (the file's to the file)"
     )
+    dataset: DatasetSource | None = Field(
+        None, description="a local datasets folder or imagefolder {path, format, image_column, ...}"
+    )
+    on_bad_image: BadImagePolicy = Field("error", description=_ON_BAD_IMAGE)
     height_px: int | None = Field(None, gt=0, description="image height (None: generation.height_px)")
     width_px: int | None = Field(None, gt=0, description="image width (None: generation.width_px)")
     batch_size: int = Field(8, ge=1, description="pairs per step and process")
@@ -216,13 +308,13 @@ class SFTSettings(CheckedModel):
     keep_checkpoints: int | None = Field(2, ge=1, description="newest checkpoints kept (None: all)")
     eval: SFTEvalSettings | None = Field(
         None,
-        description="validation split {synthetic | data_file, every, batch_size}: eval_loss in the metrics",
+        description="validation split {synthetic | data_file | dataset, every, batch_size, samples}: "
+        "eval_loss in the metrics, sample images in OUTPUT/samples",
     )
 
     @model_validator(mode="after")
     def _one_source_and_one_length(self) -> SFTSettings:
-        if (self.synthetic is None) == (self.data_file is None):
-            raise ValueError("give exactly one data source: synthetic {split, n, ...} or data_file (a path)")
+        _one_of(self.synthetic, self.data_file, self.dataset)
         if (self.steps is None) == (self.epochs is None):
             raise ValueError("give exactly one of steps and epochs")
         return self

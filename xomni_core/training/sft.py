@@ -17,7 +17,6 @@ as if uninterrupted. The backbone stays in eval mode (no dropout), which keeps s
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from contextlib import AbstractContextManager, nullcontext
@@ -30,12 +29,12 @@ import torch
 from ..config import PipelineConfig, load_config
 from ..errors import ConfigError, InputError
 from ..generation import image_prompt_ids
-from ..images import open_image
 from ..interfaces import Backbone, Tokenizer
 from ..pipelines.build import build_component, prepare
 from ..registry import PluginRegistry
 from ..types import GridSize
 from .common import EpochStream, freeze
+from .data_sources import CaptionedImage, read_pairs
 from .distributed import Processes, no_sync, wrap_module
 from .loop import (
     find_resume_point,
@@ -49,22 +48,14 @@ from .loop import (
 from .metrics import METRICS_FILE, plot_loss
 from .precision import Precision
 from .schedules import cosine_decay
-from .settings import SFTSettings, TrainingSettings
+from .settings import SFTEvalSettings, SFTSettings, TrainingSettings
 
 if TYPE_CHECKING:
-    from PIL.Image import Image
+    pass
 
 
 PLOT_FILE = "loss.png"
 _ENCODE_BATCH = 32  # images per tokenizer call while caching the token grids
-
-
-@dataclass(frozen=True)
-class CaptionedImage:
-    """One training pair, before tokenisation."""
-
-    caption: str
-    image: Image
 
 
 @dataclass(frozen=True)
@@ -130,63 +121,12 @@ def train_sft(
 
 
 def load_pairs(
-    settings: SFTSettings, config: PipelineConfig, *, where: str = "training.sft"
+    settings: SFTSettings | SFTEvalSettings, config: PipelineConfig, *, where: str = "training.sft"
 ) -> list[CaptionedImage]:
     """The data set's pairs, every image resized to the run's image size; ``where`` names the
-    settings in errors."""
-    from PIL import Image as PILImage
-
-    height, width = _image_size(settings, config)
-    if settings.synthetic is not None:
-        from ..synthetic import render_scene, sample_scenes
-
-        source = settings.synthetic
-        scenes = sample_scenes(
-            source.split,
-            source.n,
-            seed=source.seed,
-            width_px=width,
-            height_px=height,
-            **({"categories": source.categories} if source.categories is not None else {}),
-        )
-        return [CaptionedImage(scene.caption, render_scene(scene)) for scene in scenes]
-
-    assert settings.data_file is not None
-    where = f"{where}.data_file"
-    path = Path(os.path.expanduser(settings.data_file))
-    if not path.is_absolute() and config._base_dir is not None:
-        path = config._base_dir / path
-    if not path.is_file():
-        raise ConfigError(f"{where}: file {path} does not exist")
-    pairs = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{where}: {path} line {number} is not JSON: {exc}") from exc
-        if not (
-            isinstance(row, dict)
-            and isinstance(row.get("image"), str)
-            and isinstance(row.get("caption"), str)
-        ):
-            raise ConfigError(
-                f"{where}: {path} line {number} must be an object {{image, caption}} of strings"
-            )
-        image_path = Path(os.path.expanduser(row["image"]))
-        if not image_path.is_absolute():
-            image_path = path.parent / image_path
-        try:
-            image = open_image(image_path)
-        except InputError as exc:
-            raise ConfigError(f"{where}: {path} line {number}: {exc}") from exc
-        if image.size != (width, height):
-            image = image.resize((width, height), PILImage.Resampling.BICUBIC)
-        pairs.append(CaptionedImage(row["caption"], image))
-    if not pairs:
-        raise ConfigError(f"{where}: {path} holds no pairs")
-    return pairs
+    settings in errors. ``settings`` is the training section or its ``eval`` split."""
+    height, width = _image_size(config.training.sft if config.training else None, config)
+    return read_pairs(settings, config, height=height, width=width, where=where)
 
 
 @dataclass(frozen=True)
@@ -227,10 +167,8 @@ class _SFTTrainer:
         self.examples, self.grid = self._encode(load_pairs(settings, config))
         self.eval_examples: list[SFTExample] = []
         if settings.eval is not None:
-            source = settings.model_copy(
-                update={"synthetic": settings.eval.synthetic, "data_file": settings.eval.data_file}
-            )
-            self.eval_examples, _ = self._encode(load_pairs(source, config, where="training.sft.eval"))
+            pairs = load_pairs(settings.eval, config, where="training.sft.eval")
+            self.eval_examples, _ = self._encode(pairs)
         self.unconditional_ids = image_prompt_ids(self.policy, "", self.grid)
         self.stream = EpochStream(self.examples, seed=self.seed, shuffle=settings.shuffle)
         # A step takes batch_size pairs per micro-batch, process and accumulated micro-batch.
@@ -462,7 +400,10 @@ class _SFTTrainer:
     # ----------------------------------------------------------------------- checkpoints
 
 
-def _image_size(settings: SFTSettings, config: PipelineConfig) -> tuple[int, int]:
-    height = config.generation.height_px if settings.height_px is None else settings.height_px
-    width = config.generation.width_px if settings.width_px is None else settings.width_px
-    return height, width
+def _image_size(settings: SFTSettings | None, config: PipelineConfig) -> tuple[int, int]:
+    height = settings.height_px if settings is not None and settings.height_px is not None else None
+    width = settings.width_px if settings is not None and settings.width_px is not None else None
+    return (
+        config.generation.height_px if height is None else height,
+        config.generation.width_px if width is None else width,
+    )
