@@ -95,6 +95,7 @@ class GRPOResult:
     checkpoint: Path | None
     records: list[dict[str, Any]] = field(default_factory=list)
     is_main_process: bool = True
+    pipeline: Path | None = None  # OUTPUT/pipeline/pipeline.yaml, on the main process
 
 
 def train_grpo(
@@ -121,6 +122,9 @@ def train_grpo(
         raise ConfigError("the pipeline config has no training.grpo section, which `train grpo` needs")
     if not config.rewards:
         raise ConfigError("training.grpo needs at least one reward in the config's rewards list")
+    from .result_pipeline import check_result_folder
+
+    check_result_folder(Path(os.path.expanduser(settings.output_dir)), section="grpo")
     with Processes.start(config.runtime.device) as processes:
         from .estimate import announce_and_check
 
@@ -274,6 +278,17 @@ class _GRPOTrainer:
             show_progress=show_progress,
             report_to=self.training.report_to,
         )
+        from .result_pipeline import finish_run
+
+        pipeline = finish_run(
+            self.output_dir,
+            self.config,
+            section="grpo",
+            checkpoint=outcome.checkpoint,
+            policy=self.policy,
+            lora=self.lora is not None,
+            is_main=processes.is_main,
+        )
         return GRPOResult(
             step=max(start_step, settings.steps),
             output_dir=self.output_dir,
@@ -282,6 +297,7 @@ class _GRPOTrainer:
             checkpoint=outcome.checkpoint,
             records=outcome.records,
             is_main_process=processes.is_main,
+            pipeline=pipeline,
         )
 
     def _reference(self, *, restored: bool) -> Backbone[Any] | None:

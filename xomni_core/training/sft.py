@@ -82,6 +82,7 @@ class SFTResult:
     records: list[dict[str, Any]] = field(default_factory=list)
     is_main_process: bool = True
     eval_examples: list[SFTExample] = field(default_factory=list)
+    pipeline: Path | None = None  # OUTPUT/pipeline/pipeline.yaml, on the main process
 
 
 def train_sft(
@@ -105,6 +106,9 @@ def train_sft(
     settings = config.training.sft if config.training is not None else None
     if settings is None:
         raise ConfigError("the pipeline config has no training.sft section, which `train sft` needs")
+    from .result_pipeline import check_result_folder
+
+    check_result_folder(Path(os.path.expanduser(settings.output_dir)), section="sft")
     with Processes.start(config.runtime.device) as processes:
         from .estimate import announce_and_check
 
@@ -248,6 +252,17 @@ class _SFTTrainer:
             show_progress=show_progress,
             report_to=self.training.report_to,
         )
+        from .result_pipeline import finish_run
+
+        pipeline = finish_run(
+            self.output_dir,
+            self.config,
+            section="sft",
+            checkpoint=outcome.checkpoint,
+            policy=self.policy,
+            lora=self.lora is not None,
+            is_main=processes.is_main,
+        )
         return SFTResult(
             step=max(start_step, self.total_steps),
             output_dir=self.output_dir,
@@ -259,6 +274,7 @@ class _SFTTrainer:
             examples=self.examples,
             records=outcome.records,
             is_main_process=processes.is_main,
+            pipeline=pipeline,
             eval_examples=self.eval_examples,
         )
 
