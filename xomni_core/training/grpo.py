@@ -31,6 +31,7 @@ image tokens that a separate diffusion decoder renders, and rewards score the pi
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 from collections.abc import Sequence
@@ -66,7 +67,7 @@ from .loop import (
 )
 from .metrics import PLOT_FILE, plot_rewards
 from .precision import Precision
-from .settings import GRPOSettings, TrainingPrompt, TrainingSettings
+from .settings import GRPOEvalSettings, GRPOSettings, TrainingPrompt, TrainingSettings
 
 #: Index offset between the decoder draws of one prompt (``decoder_draws``): draw ``d`` of
 #: prompt ``i`` is seeded ``stream_seed(seed, 1, i + d * DRAW_STRIDE)``.
@@ -278,6 +279,9 @@ class _GRPOTrainer:
             show_progress=show_progress,
             report_to=self.training.report_to,
         )
+        writer = getattr(self, "_sample_writer", None)
+        if writer is not None:
+            writer.close()
         from .result_pipeline import finish_run
 
         pipeline = finish_run(
@@ -390,7 +394,95 @@ class _GRPOTrainer:
             "grad_norm": float(grad_norm),
             "learning_rate": optimizer.param_groups[0]["lr"],
         }
+        record.update(self._evaluate(step))
         return record
+
+    def _evaluate(self, step: int) -> dict[str, Any]:
+        """The mean reward of one seeded sample per held-out prompt (``eval``), at every
+        ``eval.every`` steps and the last; the processes share the prompts."""
+        settings = self.settings.eval
+        if settings is None or not (step % settings.every == 0 or step == self.settings.steps):
+            return {}
+        from .samples import preserved_rng
+
+        processes = self.processes
+        if getattr(self, "_eval_prompts", None) is None:
+            self._eval_prompts = _load_prompts(settings, self.config, where="training.grpo.eval")
+        prompts = self._eval_prompts
+        share = -(-len(prompts) // processes.world_size)
+        start = min(len(prompts), processes.rank * share)
+        mine = prompts[start : start + share]
+        with preserved_rng(processes.device), torch.no_grad():
+            scored, images, rows = self._score_held_out(mine, start)
+        # Sums by name, merged on every process (a process without prompts sends none).
+        sums: dict[str, float] = {}
+        count = 0
+        shown = [
+            (start + i, image, rows[i]) for i, image in enumerate(images) if start + i < settings.samples
+        ]
+        gathered: list[tuple[int, Any, list[int]]] = []
+        for part_sums, part_count, part_shown in processes.gather_objects(
+            ({name: sum(values) for name, values in scored.items()}, len(mine), shown)
+        ):
+            for name, value in part_sums.items():
+                sums[name] = sums.get(name, 0.0) + value
+            count += part_count
+            gathered += part_shown
+        if processes.is_main and gathered:
+            self._write_samples(step, sorted(gathered, key=lambda pair: pair[0]), prompts)
+        means = {name: value / count for name, value in sums.items()}
+        return {"eval_reward": means.pop("total"), "eval_rewards": means}
+
+    def _score_held_out(
+        self, items: Sequence[TrainingPrompt], start: int
+    ) -> tuple[dict[str, list[float]], list[Any], list[list[int]]]:
+        """Each prompt's sample scored by every reward (raw) and their weighted sum (``total``,
+        without per-batch normalisation, which would centre the held-out set on zero)."""
+        from .samples import DECODER_OFFSET, sample_seed
+
+        totals: dict[str, list[float]] = {"total": []}
+        if not items:
+            return totals, [], []
+        seed = sample_seed(self.seed, start)  # sample i draws from sample_seed(seed, start + i)
+        grid = self.policy.generate_image_tokens(
+            ImageGenerationRequest(
+                prompts=tuple(item.prompt for item in items),
+                grid=self.grid,
+                sampling=self.settings.sampling,
+                seed=seed,
+                show_progress=False,
+            )
+        )
+        ids = grid.ids.clone()
+        images = []
+        for index, item in enumerate(items):
+            latents = self.tokenizer.decode(TokenGrid(ids[index : index + 1]))
+            decoder_seed = sample_seed(self.seed, DECODER_OFFSET + start + index)
+            images += self._decode(latents, item.prompt, seed=decoder_seed)
+        raw = [dataclasses.replace(reward, normalize="none") for reward in self.rewards]
+        scored = score_all(
+            raw, RewardBatch(images, [item.prompt for item in items], [item.metadata for item in items])
+        )
+        totals["total"] = list(scored.total)
+        for name, scores in scored.per_reward.items():
+            totals[name] = list(scores)
+        return totals, images, ids.reshape(len(items), -1).tolist()
+
+    def _write_samples(
+        self, step: int, samples: list[tuple[int, Any, list[int]]], prompts: Sequence[TrainingPrompt]
+    ) -> None:
+        from .samples import SampleWriter
+
+        if getattr(self, "_sample_writer", None) is None:
+            self._sample_writer = SampleWriter(
+                self.output_dir, tensorboard="tensorboard" in self.training.report_to, first_step=step
+            )
+        self._sample_writer.write(
+            step,
+            [image for _, image, _ in samples],
+            [prompts[index].prompt for index, _, _ in samples],
+            [tokens for _, _, tokens in samples],
+        )
 
     def _reference_log_probs(
         self, reference: Backbone[Any] | None, sequences: _Sequences
@@ -576,15 +668,23 @@ def _grid(settings: GRPOSettings, config: PipelineConfig, pixels_per_token: int)
     return GridSize.from_pixels(height, width, pixels_per_token)
 
 
-def _load_prompts(settings: GRPOSettings, config: PipelineConfig) -> list[TrainingPrompt]:
-    """The inline prompts, or those of ``prompts_file`` (relative to the config file)."""
+def _load_prompts(
+    settings: GRPOSettings | GRPOEvalSettings, config: PipelineConfig, *, where: str = "training.grpo"
+) -> list[TrainingPrompt]:
+    """The inline prompts, or those of ``prompts_file`` (relative to the config file).
+
+    For the training section, the held-out prompts of its ``eval`` are read too, so that a
+    mistake in them stops the run before training rather than at the first evaluation.
+    """
+    if isinstance(settings, GRPOSettings) and settings.eval is not None:
+        _load_prompts(settings.eval, config, where=f"{where}.eval")
     if settings.prompts_file is None:
         return settings.training_prompts()
     path = Path(os.path.expanduser(settings.prompts_file))
     base_dir = config._base_dir
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
-    where = "training.grpo.prompts_file"
+    where = f"{where}.prompts_file"
     if not path.is_file():
         raise ConfigError(f"{where}: file {path} does not exist")
     prompts = []

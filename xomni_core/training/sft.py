@@ -129,6 +129,10 @@ def load_pairs(
 ) -> list[CaptionedImage]:
     """The data set's pairs, every image resized to the run's image size; ``where`` names the
     settings in errors. ``settings`` is the training section or its ``eval`` split."""
+    if isinstance(settings, SFTEvalSettings):
+        from .samples import check_can_draw
+
+        check_can_draw(settings.samples, config, where=where)
     height, width = _image_size(config.training.sft if config.training else None, config)
     return read_pairs(settings, config, height=height, width=width, where=where)
 
@@ -252,6 +256,9 @@ class _SFTTrainer:
             show_progress=show_progress,
             report_to=self.training.report_to,
         )
+        sampler = getattr(self, "_sampler", None)
+        if sampler is not None:
+            sampler[1].close()
         from .result_pipeline import finish_run
 
         pipeline = finish_run(
@@ -355,7 +362,32 @@ class _SFTTrainer:
                 sums += torch.stack([c.to(torch.float64).cpu() for c in counts])
         totals = processes.sum(sums)
         tokens = float(totals[2])
+        self._draw_samples(step)
         return {"eval_loss": float(totals[0]) / tokens, "eval_token_accuracy": float(totals[1]) / tokens}
+
+    def _draw_samples(self, step: int) -> None:
+        """Images of the first ``eval.samples`` held-out captions under the current weights,
+        drawn by the main process with fixed seeds and without touching the run's generators."""
+        settings = self.settings.eval
+        if settings is None or not settings.samples or not self.processes.is_main:
+            return
+        from ..pipelines import TextToImagePipeline
+        from .samples import SampleWriter, build_decoder, preserved_rng, sample_seed
+
+        if getattr(self, "_sampler", None) is None:
+            writer = SampleWriter(
+                self.output_dir, tensorboard="tensorboard" in self.training.report_to, first_step=step
+            )
+            self._sampler = (build_decoder(self.config, where="training.sft.eval"), writer)
+        decoder, writer = self._sampler
+        captions = [example.caption for example in self.eval_examples[: settings.samples]]
+        height, width = _image_size(self.settings, self.config)
+        with preserved_rng(self.processes.device):
+            pipeline = TextToImagePipeline(self.tokenizer, self.policy, decoder, config=self.config)
+            drawn = pipeline(
+                captions, height=height, width=width, seed=sample_seed(self.seed), show_progress=False
+            )
+        writer.write(step, drawn.images, captions, drawn.tokens.rows())
 
     def _dropout(self) -> AbstractContextManager[Any]:
         if self.lora is None or self.lora.dropout == 0.0:
