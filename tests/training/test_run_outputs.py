@@ -15,6 +15,7 @@ import yaml
 from PIL import Image
 from support import REPO
 
+from xomni_core import TextToImagePipeline
 from xomni_core.cli import main
 from xomni_core.config import load_config
 from xomni_core.training.checkpoint import latest_checkpoint
@@ -112,6 +113,10 @@ def test_a_lora_sft_run_leaves_base_plus_final_adapter(
     tokens, picture = _generate(pipeline, tmp_path / "b", capsys)
     assert tokens == expected[0]
     assert np.array_equal(picture, expected[1])
+
+    # A standalone copy (every component in one folder, the adapter merged) draws the same.
+    TextToImagePipeline.from_pretrained(output / "pipeline").save_pretrained(tmp_path / "standalone")
+    assert _generate(tmp_path / "standalone", tmp_path / "c", capsys)[0] == tokens
 
 
 def test_a_grpo_run_leaves_a_pipeline_that_generates(

@@ -207,6 +207,8 @@ def _dataset_rows(source: DatasetSource, path: Path, where: str) -> Generator[_R
 
 def _open_split(datasets: Any, source: DatasetSource, path: Path, fmt: str, where: str, cache: str) -> Any:
     """The split ``source.split`` of the folder, as a ``datasets.Dataset``."""
+    bars_were_off = datasets.utils.are_progress_bars_disabled()
+    datasets.disable_progress_bars()  # the run's own output stays readable
     try:
         if fmt == "disk":
             loaded = datasets.load_from_disk(str(path))
@@ -215,6 +217,9 @@ def _open_split(datasets: Any, source: DatasetSource, path: Path, fmt: str, wher
             loaded = datasets.load_dataset("imagefolder", data_dir=str(path), cache_dir=cache)
     except Exception as exc:  # the library's own errors vary by version and format
         raise ConfigError(f"{where}: {path} cannot be read as a {fmt} dataset: {exc}") from exc
+    finally:
+        if not bars_were_off:
+            datasets.enable_progress_bars()
     if isinstance(loaded, datasets.DatasetDict):
         if source.split not in loaded:
             raise ConfigError(
