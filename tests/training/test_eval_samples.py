@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
-from support import REPO
+from support import REPO, run_torchrun_xomni
 
 from xomni_core.cli import main
 from xomni_core.config import load_config
@@ -190,3 +190,26 @@ def test_draws_inside_preserved_rng_leave_every_global_generator_where_it_was() 
         torch.rand(5)
         torch.manual_seed(7)
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+def test_two_processes_share_the_held_out_prompts_and_report_what_one_process_does(tmp_path: Path) -> None:
+    def config(output: Path, processes: int) -> dict[str, Any]:
+        data = _grpo(output, evaluate=True)
+        del data["training"]["lora"]
+        data["training"]["grpo"].update(steps=1, prompts_per_step=2 // processes)  # the same global batch
+        # Three prompts over two processes: two on the first, one on the second, whose image
+        # the main process gathers for samples: 2.
+        data["training"]["grpo"]["eval"].update(
+            prompts=["a green field", "a blue sea", "a red roof"], samples=2
+        )
+        return data
+
+    single = train_grpo(load_config(data=config(tmp_path / "one", 1)), show_progress=False).records[-1]
+    path = tmp_path / "two.yaml"
+    path.write_text(yaml.safe_dump(config(tmp_path / "two", 2)))
+    done = run_torchrun_xomni("train", "grpo", str(path), "--no-progress")
+    assert done.returncode == 0, done.stderr
+    double = read_metrics(tmp_path / "two" / "metrics.jsonl")[-1]
+    assert double["eval_reward"] == pytest.approx(single["eval_reward"], rel=1e-6)
+    record = json.loads((tmp_path / "two" / "samples" / "step-00000001" / "captions.json").read_text())
+    assert [i["caption"] for i in record["images"]] == ["a green field", "a blue sea"]

@@ -119,6 +119,37 @@ def test_a_lora_sft_run_leaves_base_plus_final_adapter(
     assert _generate(tmp_path / "standalone", tmp_path / "c", capsys)[0] == tokens
 
 
+def test_a_lora_run_on_saved_weights_refers_to_the_base_and_decoder_by_absolute_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _sft(tmp_path / "out", lora=True, steps=2)
+    built = TextToImagePipeline.from_config(load_config(data=data))
+    built.backbone.save_pretrained(tmp_path / "base" / "backbone")
+    built.decoder.save_pretrained(tmp_path / "base" / "decoder")
+    for slot in ("backbone", "decoder"):
+        data[slot] = {"plugin": data[slot]["plugin"], "weights": f"../base/{slot}"}
+    (tmp_path / "configs").mkdir()
+    config = _write(tmp_path / "configs" / "train.yaml", data)
+    assert main(["train", "sft", str(config), "--no-progress"]) == 0
+    pipeline = tmp_path / "out" / "pipeline" / "pipeline.yaml"
+    assert f"pipeline: {pipeline}" in capsys.readouterr().out
+    written = yaml.safe_load(pipeline.read_text())
+    assert written["backbone"] == {
+        "plugin": "x-omni",
+        "weights": str((tmp_path / "base" / "backbone").resolve()),
+        "adapter": "adapter",
+    }
+    assert written["decoder"]["weights"] == str((tmp_path / "base" / "decoder").resolve())
+
+    direct = copy.deepcopy(data)
+    final = latest_checkpoint(tmp_path / "out")
+    assert final is not None
+    direct["backbone"]["adapter"] = str(final / "adapter")
+    del direct["training"]
+    expected = _generate(_write(tmp_path / "configs" / "direct.yaml", direct), tmp_path / "a", capsys)
+    assert _generate(pipeline, tmp_path / "b", capsys)[0] == expected[0]
+
+
 def test_a_grpo_run_leaves_a_pipeline_that_generates(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
