@@ -271,7 +271,7 @@ def _cell_row(index: int, cell: Any, caption: str, folder: Path, where: str) -> 
     data, name = cell.get("bytes"), cell.get("path")
     label = f"row {index}" + (f" ({Path(name).name})" if name else "")
     if data is not None:
-        return _Row(label, caption, lambda: decode_image_bytes(data, what=f"the image of {label}"))
+        return _Row(label, caption, lambda: decode_image_bytes(data, what="the image"))
     if name:
         return _Row(label, caption, _opener(Path(name)))
     return _Row(label, caption, _no_image(label))

@@ -26,7 +26,7 @@ import yaml
 
 from .._version import __version__
 from ..atomic import atomic_directory, is_temporary
-from ..config import PipelineConfig
+from ..config import PipelineConfig, load_config
 from ..errors import ConfigError
 from .checkpoint import ADAPTER, BACKBONE
 
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 RESULT_DIR = "pipeline"
 CONFIG_FILE = "pipeline.yaml"
 _OURS = frozenset({CONFIG_FILE, BACKBONE, ADAPTER})
+_ORDER = ("tokenizer", "backbone", "decoder", "runtime", "generation", "plugins")
 
 
 def result_folder(output_dir: Path) -> Path:
@@ -101,8 +102,6 @@ def write_result_pipeline(
             source = None if merged else checkpoint
             _place(source, BACKBONE, tmp / BACKBONE, save)
             entry = {"plugin": backbone.plugin, "weights": BACKBONE}
-            if backbone.backend != "torch":
-                raise ConfigError("the trained backbone runs on the torch backend")
         document["backbone"] = entry
         document = {key: document[key] for key in _ORDER if key in document}
         header = (
@@ -110,14 +109,8 @@ def write_result_pipeline(
             f'xomni generate --config {folder / CONFIG_FILE} "a prompt"\n'
         )
         (tmp / CONFIG_FILE).write_text(header + yaml.safe_dump(document, sort_keys=False))
-        # What is written must load: the same check as `xomni config validate`.
-        from ..config import load_config
-
-        load_config(tmp / CONFIG_FILE)
+        load_config(tmp / CONFIG_FILE)  # what is written must validate, as `xomni config validate` does
     return folder / CONFIG_FILE
-
-
-_ORDER = ("tokenizer", "backbone", "decoder", "runtime", "generation", "plugins")
 
 
 def _absolute(entry: dict[str, Any], config: PipelineConfig) -> dict[str, Any]:
