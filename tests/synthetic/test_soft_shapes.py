@@ -4,49 +4,9 @@ blurred edge and a fringe of a neighbouring colour."""
 from __future__ import annotations
 
 import pytest
-from PIL import Image, ImageDraw, ImageFilter
+from decoder_like import soft_image
 
-from xomni_core.synthetic import PALETTE, SceneJudge, SceneSpec, find_blobs, parse_caption
-from xomni_core.synthetic.scenes import ColorName, Shape
-
-_SUPERSAMPLE = 4
-
-
-def soft_image(
-    scene: SceneSpec,
-    *,
-    shape: Shape | None = None,
-    rounding: float = 0.5,
-    blur_px: float = 1.5,
-    fringe: ColorName | None = None,
-) -> Image.Image:
-    """``scene`` drawn as the decoder draws it: each object as ``shape`` (its own by default),
-    a square's corners rounded by ``rounding`` times its half side, objects tilted by up to 7
-    degrees, an outline of ``fringe`` colour 1.5 px wide, then a Gaussian blur of ``blur_px``."""
-    s = _SUPERSAMPLE
-    canvas = Image.new("RGB", (scene.width_px * s, scene.height_px * s), PALETTE[scene.background])
-    for index, obj in enumerate(scene.objects):
-        half = obj.half_size_px * s
-        margin = int(half)
-        side = int(2 * (half + margin))
-        tile = Image.new("RGBA", (side, side), (0, 0, 0, 0))
-        draw = ImageDraw.Draw(tile)
-        box = (margin, margin, side - margin, side - margin)
-        drawn = shape or obj.shape
-        for outline, color in ((1.5 * s, fringe), (0, obj.color)):
-            if color is None:
-                continue
-            grown = (box[0] - outline, box[1] - outline, box[2] + outline, box[3] + outline)
-            if drawn == "circle":
-                draw.ellipse(grown, fill=(*PALETTE[color], 255))
-            else:
-                draw.rounded_rectangle(grown, radius=rounding * half + outline, fill=(*PALETTE[color], 255))
-        tilt = (-7, 4, -3, 6)[index % 4]
-        tile = tile.rotate(tilt, resample=Image.Resampling.BICUBIC)
-        corner = (round(obj.center_x_px * s - side / 2), round(obj.center_y_px * s - side / 2))
-        canvas.paste(tile, corner, tile)
-    small = canvas.resize((scene.width_px, scene.height_px), Image.Resampling.BOX)
-    return small.filter(ImageFilter.GaussianBlur(blur_px))
+from xomni_core.synthetic import SceneJudge, find_blobs, parse_caption
 
 
 def test_four_soft_rounded_squares_are_four_blue_squares(judge: SceneJudge) -> None:
@@ -89,3 +49,11 @@ def test_a_fringe_of_colour_bleed_is_not_an_object() -> None:
     background, blobs = find_blobs(soft_image(scene, fringe="purple", blur_px=0.5))
     assert background == scene.background
     assert [(b.color, b.shape) for b in blobs] == [("blue", "square")]
+
+
+@pytest.mark.parametrize(("shape", "expected"), [("square", 1.0), ("circle", 0.0)])
+def test_squareness_is_one_for_a_square_and_zero_for_a_disc_at_any_tilt(shape: str, expected: float) -> None:
+    scene = parse_caption(f"a large red {shape}", seed=1)
+    for tilt in (0.0, 20.0, 45.0):
+        _, blobs = find_blobs(soft_image(scene, rounding=0.0, blur_px=0.0, tilts=(tilt,)))
+        assert abs(blobs[0].squareness - expected) < 0.1, tilt
