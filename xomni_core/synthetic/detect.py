@@ -4,15 +4,16 @@ Each pixel takes its nearest palette colour when that colour is clearly nearest 
 ``max_color_distance`` and closer than ``color_ratio`` times the runner-up), else it is left
 unlabelled; anti-aliased edges and blur fall there. The background is the commonest colour on
 the border. Same-coloured 4-connected pixels form blobs; blobs smaller than ``min_area_frac`` of
-the image are noise, and so are thin ones: a blob that (nearly) vanishes when eroded by
-``core_erosion_px`` is a fringe of colour bleed along another blob's edge. An upward triangle is
-told by how little of a blob lies in its box's top half (about 0.25, the others about 0.5) or how
-little of the box it fills (about 0.5). A square is told from a disc by its fourth moments about
-the centroid: along the diagonals a square reaches further than along its sides, and the strength
-of that four-fold pattern, as a share of an ideal square's (``squareness``: disc 0, square 1),
-is independent of orientation. Unlike the share of the bounding box filled, it is carried by the
-whole blob rather than its corners, so it survives the rounded corners and soft edges a decoder
-draws.
+the image are noise, and so are thin ones: a blob that keeps less than ``min_core_share`` of its
+pixels when eroded by ``core_erosion_px`` is a fringe of colour bleed along another blob's edge.
+An upward triangle is told by how little of a blob lies in its box's top half (about 0.25, the
+others about 0.5), how its rows skew (its mass low, its tip trailing up: skewness about -0.57,
+the others 0) or how little of the box it fills (about 0.5). A square is told from a disc by its
+fourth moments about the centroid: along the diagonals a square reaches further than along its
+sides, and the strength of that four-fold pattern, as a share of an ideal square's
+(``squareness``: disc 0, square 1), is independent of orientation. Unlike the share of the
+bounding box filled, it is carried by the whole blob rather than its corners, so it survives the
+rounded corners, soft edges and slight tilt of a decoder's squares.
 
 Words are read by a reward that honours ``metadata["target_text"]`` (by default the
 ``ocr-text`` reward plugin, found through the plugin registry), and a word is correct when the
@@ -56,6 +57,7 @@ class Blob:
     fill_ratio: float
     top_share: float
     squareness: float = 0.0
+    vertical_skew: float = 0.0
 
     @property
     def half_size_px(self) -> float:
@@ -169,7 +171,11 @@ def find_blobs(image: Image, params: DetectorParams | None = None) -> tuple[Colo
     middle = (top + bottom)[inverse] / 2
     in_top = np.bincount(inverse, weights=ys < middle, minlength=count)
     in_bottom = np.bincount(inverse, weights=ys > middle, minlength=count)
-    squareness = _squareness(xs - (sum_x / areas)[inverse], ys - (sum_y / areas)[inverse], inverse, count)
+    dx, dy = xs - (sum_x / areas)[inverse], ys - (sum_y / areas)[inverse]
+    squareness = _squareness(dx, dy, inverse, count)
+    # Skewness of the rows: an upward triangle's mass sits low, its tip trails up (about -0.57).
+    var_y = np.bincount(inverse, weights=dy * dy, minlength=count) / areas
+    skew = np.bincount(inverse, weights=dy**3, minlength=count) / areas / np.maximum(var_y, 1e-12) ** 1.5
     core = _core_areas(labels, params.core_erosion_px, ids)
     min_area = params.min_area_frac * h * w
     blobs = []
@@ -186,7 +192,7 @@ def find_blobs(image: Image, params: DetectorParams | None = None) -> tuple[Colo
         blobs.append(
             Blob(
                 color=color,
-                shape=_shape(fill, top_share, float(squareness[k]), params),
+                shape=_shape(fill, top_share, float(skew[k]), float(squareness[k]), params),
                 center_x_px=float(sum_x[k] / areas[k]) + 0.5,
                 center_y_px=float(sum_y[k] / areas[k]) + 0.5,
                 area_px=int(areas[k]),
@@ -194,6 +200,7 @@ def find_blobs(image: Image, params: DetectorParams | None = None) -> tuple[Colo
                 fill_ratio=fill,
                 top_share=top_share,
                 squareness=float(squareness[k]),
+                vertical_skew=float(skew[k]),
             )
         )
     return background, blobs
@@ -242,8 +249,8 @@ def _core_areas(labels: NDArray[np.int64], erosion_px: int, ids: NDArray[np.int6
     return np.bincount(position, minlength=ids.size).astype(np.int64)
 
 
-def _shape(fill: float, top_share: float, squareness: float, params: DetectorParams) -> Shape:
-    if fill < params.triangle_fill or top_share < params.triangle_top_share:
+def _shape(fill: float, top_share: float, skew: float, squareness: float, params: DetectorParams) -> Shape:
+    if fill < params.triangle_fill or top_share < params.triangle_top_share or skew < params.triangle_skew:
         return "triangle"
     return "square" if squareness >= params.squareness else "circle"
 
