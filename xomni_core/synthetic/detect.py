@@ -215,11 +215,26 @@ def _squareness(
     dx: NDArray[np.float64], dy: NDArray[np.float64], inverse: NDArray[np.int64], count: int
 ) -> NDArray[np.float64]:
     """Per blob, the amplitude of the four-fold term of its directional fourth moment
-    ``E[(x cos t + y sin t)^4]`` over the mean of that moment, as a share of an ideal square's."""
+    ``E[(x cos t + y sin t)^4]`` over the mean of that moment, as a share of an ideal square's.
+
+    Offsets are first whitened by the blob's covariance, so a rectangle counts as a square and an
+    ellipse as a disc whatever their aspect."""
 
     def moment(values: NDArray[np.float64]) -> NDArray[np.float64]:
         return np.bincount(inverse, weights=values, minlength=count).astype(np.float64)
 
+    # Covariance of the pixels (each a unit square: 1/12 on the diagonal), then its inverse root
+    # from the closed form sqrt(M) = (M + sqrt(det M) I) / sqrt(tr M + 2 sqrt(det M)).
+    areas = moment(np.ones_like(dx))
+    a = moment(dx * dx) / areas + 1 / 12
+    b = moment(dx * dy) / areas
+    c = moment(dy * dy) / areas + 1 / 12
+    root_det = np.sqrt(a * c - b * b)
+    scale = np.sqrt(a + c + 2 * root_det)
+    s11, s12, s22 = (a + root_det) / scale, b / scale, (c + root_det) / scale
+    det = s11 * s22 - s12 * s12
+    w11, w12, w22 = (s22 / det)[inverse], (-s12 / det)[inverse], (s11 / det)[inverse]
+    dx, dy = w11 * dx + w12 * dy, w12 * dx + w22 * dy
     x2, y2 = dx * dx, dy * dy
     m40, m04, m22 = moment(x2 * x2), moment(y2 * y2), moment(x2 * y2)
     m31, m13 = moment(x2 * dx * dy), moment(dx * dy * y2)
