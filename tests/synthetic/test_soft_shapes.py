@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 from decoder_like import soft_image
+from PIL import Image, ImageDraw, ImageFilter
 
-from xomni_core.synthetic import SceneJudge, find_blobs, parse_caption
+from xomni_core.synthetic import PALETTE, SceneJudge, find_blobs, parse_caption
 
 
 def test_four_soft_rounded_squares_are_four_blue_squares(judge: SceneJudge) -> None:
@@ -57,3 +58,12 @@ def test_squareness_is_one_for_a_square_and_zero_for_a_disc_at_any_tilt(shape: s
     for tilt in (0.0, 20.0, 45.0):
         _, blobs = find_blobs(soft_image(scene, rounding=0.0, blur_px=0.0, tilts=(tilt,)))
         assert abs(blobs[0].squareness - expected) < 0.1, tilt
+
+
+def test_a_rectangle_is_a_square_and_an_ellipse_a_circle_whatever_their_aspect() -> None:
+    image = Image.new("RGB", (128, 128), PALETTE["white"])
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((14, 20, 38, 70), fill=PALETTE["blue"])  # twice as tall as wide
+    draw.ellipse((60, 80, 116, 106), fill=PALETTE["blue"])  # twice as wide as tall
+    _, blobs = find_blobs(image.filter(ImageFilter.GaussianBlur(1.0)))
+    assert [b.shape for b in sorted(blobs, key=lambda b: b.center_x_px)] == ["square", "circle"]
