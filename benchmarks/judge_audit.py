@@ -126,8 +126,16 @@ class Tally:
         self.seconds = 0.0
         self.judged = 0
 
-    def add(self, judge: SceneJudge, image: Image.Image, scene: SceneSpec, truth: dict[str, bool] | None,
-            kind: str) -> bool:  # fmt: skip
+    def add(
+        self,
+        judge: SceneJudge,
+        image: Image.Image,
+        scene: SceneSpec,
+        truth: dict[str, bool] | None,
+        kind: str,
+    ) -> bool:
+        """Judge ``image`` against ``scene``; ``truth`` maps check names to whether they hold (all
+        hold when ``None``); ``kind`` names the corruption drawn. Returns the verdict."""
         start = time.perf_counter()
         verdict = judge.judge(image, scene)
         self.seconds += time.perf_counter() - start
@@ -276,10 +284,13 @@ def main() -> None:
 
 
 def print_tables(results: dict[str, Any]) -> None:
+    """The audit's tables, before / after in each cell."""
     out = io.StringIO()
     decoded = results["decoded"]
-    out.write("decoded true tokens: check kind | true claims | recall before/after | false claims | "
-              "precision before/after | false claims passed before/after\n")  # fmt: skip
+    out.write(
+        "decoded true tokens: check kind | true claims | recall before/after | false claims | "
+        "precision before/after | false claims passed before/after\n"
+    )
     for kind in decoded["after"]["checks"]:
         b, a = decoded["before"]["checks"][kind], decoded["after"]["checks"][kind]
 
