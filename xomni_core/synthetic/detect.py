@@ -4,9 +4,16 @@ Each pixel takes its nearest palette colour when that colour is clearly nearest 
 ``max_color_distance`` and closer than ``color_ratio`` times the runner-up), else it is left
 unlabelled; anti-aliased edges and blur fall there. The background is the commonest colour on
 the border. Same-coloured 4-connected pixels form blobs; blobs smaller than ``min_area_frac`` of
-the image are noise. A blob's shape follows from how much of its bounding box it fills (square
-about 1, disc about 0.785, triangle about 0.5) and how much of it lies in the box's top half
-(an upward triangle about 0.25, the others about 0.5).
+the image are noise, and so are thin ones: a blob that keeps less than ``min_core_share`` of its
+pixels when eroded by ``core_erosion_px`` is a fringe of colour bleed along another blob's edge.
+An upward triangle is told by how little of a blob lies in its box's top half (about 0.25, the
+others about 0.5), how its rows skew (its mass low, its tip trailing up: skewness about -0.57,
+the others 0) or how little of the box it fills (about 0.5). A square is told from a disc by its
+fourth moments about the centroid: along the diagonals a square reaches further than along its
+sides, and the strength of that four-fold pattern, as a share of an ideal square's
+(``squareness``: disc 0, square 1), is independent of orientation. Unlike the share of the
+bounding box filled, it is carried by the whole blob rather than its corners, so it survives the
+rounded corners, soft edges and slight tilt of a decoder's squares.
 
 Words are read by a reward that honours ``metadata["target_text"]`` (by default the
 ``ocr-text`` reward plugin, found through the plugin registry), and a word is correct when the
@@ -49,6 +56,8 @@ class Blob:
     box_px: tuple[int, int, int, int]  # left, top, right, bottom (inclusive)
     fill_ratio: float
     top_share: float
+    squareness: float = 0.0
+    vertical_skew: float = 0.0
 
     @property
     def half_size_px(self) -> float:
@@ -162,6 +171,12 @@ def find_blobs(image: Image, params: DetectorParams | None = None) -> tuple[Colo
     middle = (top + bottom)[inverse] / 2
     in_top = np.bincount(inverse, weights=ys < middle, minlength=count)
     in_bottom = np.bincount(inverse, weights=ys > middle, minlength=count)
+    dx, dy = xs - (sum_x / areas)[inverse], ys - (sum_y / areas)[inverse]
+    squareness = _squareness(dx, dy, inverse, count)
+    # Skewness of the rows: an upward triangle's mass sits low, its tip trails up (about -0.57).
+    var_y = np.bincount(inverse, weights=dy * dy, minlength=count) / areas
+    skew = np.bincount(inverse, weights=dy**3, minlength=count) / areas / np.maximum(var_y, 1e-12) ** 1.5
+    core = _core_areas(labels, params.core_erosion_px, ids)
     min_area = params.min_area_frac * h * w
     blobs = []
     for k in range(count):
@@ -169,28 +184,90 @@ def find_blobs(image: Image, params: DetectorParams | None = None) -> tuple[Colo
         # Gray only arises as a background or where black and white blur into each other.
         if areas[k] < max(min_area, 1) or color not in OBJECT_COLORS:
             continue
+        if core[k] < params.min_core_share * areas[k]:
+            continue
         box_area = (right[k] - left[k] + 1) * (bottom[k] - top[k] + 1)
         fill = float(areas[k] / box_area)
         top_share = float(in_top[k] / max(in_top[k] + in_bottom[k], 1))
         blobs.append(
             Blob(
                 color=color,
-                shape=_shape(fill, top_share, params),
+                shape=_shape(fill, top_share, float(skew[k]), float(squareness[k]), params),
                 center_x_px=float(sum_x[k] / areas[k]) + 0.5,
                 center_y_px=float(sum_y[k] / areas[k]) + 0.5,
                 area_px=int(areas[k]),
                 box_px=(int(left[k]), int(top[k]), int(right[k]), int(bottom[k])),
                 fill_ratio=fill,
                 top_share=top_share,
+                squareness=float(squareness[k]),
+                vertical_skew=float(skew[k]),
             )
         )
     return background, blobs
 
 
-def _shape(fill: float, top_share: float, params: DetectorParams) -> Shape:
-    if fill < params.triangle_fill or top_share < params.triangle_top_share:
+# Fourth-moment harmonics of an axis-aligned square of side 1: the mean of E[(x cos t + y sin t)^4]
+# over t is 7/480, its four-fold amplitude 1/480, so an ideal square's ratio is 1/7.
+_SQUARE_HARMONIC = 1 / 7
+
+
+def _squareness(
+    dx: NDArray[np.float64], dy: NDArray[np.float64], inverse: NDArray[np.int64], count: int
+) -> NDArray[np.float64]:
+    """Per blob, the amplitude of the four-fold term of its directional fourth moment
+    ``E[(x cos t + y sin t)^4]`` over the mean of that moment, as a share of an ideal square's.
+
+    Offsets are first whitened by the blob's covariance, so a rectangle counts as a square and an
+    ellipse as a disc whatever their aspect."""
+
+    def moment(values: NDArray[np.float64]) -> NDArray[np.float64]:
+        return np.bincount(inverse, weights=values, minlength=count).astype(np.float64)
+
+    # Covariance of the pixels (each a unit square: 1/12 on the diagonal), then its inverse root
+    # from the closed form sqrt(M) = (M + sqrt(det M) I) / sqrt(tr M + 2 sqrt(det M)).
+    areas = moment(np.ones_like(dx))
+    a = moment(dx * dx) / areas + 1 / 12
+    b = moment(dx * dy) / areas
+    c = moment(dy * dy) / areas + 1 / 12
+    root_det = np.sqrt(a * c - b * b)
+    scale = np.sqrt(a + c + 2 * root_det)
+    s11, s12, s22 = (a + root_det) / scale, b / scale, (c + root_det) / scale
+    det = s11 * s22 - s12 * s12
+    w11, w12, w22 = (s22 / det)[inverse], (-s12 / det)[inverse], (s11 / det)[inverse]
+    dx, dy = w11 * dx + w12 * dy, w12 * dx + w22 * dy
+    x2, y2 = dx * dx, dy * dy
+    m40, m04, m22 = moment(x2 * x2), moment(y2 * y2), moment(x2 * y2)
+    m31, m13 = moment(x2 * dx * dy), moment(dx * dy * y2)
+    mean = 3 * (m40 + m04 + 2 * m22) / 8
+    cos4 = (m40 + m04 - 6 * m22) / 8
+    sin4 = (m31 - m13) / 2
+    amplitude = np.sqrt(cos4 * cos4 + sin4 * sin4)
+    return np.asarray(amplitude / np.maximum(mean, 1e-12) / _SQUARE_HARMONIC, dtype=np.float64)
+
+
+def _core_areas(labels: NDArray[np.int64], erosion_px: int, ids: NDArray[np.int64]) -> NDArray[np.int64]:
+    """Per component of ``ids``, its pixels left after ``erosion_px`` steps of 4-neighbour erosion."""
+    core = labels.copy()
+    for _ in range(erosion_px):
+        kept = core >= 0
+        kept[1:, :] &= core[1:, :] == core[:-1, :]
+        kept[:-1, :] &= core[:-1, :] == core[1:, :]
+        kept[:, 1:] &= core[:, 1:] == core[:, :-1]
+        kept[:, :-1] &= core[:, :-1] == core[:, 1:]
+        kept[0, :] = kept[-1, :] = False
+        kept[:, 0] = kept[:, -1] = False
+        core = np.where(kept, core, -1)
+    remaining = core[core >= 0]
+    if remaining.size == 0:
+        return np.zeros(ids.size, dtype=np.int64)
+    position = np.searchsorted(ids, remaining)
+    return np.bincount(position, minlength=ids.size).astype(np.int64)
+
+
+def _shape(fill: float, top_share: float, skew: float, squareness: float, params: DetectorParams) -> Shape:
+    if fill < params.triangle_fill or top_share < params.triangle_top_share or skew < params.triangle_skew:
         return "triangle"
-    return "square" if fill >= params.square_fill else "circle"
+    return "square" if squareness >= params.squareness else "circle"
 
 
 class SceneJudge:

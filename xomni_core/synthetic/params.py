@@ -17,9 +17,18 @@ class DetectorParams(BaseModel):
         0.75, gt=0, le=1, description="Nearest colour must be this much closer than the second."
     )
     min_area_frac: float = Field(0.002, ge=0, lt=1, description="Smaller blobs are ignored as noise.")
-    square_fill: float = Field(0.88, description="Box fill at or above which a blob is a square.")
+    min_core_share: float = Field(
+        0.2, ge=0, le=1, description="Share of a blob that must survive erosion; thinner blobs are fringes."
+    )
+    core_erosion_px: int = Field(
+        2, ge=0, le=8, description="4-neighbour erosion steps that find a blob's core."
+    )
+    squareness: float = Field(
+        0.38, description="Four-fold fourth-moment pattern (disc 0, square 1) from which a blob is a square."
+    )
     triangle_fill: float = Field(0.62, description="Box fill below which a blob is a triangle.")
-    triangle_top_share: float = Field(0.38, description="Top-half share below which a blob is a triangle.")
+    triangle_top_share: float = Field(0.4, description="Top-half share below which a blob is a triangle.")
+    triangle_skew: float = Field(-0.22, description="Skewness of the rows below which a blob is a triangle.")
     size_threshold: float = Field(
         SIZE_THRESHOLD, gt=0, description="Half box side over the shorter image side that splits small/large."
     )
