@@ -31,6 +31,7 @@ from .checkpoint import (
 )
 from .common import load_backbone
 from .distributed import Processes
+from .engine import Engine
 from .metrics import MetricsLog, TensorBoardLog, plot_available
 from .precision import Precision
 from .settings import LoraSettings, TrainingSettings
@@ -90,8 +91,9 @@ def restore_policy(
     return policy
 
 
-def start_precision(policy: Backbone[Any], training: TrainingSettings | None, device: str) -> Precision:
-    """The run's mixed precision, and gradient checkpointing switched on if asked for."""
+def start_engine(policy: Backbone[Any], training: TrainingSettings | None, processes: Processes) -> Engine:
+    """The run's engine (mixed precision, process wrapping), and gradient checkpointing switched
+    on if asked for."""
     training = training or TrainingSettings()
     if training.gradient_checkpointing:
         enable = getattr(policy, "enable_gradient_checkpointing", None)
@@ -104,7 +106,11 @@ def start_precision(policy: Backbone[Any], training: TrainingSettings | None, de
     # With LoRA only the adapters are master weights; a half-precision base stays frozen.
     trainable = [p for p in policy.trainable_module().parameters() if p.requires_grad]
     dtype = trainable[0].dtype if trainable else torch.float32
-    return Precision(training.mixed_precision, device=device, weights_dtype=dtype)
+    return Engine(
+        processes,
+        mixed_precision=training.mixed_precision,
+        weights_dtype=dtype,
+    )
 
 
 def make_optimizer(
@@ -120,17 +126,27 @@ def make_optimizer(
 
 
 def restore_progress(
-    optimizer: torch.optim.Optimizer, state: TrainerState | None, processes: Processes, precision: Precision
+    state: TrainerState | None, processes: Processes, precision: Precision
 ) -> tuple[int, int]:
-    """``(step, data_position)`` to continue from, with optimiser, loss-scaler and RNG states
-    restored."""
+    """``(step, data_position)`` to continue from, with loss-scaler and RNG states restored (the
+    optimiser's follows once the engine has prepared it)."""
     if state is None:
         return 0, 0
-    optimizer.load_state_dict(state.optimizer)
     precision.load_state_dict(state.scaler)
     rng = state.rng_states
     restore_rng_state(rng[processes.rank] if len(rng) == processes.world_size else rng[0])
     return state.step, state.data_position
+
+
+def prepare_training(
+    engine: Engine, module: torch.nn.Module, optimizer: torch.optim.Optimizer, state: TrainerState | None
+) -> tuple[torch.nn.Module, torch.optim.Optimizer, list[torch.nn.Parameter]]:
+    """The engine's module, optimiser and trainable parameters, with a resumed run's optimiser
+    state loaded into them."""
+    wrapped, optimizer, parameters = engine.prepare(module, optimizer)
+    if state is not None:
+        optimizer.load_state_dict(state.optimizer)
+    return wrapped, optimizer, parameters
 
 
 def save_training_checkpoint(
@@ -142,7 +158,7 @@ def save_training_checkpoint(
     policy: Backbone[Any],
     keep: int | None,
     processes: Processes,
-    precision: Precision,
+    precision: Engine,
 ) -> Path:
     """Every process's RNG state, written with the weights and optimiser by the main process."""
     rng_states = processes.gather_objects(capture_rng_state())
@@ -188,11 +204,13 @@ def run_steps(
     plot_file: str,
     show_progress: bool,
     report_to: tuple[str, ...] = (),
+    engine: Engine | None = None,
 ) -> LoopOutcome:
     """Run ``step(step, data_position)`` from ``start_step + 1`` to ``total_steps``.
 
     Each record gains its timings and throughput and goes to ``metrics.jsonl``; a checkpoint is
-    saved every ``checkpoint_every`` steps and at the end, the plot redrawn with it.
+    saved every ``checkpoint_every`` steps and at the end, the plot redrawn with it. The
+    ``engine`` is released at the end, so the backbone runs as it did before the run.
     """
     output_dir.mkdir(parents=True, exist_ok=True)
     if processes.is_main:
@@ -241,6 +259,8 @@ def run_steps(
         progress.close()
         if board is not None:
             board.close()
+        if engine is not None:
+            engine.release()
     if processes.is_main and can_plot and records and plot_path is None:
         plot_path = plot(records, output_dir / plot_file)
     return LoopOutcome(records, plot_path, saved)

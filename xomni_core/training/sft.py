@@ -36,15 +36,17 @@ from ..pipelines.build import build_component, prepare
 from ..registry import PluginRegistry
 from ..types import GridSize
 from .common import EpochStream, freeze
-from .distributed import Processes, no_sync, wrap_module
+from .distributed import Processes
+from .engine import Engine
 from .loop import (
     find_resume_point,
     make_optimizer,
+    prepare_training,
     restore_policy,
     restore_progress,
     run_steps,
     save_training_checkpoint,
-    start_precision,
+    start_engine,
 )
 from .metrics import METRICS_FILE, plot_loss
 from .precision import Precision
@@ -273,12 +275,12 @@ class _SFTTrainer:
             seed=self.seed,
             rank=processes.rank,
         )
-        precision = start_precision(self.policy, self.training, processes.device)
+        engine = start_engine(self.policy, self.training, processes)
         module, parameters, optimizer = make_optimizer(
             self.policy, learning_rate=settings.learning_rate, weight_decay=settings.weight_decay
         )
-        start_step, data_position = restore_progress(optimizer, state, processes, precision)
-        wrapped = wrap_module(module, processes)
+        start_step, data_position = restore_progress(state, processes, engine)
+        wrapped, optimizer, parameters = prepare_training(engine, module, optimizer, state)
         outcome = run_steps(
             name="sft",
             output_dir=self.output_dir,
@@ -289,7 +291,7 @@ class _SFTTrainer:
             samples_per_step=settings.batch_size * self.accumulation,
             checkpoint_every=settings.checkpoint_every,
             resumed_from=checkpoint if state is not None else None,
-            step=lambda step, position: self._step(step, position, optimizer, parameters, wrapped, precision),
+            step=lambda step, position: self._step(step, position, optimizer, parameters, wrapped, engine),
             tokens=lambda record: float(record["tokens"]),
             postfix=lambda record: {
                 "loss": f"{record['loss']:.4f}",
@@ -303,12 +305,13 @@ class _SFTTrainer:
                 policy=self.policy,
                 keep=settings.keep_checkpoints,
                 processes=processes,
-                precision=precision,
+                precision=engine,
             ),
             plot=plot_loss,
             plot_file=PLOT_FILE,
             show_progress=show_progress,
             report_to=self.training.report_to,
+            engine=engine,
         )
         return SFTResult(
             step=max(start_step, self.total_steps),
@@ -341,8 +344,8 @@ class _SFTTrainer:
         data_position: int,
         optimizer: torch.optim.Optimizer,
         parameters: list[torch.nn.Parameter],
-        wrapped: torch.nn.Module | None,
-        precision: Precision,
+        wrapped: torch.nn.Module,
+        engine: Engine,
     ) -> dict[str, Any]:
         settings, processes = self.settings, self.processes
         batch_size, accumulation = settings.batch_size, self.accumulation
@@ -360,14 +363,14 @@ class _SFTTrainer:
                 [self.stream[first + i] for i in range(batch_size)],
                 [self._drops_caption(first + i) for i in range(batch_size)],
             )
-            syncs = wrapped is None or micro == accumulation - 1
-            with nullcontext() if syncs else no_sync(wrapped):
-                nll, correct = self._token_losses(batch, wrapped, precision)
-                precision.backward(nll.mean() / accumulation)
+            # Only the last micro-batch's backward pass averages the gradients over processes.
+            with nullcontext() if micro == accumulation - 1 else engine.no_sync(wrapped):
+                nll, correct = self._token_losses(batch, wrapped, engine)
+                engine.backward(nll.mean() / accumulation)
             sums += torch.stack([nll.detach().sum(), correct.sum().to(nll.dtype)]).to(torch.float64).cpu()
-        norm = precision.step(optimizer, parameters, settings.max_grad_norm)
+        norm = engine.step(optimizer, parameters, settings.max_grad_norm)
 
-        evaluation = self._evaluate(step, precision)
+        evaluation = self._evaluate(step, engine)
         totals = processes.sum(sums)
         samples = batch_size * accumulation * processes.world_size
         tokens = samples * self.grid.num_tokens
