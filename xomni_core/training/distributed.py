@@ -29,7 +29,9 @@ class Processes:
     owns_group: bool
 
     @classmethod
-    def start(cls, device: str) -> Processes:
+    def start(cls, device: str, *, group: bool = False) -> Processes:
+        """This process's place; ``group`` sets up a process group for a launch of a single
+        process too (FSDP shards through one)."""
         import torch.distributed as dist
         from accelerate import PartialState
 
@@ -37,7 +39,8 @@ class Processes:
         if cuda and not torch.cuda.is_available():
             raise ConfigError(f"runtime.device: {device!r} needs CUDA, which this machine lacks")
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        if world_size <= 1:
+        launched = "LOCAL_RANK" in os.environ
+        if world_size <= 1 and not (group and launched):
             # One process: no process group, the configured device as it is.
             if cuda:
                 torch.cuda.set_device(torch.device(device))
@@ -110,3 +113,4 @@ class Processes:
         if kind is None:
             self.barrier()
         self.close()
+

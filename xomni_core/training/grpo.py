@@ -57,6 +57,7 @@ from .common import EpochStream, freeze, load_backbone
 from .distributed import Processes
 from .engine import Engine
 from .loop import (
+    check_strategy,
     find_resume_point,
     make_optimizer,
     prepare_training,
@@ -123,6 +124,7 @@ def train_grpo(
         raise ConfigError("the pipeline config has no training.grpo section, which `train grpo` needs")
     if not config.rewards:
         raise ConfigError("training.grpo needs at least one reward in the config's rewards list")
+    check_strategy(config.training, "grpo")
     with Processes.start(config.runtime.device) as processes:
         from .estimate import announce_and_check
 

@@ -91,6 +91,22 @@ def restore_policy(
     return policy
 
 
+def check_strategy(training: TrainingSettings | None, section: str) -> None:
+    """Refuse the combinations of ``training.distributed.strategy`` that the trainers do not run."""
+    if training is None or training.distributed.strategy != "fsdp":
+        return
+    if section == "grpo":
+        raise ConfigError(
+            "training.distributed.strategy: fsdp trains SFT only; GRPO's rollouts run the backbone's "
+            "generation, which reads whole weights, so train GRPO with strategy: ddp (LoRA keeps it small)"
+        )
+    if training.lora is not None:
+        raise ConfigError(
+            "training.distributed.strategy: fsdp shards full fine-tuning; with training.lora the trainable "
+            "adapters are a few percent of the backbone, so use strategy: ddp (the default)"
+        )
+
+
 def start_engine(policy: Backbone[Any], training: TrainingSettings | None, processes: Processes) -> Engine:
     """The run's engine (mixed precision, process wrapping), and gradient checkpointing switched
     on if asked for."""
@@ -110,6 +126,7 @@ def start_engine(policy: Backbone[Any], training: TrainingSettings | None, proce
         processes,
         mixed_precision=training.mixed_precision,
         weights_dtype=dtype,
+        distributed=training.distributed,
     )
 
 
@@ -145,7 +162,7 @@ def prepare_training(
     state loaded into them."""
     wrapped, optimizer, parameters = engine.prepare(module, optimizer)
     if state is not None:
-        optimizer.load_state_dict(state.optimizer)
+        engine.load_optimizer_state(optimizer, state.optimizer)
     return wrapped, optimizer, parameters
 
 
@@ -160,19 +177,22 @@ def save_training_checkpoint(
     processes: Processes,
     precision: Engine,
 ) -> Path:
-    """Every process's RNG state, written with the weights and optimiser by the main process."""
+    """Every process's RNG state, written with the weights and optimiser by the main process
+    (under FSDP gathered from all processes first)."""
     rng_states = processes.gather_objects(capture_rng_state())
+    optimizer_state = precision.optimizer_state(optimizer)
+    weights = precision.full_weights()
     path = checkpoint_path(output_dir, step)
     if processes.is_main:
         state = TrainerState(
             step=step,
             data_position=data_position,
             world_size=processes.world_size,
-            optimizer=optimizer.state_dict(),
+            optimizer=optimizer_state,
             rng_states=rng_states,
             scaler=precision.state_dict(),
         )
-        save_checkpoint(path, policy, state)
+        save_checkpoint(path, policy, state, weights=weights)
         prune_checkpoints(output_dir, keep)
     processes.barrier()
     return path

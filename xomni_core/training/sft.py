@@ -39,6 +39,7 @@ from .common import EpochStream, freeze
 from .distributed import Processes
 from .engine import Engine
 from .loop import (
+    check_strategy,
     find_resume_point,
     make_optimizer,
     prepare_training,
@@ -116,7 +117,9 @@ def train_sft(
     settings = config.training.sft if config.training is not None else None
     if settings is None:
         raise ConfigError("the pipeline config has no training.sft section, which `train sft` needs")
-    with Processes.start(config.runtime.device) as processes:
+    training = config.training or TrainingSettings()
+    check_strategy(training, "sft")
+    with Processes.start(config.runtime.device, group=training.distributed.strategy == "fsdp") as processes:
         from .estimate import announce_and_check
 
         announce_and_check(
@@ -264,6 +267,7 @@ class _SFTTrainer:
 
     def run(self, *, resume: bool, show_progress: bool) -> SFTResult:
         settings, processes = self.settings, self.processes
+        self._check_sharded_evaluation()
         checkpoint, state = find_resume_point(
             self.output_dir, section="sft", resume=resume, processes=processes
         )
@@ -326,6 +330,20 @@ class _SFTTrainer:
             is_main_process=processes.is_main,
             eval_examples=self.eval_examples,
         )
+
+    def _check_sharded_evaluation(self) -> None:
+        """Under FSDP every forward pass is collective: each process must evaluate as many batches."""
+        settings, world = self.settings.eval, self.processes.world_size
+        if settings is None or self.training.distributed.strategy != "fsdp":
+            return
+        batches = {-(-len(self.eval_examples[rank::world]) // settings.batch_size) for rank in range(world)}
+        if len(batches) > 1:
+            raise ConfigError(
+                f"training.sft.eval: under training.distributed.strategy fsdp each of the {world} "
+                f"processes must evaluate the same number of batches, but {len(self.eval_examples)} pairs "
+                f"in batches of {settings.batch_size} do not split so; use a multiple of "
+                f"{world * settings.batch_size} pairs"
+            )
 
     # ----------------------------------------------------------------------------- step
 
