@@ -39,6 +39,7 @@ class Processes:
         if cuda and not torch.cuda.is_available():
             raise ConfigError(f"runtime.device: {device!r} needs CUDA, which this machine lacks")
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        _refuse_a_lone_cpu_launch()
         launched = "LOCAL_RANK" in os.environ
         if world_size <= 1 and not (group and launched):
             # One process: no process group, the configured device as it is.
@@ -114,3 +115,14 @@ class Processes:
             self.barrier()
         self.close()
 
+
+def _refuse_a_lone_cpu_launch() -> None:
+    """``accelerate launch --cpu --num_processes N`` starts several processes only through mpirun;
+    otherwise it starts this one alone (with a rendezvous address but no ``WORLD_SIZE``)."""
+    cpu_launch = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    if cpu_launch and "MASTER_ADDR" in os.environ and "WORLD_SIZE" not in os.environ:
+        raise ConfigError(
+            "accelerate launch --cpu started one process although more were asked for (it starts several "
+            "CPU processes through mpirun only); for N processes on the CPU run `accelerate launch "
+            "--multi_gpu --num_processes N` or `torchrun --nproc_per_node N` with runtime.device: cpu"
+        )
