@@ -22,6 +22,7 @@ from xomni_core.errors import ConfigError
 from xomni_core.folders import load_tensors
 from xomni_core.pipelines.build import build_component, prepare
 from xomni_core.training.checkpoint import list_checkpoints, load_trainer_state
+from xomni_core.training.estimate import estimate_training_memory
 from xomni_core.training.grpo import train_grpo
 from xomni_core.training.loop import TIMING_METRICS
 from xomni_core.training.metrics import read_metrics
@@ -183,3 +184,19 @@ def test_grpo_refuses_sharding(tmp_path: Path) -> None:
     data["training"]["distributed"] = FSDP
     with pytest.raises(ConfigError, match=r"training\.distributed\.strategy: fsdp trains SFT only"):
         train_grpo(load_config(data=data), show_progress=False)
+
+
+def test_the_memory_estimate_shards_as_the_strategy_setting_does(tmp_path: Path) -> None:
+    def estimate(distributed: dict[str, Any] | None, **options: Any) -> Any:
+        config = load_config(data=_config(tmp_path, distributed=distributed))
+        return estimate_training_memory(config, section="sft", world_size=4, **options)
+
+    replicated, sharded = estimate(None), estimate(FSDP)
+    assert sharded == estimate(None, fsdp=True)  # the setting and `train estimate --fsdp` agree
+    for kind in ("weights", "gradients", "optimizer"):
+        assert getattr(sharded, kind) == getattr(replicated, kind) // 4, kind
+    assert sharded.activations == replicated.activations
+    kept = estimate({**FSDP, "reshard_after_forward": False})
+    assert kept.weights == replicated.weights and kept.optimizer == sharded.optimizer
+    offloaded = estimate({**FSDP, "cpu_offload": True})
+    assert offloaded.weights == offloaded.gradients == offloaded.optimizer == 0
