@@ -147,6 +147,8 @@ def test_a_sharded_run_resumed_from_its_checkpoint_ends_like_an_uninterrupted_on
     _torchrun("train", "sft", str(halted), "--no-progress")
     state = load_trainer_state(list_checkpoints(tmp_path / "halted")[-1][1])
     assert state.world_size == 2 and state.optimizer["state"]  # the gathered optimiser state
+    with pytest.raises(ConfigError, match="under fsdp, this run is ddp; resume it with strategy: fsdp"):
+        train_sft(load_config(data=_config(tmp_path / "halted", steps=4)), resume=True, show_progress=False)
     _torchrun("train", "sft", str(halted), "--set", "training.sft.steps=4", "--resume", "--no-progress")
 
     def without_timings(output: Path) -> list[dict[str, Any]]:

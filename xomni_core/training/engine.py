@@ -42,6 +42,7 @@ class Engine(Precision):
         from accelerate.utils import DistributedDataParallelKwargs, DistributedType
 
         check_master_weights(mixed_precision, weights_dtype)
+        _forget_earlier_runs()
         self.processes = processes
         self.fsdp = distributed is not None and distributed.strategy == "fsdp"
         plugin = _fsdp_plugin(distributed) if distributed is not None and self.fsdp else None
@@ -106,6 +107,14 @@ class Engine(Precision):
 
     def load_optimizer_state(self, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
         """Undo :meth:`optimizer_state` (after :meth:`prepare`); under FSDP each process keeps its shard."""
+        # A gathered state names its parameters; a plain one numbers them.
+        sharded = any(isinstance(p, str) for group in state.get("param_groups", []) for p in group["params"])
+        if sharded != self.fsdp:
+            written, now = ("fsdp", "ddp") if sharded else ("ddp", "fsdp")
+            raise ConfigError(
+                f"training.distributed.strategy: the checkpoint was written under {written}, this run is "
+                f"{now}; resume it with strategy: {written}"
+            )
         if not self.fsdp:
             optimizer.load_state_dict(state)
             return
@@ -131,14 +140,20 @@ class Engine(Precision):
     def release(self) -> None:
         """Undo what preparing did to the module (the autocast forward of mixed precision) and
         forget the run, so that the next run in this process starts afresh."""
-        import torch.distributed as dist
-        from accelerate.state import AcceleratorState, GradientState
-
         if self.accelerator is not None and self._prepared is not None:
             self.accelerator.unwrap_model(self._prepared, keep_fp32_wrapper=False)
         self._prepared = None
-        AcceleratorState._reset_state(reset_partial_state=not dist.is_initialized())
-        GradientState._reset_state()
+        _forget_earlier_runs()
+
+
+def _forget_earlier_runs() -> None:
+    """Clear accelerate's process-wide record of a run (its mixed precision and wrapping), which a
+    later run in the same process would otherwise inherit or clash with; a process group stays."""
+    import torch.distributed as dist
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=not dist.is_initialized())
+    GradientState._reset_state()
 
 
 def decoder_layer_classes(module: nn.Module) -> list[str]:
