@@ -116,6 +116,14 @@ serve_tensorrt() {
     "$PY" benchmarks/serve_tensorrt_check.py --out "$OUT/serve_tensorrt"
 }
 
+# Full SFT of the tiny backbone sharded by accelerate's FSDP2 over NCCL: one process on one GPU;
+# with two GPUs also two processes against one unsharded process, and an exact resume (needs
+# accelerate; exit 3 if it is missing). The same checks run on gloo in tests/training/test_fsdp.py.
+fsdp_sft() {
+    "$PY" -c "import accelerate" || { echo "accelerate is not installed"; exit 3; }
+    "$PY" benchmarks/fsdp_check.py --out "$OUT/fsdp"
+}
+
 echo "=== python environment ==="
 if ! setup_python; then
     echo "no usable Python environment; stopping"
@@ -127,6 +135,7 @@ section "decode speed, tiny sizes" 120 decode_smoke
 section "decode speed, 7B, batch 1 and 16" 240 decode_7b
 section "decode speed, 7B, eager and compiled" 150 decode_7b_modes
 section "serving TensorRT engines through Triton" 240 serve_tensorrt
+section "FSDP SFT, tiny sizes" 150 fsdp_sft
 
 echo
 if [ ${#FAILED[@]} -eq 0 ]; then

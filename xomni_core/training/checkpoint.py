@@ -13,12 +13,15 @@ from __future__ import annotations
 import random
 import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..atomic import atomic_directory, remove_stale_temporaries
 from ..errors import CheckpointError
@@ -73,15 +76,25 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
     return checkpoints[-1][1] if checkpoints else None
 
 
-def save_checkpoint(path: Path, backbone: Backbone[Any], state: TrainerState) -> None:
+def save_checkpoint(
+    path: Path,
+    backbone: Backbone[Any],
+    state: TrainerState,
+    *,
+    weights: dict[str, torch.Tensor] | None = None,
+) -> None:
     """Write the backbone's current weights (its adapter alone, if it has one) and ``state`` to
-    ``path`` atomically."""
+    ``path`` atomically; ``weights``, if given, is its trainable module's whole state dict (gathered
+    from the shards of a sharded module)."""
     module = backbone.trainable_module()
     with atomic_directory(path) as folder:
         if getattr(module, "peft_config", None):
             from .lora import save_adapter
 
             save_adapter(folder / ADAPTER, module)
+        elif weights is not None:
+            with _state_dict_as(module, weights):
+                backbone.save_pretrained(folder / BACKBONE)
         else:
             backbone.save_pretrained(folder / BACKBONE)
         payload = {
@@ -94,6 +107,17 @@ def save_checkpoint(path: Path, backbone: Backbone[Any], state: TrainerState) ->
             "scaler": state.scaler,
         }
         torch.save(payload, folder / STATE_FILE)
+
+
+@contextmanager
+def _state_dict_as(module: nn.Module, weights: dict[str, torch.Tensor]) -> Iterator[None]:
+    """``module.state_dict()`` returns ``weights`` meanwhile, so that the backbone's own
+    ``save_pretrained`` writes them."""
+    module.state_dict = lambda *args, **kwargs: weights  # type: ignore[method-assign, assignment]
+    try:
+        yield
+    finally:
+        del module.state_dict
 
 
 def load_trainer_state(path: Path) -> TrainerState:

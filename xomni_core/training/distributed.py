@@ -1,21 +1,20 @@
-"""The processes of a training run: one, or each of a ``torchrun`` launch.
+"""The processes of a training run: one, or each of a ``torchrun`` or ``accelerate launch`` launch.
 
-:class:`Processes` initialises ``torch.distributed`` from the environment (NCCL on CUDA, gloo on
-CPU) when ``WORLD_SIZE > 1`` and offers the few collectives the trainers need;
-:func:`wrap_module` puts the backbone's trainable module under ``DistributedDataParallel``.
+:class:`Processes` sets the processes up through accelerate's ``PartialState``, which reads the
+launcher's environment (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``, ``MASTER_ADDR``/``PORT``: both
+launchers set the same variables) and initialises ``torch.distributed`` (NCCL on CUDA, gloo on the
+CPU) when there are several processes, and offers the few collectives the trainers need.
+Wrapping the model for DDP or FSDP is the :class:`~.engine.Engine`'s job.
 """
 
 from __future__ import annotations
 
 import os
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 import torch
-import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
 
 from ..errors import ConfigError
 
@@ -30,23 +29,28 @@ class Processes:
     owns_group: bool
 
     @classmethod
-    def start(cls, device: str) -> Processes:
-        world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    def start(cls, device: str, *, group: bool = False) -> Processes:
+        """This process's place; ``group`` sets up a process group for a launch of a single
+        process too (FSDP shards through one)."""
+        import torch.distributed as dist
+        from accelerate import PartialState
+
         cuda = device.startswith("cuda")
-        if cuda:
-            if not torch.cuda.is_available():
-                raise ConfigError(f"runtime.device: {device!r} needs CUDA, which this machine lacks")
-            if world_size > 1:
-                device = f"cuda:{local_rank}"  # one GPU per process
-            torch.cuda.set_device(torch.device(device))
-        owns_group = False
-        if world_size > 1 and not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if cuda else "gloo")
-            owns_group = True
-        if dist.is_initialized():
-            return cls(dist.get_rank(), dist.get_world_size(), device, owns_group)
-        return cls(0, 1, device, owns_group)
+        if cuda and not torch.cuda.is_available():
+            raise ConfigError(f"runtime.device: {device!r} needs CUDA, which this machine lacks")
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        _refuse_a_lone_cpu_launch()
+        launched = "LOCAL_RANK" in os.environ
+        if world_size <= 1 and not (group and launched):
+            # One process: no process group, the configured device as it is.
+            if cuda:
+                torch.cuda.set_device(torch.device(device))
+            return cls(0, 1, device, False)
+        owns_group = not dist.is_initialized()
+        state = PartialState(cpu=not cuda)
+        # One GPU per process (cuda:LOCAL_RANK); the CPU stays "cpu".
+        placed = str(state.device) if cuda else device
+        return cls(state.process_index, state.num_processes, placed, owns_group)
 
     @property
     def is_main(self) -> bool:
@@ -60,32 +64,42 @@ class Processes:
         """Every process's ``tensor`` (same shape everywhere), concatenated in rank order."""
         if not self.distributed:
             return tensor
-        local = tensor.to(self.device).contiguous()
-        parts = [torch.empty_like(local) for _ in range(self.world_size)]
-        dist.all_gather(parts, local)
-        return torch.cat(parts).cpu()
+        from accelerate.utils import gather
+
+        gathered: torch.Tensor = gather(tensor.to(self.device).contiguous())
+        return gathered.cpu()
 
     def sum(self, tensor: torch.Tensor) -> torch.Tensor:
         if not self.distributed:
             return tensor
-        total = tensor.to(self.device).clone()
-        dist.all_reduce(total)
+        from accelerate.utils import reduce
+
+        total: torch.Tensor = reduce(tensor.to(self.device), reduction="sum")
         return total.cpu()
 
     def gather_objects(self, value: Any) -> list[Any]:
         if not self.distributed:
             return [value]
-        values: list[Any] = [None] * self.world_size
-        dist.all_gather_object(values, value)
-        return values
+        from accelerate.utils import gather_object
+
+        return list(gather_object([value]))
 
     def barrier(self) -> None:
         if self.distributed:
-            dist.barrier()
+            from accelerate import PartialState
+
+            PartialState().wait_for_everyone()
 
     def close(self) -> None:
-        if self.owns_group and dist.is_initialized():
+        """Tear down the process group this run set up, and accelerate's record of it."""
+        if not self.owns_group:
+            return
+        import torch.distributed as dist
+        from accelerate import PartialState
+
+        if dist.is_initialized():
             dist.destroy_process_group()
+        PartialState._reset_state()
 
     def __enter__(self) -> Processes:
         return self
@@ -102,20 +116,13 @@ class Processes:
         self.close()
 
 
-def wrap_module(module: torch.nn.Module, processes: Processes) -> torch.nn.Module | None:
-    """``module`` under ``DistributedDataParallel`` when the run has several processes, else None."""
-    if not processes.distributed:
-        return None
-    # Image mode never reads the text head, so some parameters get no gradient.
-    cuda = processes.device.startswith("cuda")
-    return DistributedDataParallel(
-        module,
-        device_ids=[torch.device(processes.device).index] if cuda else None,
-        find_unused_parameters=True,
-    )
-
-
-def no_sync(wrapped: torch.nn.Module | None) -> AbstractContextManager[Any]:
-    """Accumulate gradients without averaging them over processes (``wrapped`` is the DDP module)."""
-    assert isinstance(wrapped, DistributedDataParallel)
-    return wrapped.no_sync()
+def _refuse_a_lone_cpu_launch() -> None:
+    """``accelerate launch --cpu --num_processes N`` starts several processes only through mpirun;
+    otherwise it starts this one alone (with a rendezvous address but no ``WORLD_SIZE``)."""
+    cpu_launch = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    if cpu_launch and "MASTER_ADDR" in os.environ and "WORLD_SIZE" not in os.environ:
+        raise ConfigError(
+            "accelerate launch --cpu started one process although more were asked for (it starts several "
+            "CPU processes through mpirun only); for N processes on the CPU run `accelerate launch "
+            "--multi_gpu --num_processes N` or `torchrun --nproc_per_node N` with runtime.device: cpu"
+        )

@@ -9,8 +9,11 @@ for the 7.7 B-parameter X-Omni backbone takes a second and no memory. It adds up
 - activations of one micro-batch: what each decoder layer stores for its backward pass (with
   gradient checkpointing: each layer's input, plus one layer recomputed at a time) and the logits.
 
-With FSDP (full sharding) over N processes, weights, gradients, optimiser state and the autocast
-copies are divided by N; activations are not. Under DDP every process holds all of them.
+With FSDP over N processes (``training.distributed.strategy: fsdp``, or ``fsdp=True``), weights,
+gradients, optimiser state and the autocast copies are divided by N; activations are not. With
+``reshard_after_forward: false`` the gathered weights stay from each layer's forward pass to its
+backward pass, so a device holds them whole; with ``cpu_offload`` the sharded weights, gradients
+and optimiser state live in CPU memory instead. Under DDP every process holds all of them.
 The per-layer activation count assumes the SDPA memory-efficient attention kernel (no
 sequence-squared score matrix) and the Qwen2 decoder layer: ``8 h + 3 kv + 4 i`` values a token
 (``h`` hidden, ``kv`` key/value width, ``i`` MLP width). It is an estimate: allocator
@@ -91,8 +94,11 @@ def estimate_training_memory(
     fsdp: bool = False,
     registry: PluginRegistry | None = None,
 ) -> MemoryEstimate:
-    """The per-device memory of ``xomni train SECTION`` on ``config``, on the meta device."""
+    """The per-device memory of ``xomni train SECTION`` on ``config``, on the meta device; sharded
+    as FSDP does when ``fsdp`` or the config's ``training.distributed.strategy`` says so."""
     training = config.training or TrainingSettings()
+    distributed = training.distributed
+    fsdp = fsdp or distributed.strategy == "fsdp"
     settings = getattr(training, section, None)
     if settings is None:
         raise ConfigError(f"the pipeline config has no training.{section} section to estimate")
@@ -135,6 +141,10 @@ def estimate_training_memory(
     mixed = training.mixed_precision != "no"
     activation_bytes = 2 if mixed else weight_bytes
     shards = world_size if fsdp else 1
+    # Unsharded between forward and backward, the weights are whole on the device at the peak.
+    weight_shards = shards if distributed.reshard_after_forward else 1
+    on_device = 0 if fsdp and distributed.cpu_offload else 1
+    stored_weights = parameters * weight_bytes + (trainable * 4 if lora is not None else 0)
     micro, length, kept = _micro_batch(config, section, settings, training, params)
     activations = _activations(params, micro, length, kept, activation_bytes, training.gradient_checkpointing)
     trainable_bytes = 4 if (mixed or lora is not None) else weight_bytes
@@ -145,15 +155,17 @@ def estimate_training_memory(
         trainable=trainable,
         world_size=world_size,
         fsdp=fsdp,
-        weights=(parameters * weight_bytes + (trainable * 4 if lora is not None else 0)) // shards,
-        gradients=trainable * trainable_bytes // shards,
-        optimizer=2 * trainable * trainable_bytes // shards,
+        weights=on_device * stored_weights // weight_shards,
+        gradients=on_device * trainable * trainable_bytes // shards,
+        optimizer=on_device * 2 * trainable * trainable_bytes // shards,
         autocast_copies=(trainable * 2 if mixed and lora is None else 0) // shards,
         activations=activations,
         micro_batch=micro,
         sequence_length=length,
         label=f"train {section}, {kind}, {precision}"
-        + (", gradient checkpointing" if training.gradient_checkpointing else ""),
+        + (", gradient checkpointing" if training.gradient_checkpointing else "")
+        + (", weights kept whole between passes" if fsdp and not distributed.reshard_after_forward else "")
+        + (", sharded state offloaded to the CPU" if fsdp and distributed.cpu_offload else ""),
     )
 
 

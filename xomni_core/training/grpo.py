@@ -55,15 +55,18 @@ from .checkpoint import (
     BACKBONE,
 )
 from .common import EpochStream, freeze, load_backbone
-from .distributed import Processes, no_sync, wrap_module
+from .distributed import Processes
+from .engine import Engine
 from .loop import (
+    check_strategy,
     find_resume_point,
     make_optimizer,
+    prepare_training,
     restore_policy,
     restore_progress,
     run_steps,
     save_training_checkpoint,
-    start_precision,
+    start_engine,
 )
 from .metrics import PLOT_FILE, plot_rewards
 from .precision import Precision
@@ -126,6 +129,7 @@ def train_grpo(
     from .result_pipeline import check_result_folder
 
     check_result_folder(Path(os.path.expanduser(settings.output_dir)), section="grpo")
+    check_strategy(config.training, "grpo")
     with Processes.start(config.runtime.device) as processes:
         from .estimate import announce_and_check
 
@@ -203,7 +207,7 @@ class _GRPOTrainer:
         self.training = config.training or TrainingSettings()
         self.lora = self.training.lora
         self.accumulation = self.training.gradient_accumulation_steps
-        self.precision = Precision("no", device=processes.device, weights_dtype=torch.float32)
+        self.precision = Precision()  # the run's engine replaces it
         self.prompts = EpochStream(_load_prompts(settings, config), seed=self.seed, shuffle=settings.shuffle)
         runtime = config.runtime.model_copy(update={"device": processes.device})
         self.config = config.model_copy(update={"runtime": runtime})
@@ -254,12 +258,12 @@ class _GRPOTrainer:
                 seed=self.seed,
                 rank=processes.rank,
             )
-        self.precision = start_precision(self.policy, self.training, processes.device)
+        self.precision = engine = start_engine(self.policy, self.training, processes)
         module, parameters, optimizer = make_optimizer(
             self.policy, learning_rate=settings.learning_rate, weight_decay=settings.weight_decay
         )
-        start_step, data_position = restore_progress(optimizer, state, processes, self.precision)
-        wrapped = wrap_module(module, processes)
+        start_step, data_position = restore_progress(state, processes, engine)
+        wrapped, optimizer, parameters = prepare_training(engine, module, optimizer, state)
         outcome = run_steps(
             name="grpo",
             output_dir=self.output_dir,
@@ -270,14 +274,17 @@ class _GRPOTrainer:
             samples_per_step=settings.prompts_per_step * self.accumulation,
             checkpoint_every=settings.checkpoint_every,
             resumed_from=checkpoint if state is not None else None,
-            step=lambda step, position: self._step(step, position, optimizer, parameters, wrapped, reference),
+            step=lambda step, position: self._step(
+                step, position, optimizer, parameters, wrapped, reference, engine
+            ),
             tokens=lambda record: record["samples"] * self.grid.num_tokens,
             postfix=lambda record: {"reward": f"{record['reward_mean']:.4f}", "kl": f"{record['kl']:.2e}"},
-            save=lambda step, position: self._save(step, position, optimizer),
+            save=lambda step, position: self._save(step, position, optimizer, engine),
             plot=plot_rewards,
             plot_file=PLOT_FILE,
             show_progress=show_progress,
             report_to=self.training.report_to,
+            engine=engine,
         )
         writer = getattr(self, "_sample_writer", None)
         if writer is not None:
@@ -321,8 +328,9 @@ class _GRPOTrainer:
         data_position: int,
         optimizer: torch.optim.Optimizer,
         parameters: list[torch.nn.Parameter],
-        wrapped: torch.nn.Module | None,
+        wrapped: torch.nn.Module,
         reference: Backbone[Any] | None,
+        engine: Engine,
     ) -> dict[str, Any]:
         settings, processes = self.settings, self.processes
         per_micro, accumulation = settings.prompts_per_step, self.accumulation
@@ -353,17 +361,17 @@ class _GRPOTrainer:
         for _ in range(settings.updates_per_rollout):
             optimizer.zero_grad(set_to_none=True)
             for index, (start, stop) in enumerate(chunks):
-                syncs = wrapped is None or index == len(chunks) - 1
-                context = nullcontext() if syncs else no_sync(wrapped)
+                # Only the last micro-batch's backward pass averages the gradients over processes.
+                context = nullcontext() if index == len(chunks) - 1 else engine.no_sync(wrapped)
                 with context, self._dropout():
                     part = sequences.rows(start, stop)
                     logp = self._log_probs(self.policy, part, module=wrapped)
                     old = logp.detach() if old_logp is None else old_logp[start:stop]
                     ref = None if ref_logp is None else ref_logp[start:stop]
                     loss, terms = self._loss(logp, old, ref, advantages[start:stop])
-                    self.precision.backward(loss / samples)
+                    engine.backward(loss / samples)
                 sums += terms
-            norm = self.precision.step(optimizer, parameters, settings.max_grad_norm)
+            norm = engine.step(optimizer, parameters, settings.max_grad_norm)
             grad_norm = norm.detach().to(torch.float64).cpu()
 
         totals = processes.sum(sums)
@@ -647,7 +655,7 @@ class _GRPOTrainer:
 
     # ----------------------------------------------------------------------- checkpoints
 
-    def _save(self, step: int, data_position: int, optimizer: torch.optim.Optimizer) -> Path:
+    def _save(self, step: int, data_position: int, optimizer: torch.optim.Optimizer, engine: Engine) -> Path:
         return save_training_checkpoint(
             self.output_dir,
             step=step,
@@ -656,7 +664,7 @@ class _GRPOTrainer:
             policy=self.policy,
             keep=self.settings.keep_checkpoints,
             processes=self.processes,
-            precision=self.precision,
+            precision=engine,
         )
 
 

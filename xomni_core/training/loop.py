@@ -31,6 +31,7 @@ from .checkpoint import (
 )
 from .common import load_backbone
 from .distributed import Processes
+from .engine import Engine
 from .metrics import MetricsLog, TensorBoardLog, plot_available
 from .precision import Precision
 from .settings import LoraSettings, TrainingSettings
@@ -90,8 +91,25 @@ def restore_policy(
     return policy
 
 
-def start_precision(policy: Backbone[Any], training: TrainingSettings | None, device: str) -> Precision:
-    """The run's mixed precision, and gradient checkpointing switched on if asked for."""
+def check_strategy(training: TrainingSettings | None, section: str) -> None:
+    """Refuse the combinations of ``training.distributed.strategy`` that the trainers do not run."""
+    if training is None or training.distributed.strategy != "fsdp":
+        return
+    if section == "grpo":
+        raise ConfigError(
+            "training.distributed.strategy: fsdp trains SFT only; GRPO's rollouts run the backbone's "
+            "generation, which reads whole weights, so train GRPO with strategy: ddp (LoRA keeps it small)"
+        )
+    if training.lora is not None:
+        raise ConfigError(
+            "training.distributed.strategy: fsdp shards full fine-tuning; with training.lora the trainable "
+            "adapters are a few percent of the backbone, so use strategy: ddp (the default)"
+        )
+
+
+def start_engine(policy: Backbone[Any], training: TrainingSettings | None, processes: Processes) -> Engine:
+    """The run's engine (mixed precision, process wrapping), and gradient checkpointing switched
+    on if asked for."""
     training = training or TrainingSettings()
     if training.gradient_checkpointing:
         enable = getattr(policy, "enable_gradient_checkpointing", None)
@@ -104,7 +122,12 @@ def start_precision(policy: Backbone[Any], training: TrainingSettings | None, de
     # With LoRA only the adapters are master weights; a half-precision base stays frozen.
     trainable = [p for p in policy.trainable_module().parameters() if p.requires_grad]
     dtype = trainable[0].dtype if trainable else torch.float32
-    return Precision(training.mixed_precision, device=device, weights_dtype=dtype)
+    return Engine(
+        processes,
+        mixed_precision=training.mixed_precision,
+        weights_dtype=dtype,
+        distributed=training.distributed,
+    )
 
 
 def make_optimizer(
@@ -120,17 +143,27 @@ def make_optimizer(
 
 
 def restore_progress(
-    optimizer: torch.optim.Optimizer, state: TrainerState | None, processes: Processes, precision: Precision
+    state: TrainerState | None, processes: Processes, precision: Precision
 ) -> tuple[int, int]:
-    """``(step, data_position)`` to continue from, with optimiser, loss-scaler and RNG states
-    restored."""
+    """``(step, data_position)`` to continue from, with loss-scaler and RNG states restored (the
+    optimiser's follows once the engine has prepared it)."""
     if state is None:
         return 0, 0
-    optimizer.load_state_dict(state.optimizer)
     precision.load_state_dict(state.scaler)
     rng = state.rng_states
     restore_rng_state(rng[processes.rank] if len(rng) == processes.world_size else rng[0])
     return state.step, state.data_position
+
+
+def prepare_training(
+    engine: Engine, module: torch.nn.Module, optimizer: torch.optim.Optimizer, state: TrainerState | None
+) -> tuple[torch.nn.Module, torch.optim.Optimizer, list[torch.nn.Parameter]]:
+    """The engine's module, optimiser and trainable parameters, with a resumed run's optimiser
+    state loaded into them."""
+    wrapped, optimizer, parameters = engine.prepare(module, optimizer)
+    if state is not None:
+        engine.load_optimizer_state(optimizer, state.optimizer)
+    return wrapped, optimizer, parameters
 
 
 def save_training_checkpoint(
@@ -142,21 +175,24 @@ def save_training_checkpoint(
     policy: Backbone[Any],
     keep: int | None,
     processes: Processes,
-    precision: Precision,
+    precision: Engine,
 ) -> Path:
-    """Every process's RNG state, written with the weights and optimiser by the main process."""
+    """Every process's RNG state, written with the weights and optimiser by the main process
+    (under FSDP gathered from all processes first)."""
     rng_states = processes.gather_objects(capture_rng_state())
+    optimizer_state = precision.optimizer_state(optimizer)
+    weights = precision.full_weights()
     path = checkpoint_path(output_dir, step)
     if processes.is_main:
         state = TrainerState(
             step=step,
             data_position=data_position,
             world_size=processes.world_size,
-            optimizer=optimizer.state_dict(),
+            optimizer=optimizer_state,
             rng_states=rng_states,
             scaler=precision.state_dict(),
         )
-        save_checkpoint(path, policy, state)
+        save_checkpoint(path, policy, state, weights=weights)
         prune_checkpoints(output_dir, keep)
     processes.barrier()
     return path
@@ -188,11 +224,13 @@ def run_steps(
     plot_file: str,
     show_progress: bool,
     report_to: tuple[str, ...] = (),
+    engine: Engine | None = None,
 ) -> LoopOutcome:
     """Run ``step(step, data_position)`` from ``start_step + 1`` to ``total_steps``.
 
     Each record gains its timings and throughput and goes to ``metrics.jsonl``; a checkpoint is
-    saved every ``checkpoint_every`` steps and at the end, the plot redrawn with it.
+    saved every ``checkpoint_every`` steps and at the end, the plot redrawn with it. The
+    ``engine`` is released at the end, so the backbone runs as it did before the run.
     """
     output_dir.mkdir(parents=True, exist_ok=True)
     if processes.is_main:
@@ -241,6 +279,8 @@ def run_steps(
         progress.close()
         if board is not None:
             board.close()
+        if engine is not None:
+            engine.release()
     if processes.is_main and can_plot and records and plot_path is None:
         plot_path = plot(records, output_dir / plot_file)
     return LoopOutcome(records, plot_path, saved)

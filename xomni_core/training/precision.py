@@ -1,4 +1,5 @@
-"""Mixed precision of a training run: autocast forward passes over float32 master weights.
+"""Mixed precision of a training run: autocast forward passes over float32 master weights,
+carried out by accelerate's ``Accelerator``.
 
 ``bf16`` and ``fp16`` run the forward passes under ``torch.autocast``: matrix products in half
 precision, reductions and the weights, gradients and optimiser state in float32. ``fp16`` also
@@ -9,39 +10,56 @@ scaler's state travels in checkpoints, so a resumed run scales as the uninterrup
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
 from ..errors import ConfigError
 
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
 Mode = Literal["no", "bf16", "fp16"]
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def check_master_weights(mode: Mode, weights_dtype: torch.dtype) -> None:
+    """Refuse mixed precision over half-precision trainable weights."""
+    if mode != "no" and weights_dtype != torch.float32:
+        raise ConfigError(
+            f"training.mixed_precision: {mode} keeps float32 master weights, but runtime.dtype makes "
+            f"them {str(weights_dtype).removeprefix('torch.')}; set runtime.dtype: float32, train "
+            "LoRA adapters (float32 on a frozen half-precision base), or set mixed_precision: no "
+            "to train in runtime.dtype throughout"
+        )
 
 
 class Precision:
-    """Autocast, loss scaling, clipping and the optimiser step of one run."""
+    """Autocast, loss scaling, clipping and the optimiser step of one run.
 
-    def __init__(self, mode: Mode, *, device: str, weights_dtype: torch.dtype) -> None:
-        if mode != "no" and weights_dtype != torch.float32:
-            raise ConfigError(
-                f"training.mixed_precision: {mode} keeps float32 master weights, but runtime.dtype makes "
-                f"them {str(weights_dtype).removeprefix('torch.')}; set runtime.dtype: float32, train "
-                "LoRA adapters (float32 on a frozen half-precision base), or set mixed_precision: no "
-                "to train in runtime.dtype throughout"
-            )
-        self.mode = mode
-        self.device_type = torch.device(device).type
-        self.scaler = torch.amp.GradScaler(self.device_type) if mode == "fp16" else None
+    Without an accelerator (outside a run) forward passes run as they are.
+    """
+
+    def __init__(self, accelerator: Accelerator | None = None) -> None:
+        self.accelerator = accelerator
+
+    @property
+    def mode(self) -> Mode:
+        mode: Mode = self.accelerator.mixed_precision if self.accelerator is not None else "no"
+        return mode
 
     def autocast(self) -> AbstractContextManager[Any]:
         """The context forward passes run in."""
-        if self.mode == "no":
+        if self.accelerator is None or self.mode == "no":
             return nullcontext()
-        return torch.autocast(device_type=self.device_type, dtype=_DTYPES[self.mode])
+        context: AbstractContextManager[Any] = self.accelerator.autocast()
+        return context
 
     def backward(self, loss: torch.Tensor) -> None:
-        torch.autograd.backward(self.scaler.scale(loss) if self.scaler is not None else loss)
+        """Gradients of ``loss`` (scaled under fp16); the caller divides by its micro-batches."""
+        if self.accelerator is None:
+            torch.autograd.backward(loss)
+        else:
+            self.accelerator.backward(loss)
 
     def step(
         self,
@@ -53,21 +71,19 @@ class Precision:
 
         With fp16 a step whose gradients overflowed is skipped and the scale lowered.
         """
-        if self.scaler is not None:
-            self.scaler.unscale_(optimizer)
-        norm = torch.nn.utils.clip_grad_norm_(
-            parameters, max_grad_norm if max_grad_norm is not None else float("inf")
-        )
-        if self.scaler is not None:
-            self.scaler.step(optimizer)
-            self.scaler.update()
+        limit = max_grad_norm if max_grad_norm is not None else float("inf")
+        if self.accelerator is None:
+            norm = torch.nn.utils.clip_grad_norm_(parameters, limit)
         else:
-            optimizer.step()
+            norm = self.accelerator.clip_grad_norm_(parameters, limit)
+        optimizer.step()
         return norm
 
     def state_dict(self) -> dict[str, Any] | None:
-        return self.scaler.state_dict() if self.scaler is not None else None
+        scaler = self.accelerator.scaler if self.accelerator is not None else None
+        return scaler.state_dict() if scaler is not None else None
 
     def load_state_dict(self, state: dict[str, Any] | None) -> None:
-        if self.scaler is not None and state is not None:
-            self.scaler.load_state_dict(state)
+        scaler = self.accelerator.scaler if self.accelerator is not None else None
+        if scaler is not None and state is not None:
+            scaler.load_state_dict(state)

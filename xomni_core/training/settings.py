@@ -360,6 +360,27 @@ class LoraSettings(CheckedModel):
         return patterns
 
 
+class DistributedSettings(CheckedModel):
+    """How the processes of a ``torchrun`` or ``accelerate launch`` launch share the training."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    strategy: Literal["ddp", "fsdp"] = Field(
+        "ddp",
+        description="ddp: every process holds the whole model and gradients are averaged; fsdp: "
+        "weights, gradients and optimiser state are sharded over the processes (FSDP2, one unit per "
+        "decoder layer), for full SFT of backbones that do not fit one device",
+    )
+    reshard_after_forward: bool = Field(
+        True,
+        description="fsdp: free each layer's gathered weights after its forward pass (gather again for "
+        "the backward pass); false keeps them, trading memory for communication",
+    )
+    cpu_offload: bool = Field(
+        False, description="fsdp: keep the sharded weights, gradients and optimiser state in CPU memory"
+    )
+
+
 class TrainingSettings(CheckedModel):
     """How the ``xomni train`` commands train this pipeline."""
 
@@ -391,3 +412,8 @@ class TrainingSettings(CheckedModel):
     )
     grpo: GRPOSettings | None = Field(None, description="settings of `xomni train grpo`")
     sft: SFTSettings | None = Field(None, description="settings of `xomni train sft`")
+    distributed: DistributedSettings = Field(
+        DistributedSettings(),
+        description="how several processes share the training {strategy: ddp | fsdp, reshard_after_forward, "
+        "cpu_offload}",
+    )

@@ -35,15 +35,18 @@ from ..registry import PluginRegistry
 from ..types import GridSize
 from .common import EpochStream, freeze
 from .data_sources import CaptionedImage, read_pairs
-from .distributed import Processes, no_sync, wrap_module
+from .distributed import Processes
+from .engine import Engine
 from .loop import (
+    check_strategy,
     find_resume_point,
     make_optimizer,
+    prepare_training,
     restore_policy,
     restore_progress,
     run_steps,
     save_training_checkpoint,
-    start_precision,
+    start_engine,
 )
 from .metrics import METRICS_FILE, plot_loss
 from .precision import Precision
@@ -106,10 +109,12 @@ def train_sft(
     settings = config.training.sft if config.training is not None else None
     if settings is None:
         raise ConfigError("the pipeline config has no training.sft section, which `train sft` needs")
+    training = config.training or TrainingSettings()
+    check_strategy(training, "sft")
     from .result_pipeline import check_result_folder
 
     check_result_folder(Path(os.path.expanduser(settings.output_dir)), section="sft")
-    with Processes.start(config.runtime.device) as processes:
+    with Processes.start(config.runtime.device, group=training.distributed.strategy == "fsdp") as processes:
         from .estimate import announce_and_check
 
         announce_and_check(
@@ -208,6 +213,7 @@ class _SFTTrainer:
 
     def run(self, *, resume: bool, show_progress: bool) -> SFTResult:
         settings, processes = self.settings, self.processes
+        self._check_sharded_evaluation()
         checkpoint, state = find_resume_point(
             self.output_dir, section="sft", resume=resume, processes=processes
         )
@@ -219,12 +225,12 @@ class _SFTTrainer:
             seed=self.seed,
             rank=processes.rank,
         )
-        precision = start_precision(self.policy, self.training, processes.device)
+        engine = start_engine(self.policy, self.training, processes)
         module, parameters, optimizer = make_optimizer(
             self.policy, learning_rate=settings.learning_rate, weight_decay=settings.weight_decay
         )
-        start_step, data_position = restore_progress(optimizer, state, processes, precision)
-        wrapped = wrap_module(module, processes)
+        start_step, data_position = restore_progress(state, processes, engine)
+        wrapped, optimizer, parameters = prepare_training(engine, module, optimizer, state)
         outcome = run_steps(
             name="sft",
             output_dir=self.output_dir,
@@ -235,7 +241,7 @@ class _SFTTrainer:
             samples_per_step=settings.batch_size * self.accumulation,
             checkpoint_every=settings.checkpoint_every,
             resumed_from=checkpoint if state is not None else None,
-            step=lambda step, position: self._step(step, position, optimizer, parameters, wrapped, precision),
+            step=lambda step, position: self._step(step, position, optimizer, parameters, wrapped, engine),
             tokens=lambda record: float(record["tokens"]),
             postfix=lambda record: {
                 "loss": f"{record['loss']:.4f}",
@@ -249,12 +255,13 @@ class _SFTTrainer:
                 policy=self.policy,
                 keep=settings.keep_checkpoints,
                 processes=processes,
-                precision=precision,
+                precision=engine,
             ),
             plot=plot_loss,
             plot_file=PLOT_FILE,
             show_progress=show_progress,
             report_to=self.training.report_to,
+            engine=engine,
         )
         sampler = getattr(self, "_sampler", None)
         if sampler is not None:
@@ -285,6 +292,20 @@ class _SFTTrainer:
             eval_examples=self.eval_examples,
         )
 
+    def _check_sharded_evaluation(self) -> None:
+        """Under FSDP every forward pass is collective: each process must evaluate as many batches."""
+        settings, world = self.settings.eval, self.processes.world_size
+        if settings is None or self.training.distributed.strategy != "fsdp":
+            return
+        batches = {-(-len(self.eval_examples[rank::world]) // settings.batch_size) for rank in range(world)}
+        if len(batches) > 1:
+            raise ConfigError(
+                f"training.sft.eval: under training.distributed.strategy fsdp each of the {world} "
+                f"processes must evaluate the same number of batches, but {len(self.eval_examples)} pairs "
+                f"in batches of {settings.batch_size} do not split so; use a multiple of "
+                f"{world * settings.batch_size} pairs"
+            )
+
     # ----------------------------------------------------------------------------- step
 
     def _schedule(self, step: int) -> float:
@@ -302,8 +323,8 @@ class _SFTTrainer:
         data_position: int,
         optimizer: torch.optim.Optimizer,
         parameters: list[torch.nn.Parameter],
-        wrapped: torch.nn.Module | None,
-        precision: Precision,
+        wrapped: torch.nn.Module,
+        engine: Engine,
     ) -> dict[str, Any]:
         settings, processes = self.settings, self.processes
         batch_size, accumulation = settings.batch_size, self.accumulation
@@ -321,14 +342,14 @@ class _SFTTrainer:
                 [self.stream[first + i] for i in range(batch_size)],
                 [self._drops_caption(first + i) for i in range(batch_size)],
             )
-            syncs = wrapped is None or micro == accumulation - 1
-            with nullcontext() if syncs else no_sync(wrapped):
-                nll, correct = self._token_losses(batch, wrapped, precision)
-                precision.backward(nll.mean() / accumulation)
+            # Only the last micro-batch's backward pass averages the gradients over processes.
+            with nullcontext() if micro == accumulation - 1 else engine.no_sync(wrapped):
+                nll, correct = self._token_losses(batch, wrapped, engine)
+                engine.backward(nll.mean() / accumulation)
             sums += torch.stack([nll.detach().sum(), correct.sum().to(nll.dtype)]).to(torch.float64).cpu()
-        norm = precision.step(optimizer, parameters, settings.max_grad_norm)
+        norm = engine.step(optimizer, parameters, settings.max_grad_norm)
 
-        evaluation = self._evaluate(step, precision)
+        evaluation = self._evaluate(step, engine)
         totals = processes.sum(sums)
         samples = batch_size * accumulation * processes.world_size
         tokens = samples * self.grid.num_tokens
