@@ -1,10 +1,13 @@
 """Where words stop being legible: eval-split word scenes read by the OCR check after each stage
 of the tokenizer and decoder that draw them.
 
-Three paths, each judged by the compositional benchmark's word check (RapidOCR):
+Paths, each judged by the compositional benchmark's word check (RapidOCR):
 
 - ``render``: the clean render, what the backbone is asked to reproduce;
+- ``pooled``: the render pooled to half size and scaled back up (what the VAE trains on);
+- ``blurred``: the render under a Gaussian blur of 2 px radius (how much blur OCR tolerates);
 - ``vae``: the render through the decoder's VAE alone (encode, decode), the decoder's best case;
+- ``vae-pooled``: the pooled render through the VAE, scaled back up (the VAE at its training size);
 - ``tokens``: the render encoded by the tokenizer and drawn back by the decoder from those true
   tokens, the ceiling a perfect backbone meets (as in ``token_ceiling.py``).
 
@@ -29,6 +32,9 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from PIL import Image as PILImage
+from PIL import ImageFilter
 from PIL.Image import Image
 
 from xomni_core import DecodeRequest
@@ -40,7 +46,8 @@ from xomni_plugins.decoders.flux_semantic.training import packed_latents
 from xomni_plugins.recipes.nano import NanoRecipe, train_nano_stages
 from xomni_plugins.tokenizers.siglip_vq.model import SigLIPVQTokenizer
 
-PATHS = ("render", "vae", "tokens")
+PATHS = ("render", "pooled", "blurred", "vae", "vae-pooled", "tokens")
+DEFAULT_PATHS = ("render", "vae", "tokens")
 
 
 def word_scenes(n: int, *, seed: int, image_px: int) -> list[SceneSpec]:
@@ -60,6 +67,24 @@ def to_pixels(images: Sequence[Image]) -> torch.Tensor:
     return torch.from_numpy(array).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
+def to_images(pixels: torch.Tensor) -> list[Image]:
+    """``(N, 3, H, W)`` in ``[-1, 1]`` as RGB images."""
+    array = pixels.clamp(-1, 1).add(1).mul(127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    return [PILImage.fromarray(image) for image in array]
+
+
+def _degraded(image: Image, how: str) -> Image:
+    side = image.width
+    if how == "pooled":
+        image = image.resize((side // 2, side // 2), PILImage.Resampling.BOX)
+        return image.resize((side, side), PILImage.Resampling.BILINEAR)
+    if how == "upscaled":
+        return image.resize((2 * side, 2 * side), PILImage.Resampling.BILINEAR)
+    if how == "blurred":
+        return image.filter(ImageFilter.GaussianBlur(2.0))
+    return image
+
+
 def draw(
     path: str,
     scenes: Sequence[SceneSpec],
@@ -75,11 +100,15 @@ def draw(
     drawn: list[Image] = []
     for start in range(0, len(scenes), batch_size):
         renders = [render_scene(scene) for scene in scenes[start : start + batch_size]]
-        if path == "render":
-            drawn += renders
+        if path in ("render", "pooled", "blurred"):
+            drawn += [_degraded(render, path) for render in renders]
             continue
         with torch.no_grad():
-            if path == "vae":
+            if path == "vae-pooled":
+                pooled = F.avg_pool2d(to_pixels(renders), 2)
+                out = decoder.vae.decode(decoder.vae.encode(pooled).latent_dist.mean).sample
+                drawn += [_degraded(image, "upscaled") for image in to_images(out)]
+            elif path == "vae":
                 side = (
                     renders[0].height // decoder.params.token_px,
                     renders[0].width // decoder.params.token_px,
@@ -100,8 +129,6 @@ def draw(
 
 def contact_sheet(rows: Sequence[Sequence[Image]]) -> Image:
     """Images in a grid, one row per path."""
-    from PIL import Image as PILImage
-
     side = rows[0][0].width
     sheet = PILImage.new("RGB", (side * max(len(r) for r in rows), side * len(rows)), "white")
     for y, row in enumerate(rows):
@@ -116,7 +143,9 @@ def main() -> None:
     parser.add_argument("--train", type=Path, metavar="OUT", help="run the recipe's first two stages here")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--n", type=int, default=60, help="eval-split word scenes")
-    parser.add_argument("--paths", default=",".join(PATHS), help=f"comma-separated, of {', '.join(PATHS)}")
+    parser.add_argument(
+        "--paths", default=",".join(DEFAULT_PATHS), help=f"comma-separated, of {', '.join(PATHS)}"
+    )
     parser.add_argument("--all", type=int, default=0, metavar="N", help="token ceiling of N eval scenes too")
     parser.add_argument("--seed", type=int, default=0, help="seed of the scenes and the decoder noise")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -139,7 +168,8 @@ def main() -> None:
     options = {"seed": args.seed, "batch_size": args.batch_size, "steps": args.steps}
     options["noise_scale"] = args.noise_scale
     scenes = word_scenes(args.n, seed=args.seed, image_px=image_px)
-    results: dict[str, Any] = {"model": str(folder), "word_scenes": len(scenes), "seed": args.seed}
+    name = "shipped xomni-nano" if args.train is None and args.model is None else str(folder)
+    results: dict[str, Any] = {"model": name, "word_scenes": len(scenes), "seed": args.seed}
     if trained:
         results["stages"] = trained
     rows = []

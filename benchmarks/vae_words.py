@@ -66,7 +66,7 @@ def main() -> None:
                 downscale=1,
                 learning_rate=args.learning_rate,
                 warmup_steps=5,
-                seed=chunk,
+                seed=chunk - 1,
             )
             train_vae(decoder, pixels, settings, show_progress=False)
         row = {"steps": chunk * args.chunk_steps, "seconds": round(time.perf_counter() - start)}
