@@ -52,3 +52,15 @@ def test_word_images_follow_the_mixed_scenes_without_repeating_them() -> None:
     assert not any(scene.held_out() for scene in words)  # train split: no held-out word
     seen = {scene.to_json() for scene in mixed}
     assert not any(scene.to_json() in seen for scene in words)
+
+
+def test_a_run_recorded_before_the_word_settings_resumes(tmp_path: Path) -> None:
+    recipe = NanoRecipe.model_validate(TINY | {"data": {"train_images": 8}})
+    train_nano_stages(tmp_path, recipe, until="tokenizer", show_progress=False)
+    state = json.loads((tmp_path / "stages.json").read_text())
+    del state["recipe"]["data"]["word_images"], state["recipe"]["vae"]["refine_steps"]
+    (tmp_path / "stages.json").write_text(json.dumps(state))
+    assert list(train_nano_stages(tmp_path, recipe, until="tokenizer", resume=True)) == ["tokenizer"]
+    with pytest.raises(InputError, match="different recipe settings"):
+        other = NanoRecipe.model_validate(TINY)  # four word images more
+        train_nano_stages(tmp_path, other, until="tokenizer", resume=True)

@@ -139,7 +139,7 @@ class _Run:
     def check_same_recipe(self) -> None:
         recorded = self.state.get("recipe")
         current = self.recipe.model_dump(mode="json")
-        if recorded is not None and recorded != current:
+        if recorded is not None and _with_defaults(recorded) != current:
             raise InputError(
                 f"{self.out} holds a run of different recipe settings; resume it with the same settings "
                 "or start in a new folder"
@@ -399,6 +399,15 @@ def image_scenes(data: NanoData) -> list[SceneSpec]:
         words = sample_scenes("train", data.train_images + data.word_images, categories=("text",), **size)
         scenes += words[data.train_images :]
     return scenes
+
+
+def _with_defaults(recorded: Any) -> Any:
+    """A recorded recipe with the settings added since it was written at their defaults (which
+    reproduce what ran before them); as recorded when it no longer validates."""
+    try:
+        return NanoRecipe.model_validate(recorded).model_dump(mode="json")
+    except ValueError:
+        return recorded
 
 
 def _replace_dir(source: Path, target: Path) -> None:
