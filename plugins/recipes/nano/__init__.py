@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .evaluate import ComparisonReport, compare
-from .recipe import NanoResult, run_nano_recipe
+from .recipe import NanoResult, run_nano_recipe, train_nano_stages
 from .settings import PIPELINE_TEMPLATE, NanoData, NanoEval, NanoGRPO, NanoRecipe, NanoSFT, NanoTokenizer
 
 __all__ = [
@@ -18,4 +18,5 @@ __all__ = [
     "NanoTokenizer",
     "compare",
     "run_nano_recipe",
+    "train_nano_stages",
 ]

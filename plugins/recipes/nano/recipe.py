@@ -50,7 +50,7 @@ from xomni_plugins.tokenizers.siglip_vq.params import SigLIPVQParams
 from xomni_plugins.tokenizers.siglip_vq.training import train_ibq
 
 from .evaluate import ComparisonReport, compare
-from .settings import NanoRecipe, pipeline_template
+from .settings import NanoData, NanoRecipe, pipeline_template
 
 STAGES = ("tokenizer", "decoder", "sft", "grpo", "eval")
 REWARD = {"plugin": "compose-judge", "params": {"score": "checks"}}
@@ -75,6 +75,40 @@ def run_nano_recipe(
     log: Callable[[str], None] = print,
 ) -> NanoResult:
     """Run the recipe into ``out_dir``; see the module docstring for the stages."""
+    run = _start(out_dir, recipe, resume, show_progress, log)
+    run.run_stages(until="eval")
+    model_dir = run.write_model_folder(command or sys.argv)
+    report = ComparisonReport.read(run.out / "eval" / "comparison.json")
+    return NanoResult(model_dir, report, run.seconds())
+
+
+def train_nano_stages(
+    out_dir: str | os.PathLike[str],
+    recipe: NanoRecipe | None = None,
+    *,
+    until: str,
+    resume: bool = False,
+    show_progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, float]:
+    """Run the recipe's stages up to and including ``until`` into ``out_dir``, as
+    :func:`run_nano_recipe` does (the same folders, the same resume), without writing the model
+    folder; returns each finished stage's seconds. ``until="decoder"`` trains the tokenizer and
+    decoder alone, enough to measure their ceiling."""
+    if until not in STAGES:
+        raise InputError(f"until must be one of {', '.join(STAGES)}, got {until!r}")
+    run = _start(out_dir, recipe, resume, show_progress, log)
+    run.run_stages(until=until)
+    return run.seconds()
+
+
+def _start(
+    out_dir: str | os.PathLike[str],
+    recipe: NanoRecipe | None,
+    resume: bool,
+    show_progress: bool,
+    log: Callable[[str], None],
+) -> _Run:
     recipe = recipe or NanoRecipe()
     out = Path(out_dir).resolve()
     if out.exists() and any(out.iterdir()) and not resume:
@@ -84,14 +118,7 @@ def run_nano_recipe(
         torch.set_num_threads(recipe.threads)
     run = _Run(out, recipe, show_progress, log)
     run.check_same_recipe()
-    run.stage("tokenizer", run.train_tokenizer)
-    run.stage("decoder", run.train_decoder)
-    run.stage("sft", run.train_backbone)
-    run.stage("grpo", run.reinforce_backbone)
-    run.stage("eval", run.evaluate)
-    model_dir = run.write_model_folder(command or sys.argv)
-    report = ComparisonReport.read(out / "eval" / "comparison.json")
-    return NanoResult(model_dir, report, run.seconds())
+    return run
 
 
 class _Run:
@@ -112,13 +139,24 @@ class _Run:
     def check_same_recipe(self) -> None:
         recorded = self.state.get("recipe")
         current = self.recipe.model_dump(mode="json")
-        if recorded is not None and recorded != current:
+        if recorded is not None and _with_defaults(recorded) != current:
             raise InputError(
                 f"{self.out} holds a run of different recipe settings; resume it with the same settings "
                 "or start in a new folder"
             )
         self.state["recipe"] = current
         self._save_state()
+
+    def run_stages(self, until: str) -> None:
+        bodies = {
+            "tokenizer": self.train_tokenizer,
+            "decoder": self.train_decoder,
+            "sft": self.train_backbone,
+            "grpo": self.reinforce_backbone,
+            "eval": self.evaluate,
+        }
+        for name in STAGES[: STAGES.index(until) + 1]:
+            self.stage(name, bodies[name])
 
     def stage(self, name: str, body: Callable[[], dict[str, Any]]) -> None:
         done = self.state.setdefault("stages", {})
@@ -148,10 +186,7 @@ class _Run:
     @cached_property
     def train_scenes(self) -> list[SceneSpec]:
         """The train-split scenes that stages 1-2 learn from."""
-        data = self.recipe.data
-        return sample_scenes(
-            "train", data.train_images, seed=data.seed, width_px=data.image_px, height_px=data.image_px
-        )
+        return image_scenes(self.recipe.data)
 
     @cached_property
     def pixels(self) -> torch.Tensor:
@@ -352,6 +387,27 @@ class _Run:
             }
             (tmp / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
         return target
+
+
+def image_scenes(data: NanoData) -> list[SceneSpec]:
+    """The train-split scenes of stages 1-2: ``train_images`` of every category, then
+    ``word_images`` word scenes."""
+    size = {"seed": data.seed, "width_px": data.image_px, "height_px": data.image_px}
+    scenes = sample_scenes("train", data.train_images, **size)
+    if data.word_images:
+        # Indices past train_images, so no word scene repeats the draws of a mixed scene.
+        words = sample_scenes("train", data.train_images + data.word_images, categories=("text",), **size)
+        scenes += words[data.train_images :]
+    return scenes
+
+
+def _with_defaults(recorded: Any) -> Any:
+    """A recorded recipe with the settings added since it was written at their defaults (which
+    reproduce what ran before them); as recorded when it no longer validates."""
+    try:
+        return NanoRecipe.model_validate(recorded).model_dump(mode="json")
+    except ValueError:
+        return recorded
 
 
 def _replace_dir(source: Path, target: Path) -> None:

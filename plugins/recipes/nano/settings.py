@@ -26,6 +26,9 @@ class NanoData(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     train_images: int = Field(4000, ge=8, description="train-split scenes rendered once for stages 1-2")
+    word_images: int = Field(
+        0, ge=0, description="extra train-split word scenes for stages 1-2, after the train_images"
+    )
     image_px: int = Field(128, ge=32, description="side of every image, a multiple of 16")
     seed: int = Field(0, ge=0, description="seed of the scenes")
 
