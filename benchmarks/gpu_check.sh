@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Checks for a machine with an NVIDIA GPU, in sections that each stop at their own time limit
-# (together at most 12 minutes after the Python setup, usually less). Results and a log go to
+# (their limits add up to about 15 minutes after the Python setup; they usually take less). Results and a log go to
 # $OUT (default ./gpu_out). XOMNI_GPU_ROUNDS sets the timed rounds of the 7B run (default 3).
 #
 #   bash benchmarks/gpu_check.sh

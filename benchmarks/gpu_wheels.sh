@@ -13,10 +13,11 @@ WHEELS=${XOMNI_WHEELS:-build/gpu-wheels}
 PYTHON_VERSION=${PYTHON_VERSION:-3.12}
 VENV_PYTHON=${VENV_PYTHON:-.venv/bin/python}
 # What importing xomni_core, the X-Omni backbone and transformers needs beyond torch, numpy and
-# the other packages a CUDA image of PyTorch ships.
+# the other packages a CUDA image of PyTorch ships; accelerate for the FSDP section.
 PACKAGES=(
     transformers huggingface_hub tokenizers kernels httpx2 httpcore2 truststore regex
     pydantic pydantic_core annotated_types typing_inspection typing_extensions pluggy
+    accelerate psutil
 )
 
 mkdir -p "$WHEELS"

@@ -175,3 +175,31 @@ def test_flow_training_makes_the_decoder_follow_its_semantic_latents(pixels: tor
     latents = SemanticLatents(semantic[:2].transpose(1, 2).reshape(2, DECODER.semantic_channels, 4, 4))
     first, second = decoder.decode(DecodeRequest(latents=latents, num_inference_steps=2, seed=0))
     assert np.abs(np.asarray(first, dtype=int) - np.asarray(second, dtype=int)).mean() > 1.0
+
+
+def _word_and_object_pixels() -> torch.Tensor:
+    scenes = sample_scenes("train", 8, width_px=64, height_px=64, categories=["text", "single_object"])
+    images = np.stack([np.asarray(render_scene(scene)) for scene in scenes])
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def _vae_trained(refine_steps: int) -> tuple[FluxSemanticDecoder, int]:
+    decoder = FluxSemanticDecoder.from_params(DECODER, seed=0)
+    settings = VAESettings(
+        steps=2, batch_size=2, warmup_steps=1, refine_steps=refine_steps, refine_batch_size=2
+    )
+    result = train_vae(decoder, _word_and_object_pixels(), settings, show_progress=False)
+    return decoder, len(result.history)
+
+
+def test_vae_refining_trains_the_decoder_and_leaves_the_encoder_as_the_pooled_steps_left_it() -> None:
+    pooled_only, steps = _vae_trained(0)
+    refined, refined_steps = _vae_trained(3)
+    assert (steps, refined_steps) == (2, 5)
+    before, after = pooled_only.vae.state_dict(), refined.vae.state_dict()
+    encoder = [name for name in before if name.startswith(("encoder.", "quant_conv."))]
+    decoder = [name for name in before if name.startswith(("decoder.", "post_quant_conv."))]
+    assert encoder and decoder
+    assert all(torch.equal(before[name], after[name]) for name in encoder)
+    assert any(not torch.equal(before[name], after[name]) for name in decoder)
+    assert all(p.requires_grad for p in refined.vae.parameters())  # nothing stays frozen

@@ -180,6 +180,14 @@ def test_sft_refuses_what_sharding_does_not_run(
     assert not list_checkpoints(tmp_path / "out")
 
 
+def test_sample_images_are_refused_under_sharding(tmp_path: Path) -> None:
+    data = _config(tmp_path / "out", distributed=FSDP)
+    data["training"]["sft"]["eval"] = {"synthetic": {"split": "eval", "n": 2}, "every": 1, "samples": 1}
+    with pytest.raises(ConfigError, match=r"training\.sft\.eval\.samples: .*strategy: fsdp"):
+        train_sft(load_config(data=data), show_progress=False)
+    assert not (tmp_path / "out").exists()
+
+
 def test_grpo_refuses_sharding(tmp_path: Path) -> None:
     data = yaml.safe_load((REPO / "examples" / "configs" / "tiny-grpo.yaml").read_text())
     data["training"]["grpo"]["output_dir"] = str(tmp_path)

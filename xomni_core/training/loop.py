@@ -105,6 +105,12 @@ def check_strategy(training: TrainingSettings | None, section: str) -> None:
             "training.distributed.strategy: fsdp shards full fine-tuning; with training.lora the trainable "
             "adapters are a few percent of the backbone, so use strategy: ddp (the default)"
         )
+    evaluation = training.sft.eval if training.sft is not None else None
+    if evaluation is not None and evaluation.samples > 0:
+        raise ConfigError(
+            "training.sft.eval.samples: sample images are drawn by one process with whole weights, which "
+            "strategy: fsdp does not hold; set samples: 0 (eval_loss is still measured) or use strategy: ddp"
+        )
 
 
 def start_engine(policy: Backbone[Any], training: TrainingSettings | None, processes: Processes) -> Engine:
