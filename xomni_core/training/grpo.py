@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from pydantic import ValidationError
@@ -71,6 +71,9 @@ from .loop import (
 from .metrics import PLOT_FILE, plot_rewards
 from .precision import Precision
 from .settings import GRPOEvalSettings, GRPOSettings, TrainingPrompt, TrainingSettings
+
+if TYPE_CHECKING:
+    from .samples import SampleWriter
 
 #: Index offset between the decoder draws of one prompt (``decoder_draws``): draw ``d`` of
 #: prompt ``i`` is seeded ``stream_seed(seed, 1, i + d * DRAW_STRIDE)``.
@@ -209,6 +212,10 @@ class _GRPOTrainer:
         self.accumulation = self.training.gradient_accumulation_steps
         self.precision = Precision()  # the run's engine replaces it
         self.prompts = EpochStream(_load_prompts(settings, config), seed=self.seed, shuffle=settings.shuffle)
+        # Read now, so that a mistake in them stops the run before training.
+        held_out = settings.eval
+        where = "training.grpo.eval"
+        self.eval_prompts = [] if held_out is None else _load_prompts(held_out, config, where=where)
         runtime = config.runtime.model_copy(update={"device": processes.device})
         self.config = config.model_copy(update={"runtime": runtime})
         pipeline = TextToImagePipeline.from_config(self.config, registry=registry)
@@ -233,6 +240,7 @@ class _GRPOTrainer:
         for component in (self.tokenizer, self.decoder):
             freeze(component)
         self._prompt_ids: dict[str, list[int]] = {}
+        self._sample_writer: SampleWriter | None = None  # opened at the first saved samples
 
     # ------------------------------------------------------------------------------ run
 
@@ -286,9 +294,8 @@ class _GRPOTrainer:
             report_to=self.training.report_to,
             engine=engine,
         )
-        writer = getattr(self, "_sample_writer", None)
-        if writer is not None:
-            writer.close()
+        if self._sample_writer is not None:
+            self._sample_writer.close()
         from .result_pipeline import finish_run
 
         pipeline = finish_run(
@@ -414,9 +421,7 @@ class _GRPOTrainer:
         from .samples import preserved_rng
 
         processes = self.processes
-        if getattr(self, "_eval_prompts", None) is None:
-            self._eval_prompts = _load_prompts(settings, self.config, where="training.grpo.eval")
-        prompts = self._eval_prompts
+        prompts = self.eval_prompts
         share = -(-len(prompts) // processes.world_size)
         start = min(len(prompts), processes.rank * share)
         mine = prompts[start : start + share]
@@ -481,7 +486,7 @@ class _GRPOTrainer:
     ) -> None:
         from .samples import SampleWriter
 
-        if getattr(self, "_sample_writer", None) is None:
+        if self._sample_writer is None:
             self._sample_writer = SampleWriter(
                 self.output_dir, tensorboard="tensorboard" in self.training.report_to, first_step=step
             )
@@ -679,13 +684,7 @@ def _grid(settings: GRPOSettings, config: PipelineConfig, pixels_per_token: int)
 def _load_prompts(
     settings: GRPOSettings | GRPOEvalSettings, config: PipelineConfig, *, where: str = "training.grpo"
 ) -> list[TrainingPrompt]:
-    """The inline prompts, or those of ``prompts_file`` (relative to the config file).
-
-    For the training section, the held-out prompts of its ``eval`` are read too, so that a
-    mistake in them stops the run before training rather than at the first evaluation.
-    """
-    if isinstance(settings, GRPOSettings) and settings.eval is not None:
-        _load_prompts(settings.eval, config, where=f"{where}.eval")
+    """The inline prompts, or those of ``prompts_file`` (relative to the config file)."""
     if settings.prompts_file is None:
         return settings.training_prompts()
     path = Path(os.path.expanduser(settings.prompts_file))

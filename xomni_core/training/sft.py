@@ -54,7 +54,8 @@ from .schedules import cosine_decay
 from .settings import SFTEvalSettings, SFTSettings, TrainingSettings
 
 if TYPE_CHECKING:
-    pass
+    from ..interfaces import Decoder
+    from .samples import SampleWriter
 
 
 PLOT_FILE = "loss.png"
@@ -179,6 +180,7 @@ class _SFTTrainer:
         self.policy: Backbone[Any] = backbone
         self.examples, self.grid = self._encode(load_pairs(settings, config))
         self.eval_examples: list[SFTExample] = []
+        self._sampler: tuple[Decoder[Any], SampleWriter] | None = None  # built at the first samples
         if settings.eval is not None:
             pairs = load_pairs(settings.eval, config, where="training.sft.eval")
             self.eval_examples, _ = self._encode(pairs)
@@ -263,9 +265,8 @@ class _SFTTrainer:
             report_to=self.training.report_to,
             engine=engine,
         )
-        sampler = getattr(self, "_sampler", None)
-        if sampler is not None:
-            sampler[1].close()
+        if self._sampler is not None:
+            self._sampler[1].close()
         from .result_pipeline import finish_run
 
         pipeline = finish_run(
@@ -395,7 +396,7 @@ class _SFTTrainer:
         from ..pipelines import TextToImagePipeline
         from .samples import SampleWriter, build_decoder, preserved_rng, sample_seed
 
-        if getattr(self, "_sampler", None) is None:
+        if self._sampler is None:
             writer = SampleWriter(
                 self.output_dir, tensorboard="tensorboard" in self.training.report_to, first_step=step
             )
