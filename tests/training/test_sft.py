@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -228,6 +229,11 @@ def test_report_to_tensorboard_logs_the_metrics_and_a_resumed_run_replaces_later
                 file.unlink() if file.is_file() else file.rmdir()
             path.rmdir()
     data["training"]["sft"]["steps"] = 4
+    # TensorBoard reads event files in name order, and a name starts with its creation second
+    # (then the process id and a per-process counter): a resumed run starts seconds after a kill.
+    first_file = int(next((output / "tensorboard").glob("events.out.tfevents.*")).name.split(".")[3])
+    while int(time.time()) <= first_file:
+        time.sleep(0.05)
     train_sft(load_config(data=data), resume=True, show_progress=False)
     records = read_metrics(output / "metrics.jsonl")
     logged = _board_losses(output)
