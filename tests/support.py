@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -44,6 +45,41 @@ def run_xomni(
         cwd=cwd,
         env={**os.environ, **(env or {})},
         timeout=600,
+    )
+
+
+def run_accelerate_xomni(*args: str, home: Path, processes: int = 2) -> subprocess.CompletedProcess[str]:
+    """Run the CLI under ``accelerate launch --multi_gpu`` on ``processes`` CPU processes of one
+    thread each (the config's ``runtime.device: cpu``), with ``home`` as HF_HOME so that no user
+    accelerate config applies."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    launch = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        str(processes),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_ip",
+        "127.0.0.1",
+        "--main_process_port",
+        str(port),
+    ]
+    return subprocess.run(
+        [*launch, "-m", "xomni_core.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HOME": str(home)},
+        timeout=300,
     )
 
 
