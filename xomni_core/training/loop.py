@@ -3,6 +3,7 @@ step loop with metrics, progress, checkpoints and the plot."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -110,6 +111,11 @@ def check_strategy(training: TrainingSettings | None, section: str) -> None:
         raise ConfigError(
             "training.sft.eval.samples: sample images are drawn by one process with whole weights, which "
             "strategy: fsdp does not hold; set samples: 0 (eval_loss is still measured) or use strategy: ddp"
+        )
+    if "LOCAL_RANK" not in os.environ:
+        raise ConfigError(
+            "training.distributed.strategy: fsdp shards over the processes of a launch; start the run "
+            "with torchrun or accelerate launch (--nproc_per_node 1 for a single device)"
         )
 
 
