@@ -68,6 +68,7 @@ def _torchrun(*args: str) -> None:
 SHARDS = textwrap.dedent(
     """
     import sys
+    from pathlib import Path
 
     import torch
     import yaml
@@ -87,7 +88,9 @@ SHARDS = textwrap.dedent(
         wrapped, _, parameters = engine.prepare(module, torch.optim.AdamW(module.parameters()))
         held = sum(p.to_local().numel() for p in parameters)
         units = sorted({type(m).__name__ for m in wrapped.modules() if type(m).__name__.startswith("FSDP")})
-        print(f"rank {processes.rank} holds {held} of {total} in {' '.join(units)}")
+        # A file per process: two processes' buffered prints to one pipe need not arrive whole.
+        report = f"rank {processes.rank} holds {held} of {total} in {' '.join(units)}"
+        (Path(sys.argv[2]) / f"rank-{processes.rank}.txt").write_text(report)
         engine.release()
     """
 )
@@ -98,7 +101,7 @@ def test_each_of_two_processes_holds_half_of_the_weights_in_decoder_layer_units(
     config = _write(tmp_path / "c.yaml", _config(tmp_path / "out"))
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     done = subprocess.run(
-        [*launch, str(tmp_path / "shards.py"), str(config)],
+        [*launch, str(tmp_path / "shards.py"), str(config), str(tmp_path)],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -106,7 +109,8 @@ def test_each_of_two_processes_holds_half_of_the_weights_in_decoder_layer_units(
         timeout=300,
     )
     assert done.returncode == 0, done.stderr
-    lines = re.findall(r"rank (\d) holds (\d+) of (\d+) in (.*)", done.stdout)
+    reports = "\n".join(path.read_text() for path in sorted(tmp_path.glob("rank-*.txt")))
+    lines = re.findall(r"rank (\d) holds (\d+) of (\d+) in (.*)", reports)
     assert sorted(rank for rank, *_ in lines) == ["0", "1"]
     total = int(lines[0][2])
     assert sum(int(held) for _, held, _, _ in lines) == total  # every weight in exactly one shard
