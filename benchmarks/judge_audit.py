@@ -38,8 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageFilter
+from token_ceiling import decode_true_tokens
 
-from xomni_core import DecodeRequest
 from xomni_core.models import default_pipeline_config
 from xomni_core.pipelines import TextToImagePipeline
 from xomni_core.synthetic import (
@@ -104,16 +104,8 @@ def bleed(image: Image.Image, strength: int) -> Image.Image:
 
 
 def decode_true(pipeline: TextToImagePipeline, scenes: Sequence[SceneSpec], seed: int) -> list[Image.Image]:
-    """Each scene's render encoded by the tokenizer and drawn back by the decoder, 16 at a time
-    with decoder seed ``seed + start`` (as ``token_ceiling.py`` does)."""
-    drawn: list[Image.Image] = []
-    for start in range(0, len(scenes), 16):
-        chunk = scenes[start : start + 16]
-        grid = pipeline.tokenizer.encode_images([render_scene(scene) for scene in chunk])
-        drawn += pipeline.decoder.decode(
-            DecodeRequest(latents=pipeline.tokenizer.decode(grid), seed=seed + start)
-        )
-    return drawn
+    """Each scene's true tokens decoded, 16 at a time, as ``token_ceiling.py`` does."""
+    return decode_true_tokens(pipeline, scenes, seed=seed)
 
 
 class Tally:

@@ -11,12 +11,43 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from pathlib import Path
+
+from PIL.Image import Image
 
 from xomni_core import DecodeRequest
 from xomni_core.models import default_pipeline_config
 from xomni_core.pipelines import TextToImagePipeline
-from xomni_core.synthetic import render_scene, sample_scenes, score_images
+from xomni_core.synthetic import SceneSpec, render_scene, sample_scenes, score_images
+
+
+def decode_true_tokens(
+    pipeline: TextToImagePipeline,
+    scenes: Sequence[SceneSpec],
+    *,
+    seed: int,
+    batch_size: int = 16,
+    guidance_scale: float | None = None,
+    steps: int | None = None,
+    noise_scale: float | None = None,
+) -> list[Image]:
+    """Each scene's render encoded by the tokenizer and drawn back by the decoder, ``batch_size``
+    at a time, the batch at ``start`` with decoder seed ``seed + start``."""
+    drawn: list[Image] = []
+    for start in range(0, len(scenes), batch_size):
+        chunk = scenes[start : start + batch_size]
+        grid = pipeline.tokenizer.encode_images([render_scene(scene) for scene in chunk])
+        drawn += pipeline.decoder.decode(
+            DecodeRequest(
+                latents=pipeline.tokenizer.decode(grid),
+                seed=seed + start,
+                guidance_scale=guidance_scale,
+                num_inference_steps=steps,
+                noise_scale=noise_scale,
+            )
+        )
+    return drawn
 
 
 def main() -> None:
@@ -33,20 +64,15 @@ def main() -> None:
     pipeline = TextToImagePipeline.from_config(args.config or default_pipeline_config())
     height_px, width_px = pipeline.config.generation.height_px, pipeline.config.generation.width_px
     scenes = sample_scenes("eval", args.n, seed=args.seed, width_px=width_px, height_px=height_px)
-    drawn = []
-    for start in range(0, len(scenes), args.batch_size):
-        chunk = scenes[start : start + args.batch_size]
-        grid = pipeline.tokenizer.encode_images([render_scene(scene) for scene in chunk])
-        latents = pipeline.tokenizer.decode(grid)
-        drawn += pipeline.decoder.decode(
-            DecodeRequest(
-                latents=latents,
-                seed=args.seed + start,
-                guidance_scale=args.guidance_scale,
-                num_inference_steps=args.steps,
-                noise_scale=args.noise_scale,
-            )
-        )
+    drawn = decode_true_tokens(
+        pipeline,
+        scenes,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        guidance_scale=args.guidance_scale,
+        steps=args.steps,
+        noise_scale=args.noise_scale,
+    )
     report = score_images(drawn, scenes)
     accuracies = {name: score.accuracy for name, score in report.categories().items()}
     accuracies["overall"] = report.overall

@@ -73,14 +73,7 @@ def run_accelerate_xomni(*args: str, home: Path, processes: int = 2) -> subproce
         "--main_process_port",
         str(port),
     ]
-    return subprocess.run(
-        [*launch, "-m", "xomni_core.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HOME": str(home)},
-        timeout=300,
-    )
+    return _run_launched_cli(launch, args, HF_HOME=str(home))
 
 
 def run_torchrun_xomni(*args: str, processes: int = 2) -> subprocess.CompletedProcess[str]:
@@ -93,11 +86,18 @@ def run_torchrun_xomni(*args: str, processes: int = 2) -> subprocess.CompletedPr
         "--nproc_per_node",
         str(processes),
     ]
+    return _run_launched_cli(launch, args)
+
+
+def _run_launched_cli(
+    launch: list[str], args: tuple[str, ...], **env: str
+) -> subprocess.CompletedProcess[str]:
+    """``launch -m xomni_core.cli ARGS`` in the repository, one thread a process."""
     return subprocess.run(
         [*launch, "-m", "xomni_core.cli", *args],
         capture_output=True,
         text=True,
         cwd=REPO,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        env={**os.environ, "OMP_NUM_THREADS": "1", **env},
         timeout=300,
     )
