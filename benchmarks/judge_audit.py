@@ -91,6 +91,8 @@ def check_kind(name: str) -> str:
         return "region"
     if name in ("left of", "right of", "above", "below"):
         return "relation"
+    if name == "nothing else":
+        return "nothing else (no unnamed object)"
     return "object (colour, shape)" if name.startswith("1 ") else "count (colour, shape, number)"
 
 
@@ -169,13 +171,15 @@ class Tally:
 
 def truth_of(judges: dict[str, SceneJudge], corrupted: SceneSpec, scene: SceneSpec) -> dict[str, bool]:
     """Check name -> whether it holds for ``corrupted``'s picture judged against ``scene``, where
-    every judge agrees on the clean render."""
+    every judge that makes the check agrees on the clean render."""
     image = render_scene(corrupted)
     verdicts = [{c.name: c.passed for c in j.judge(image, scene).checks} for j in judges.values()]
-    first = verdicts[0]
-    return {
-        name: passed for name, passed in first.items() if all(v.get(name) == passed for v in verdicts[1:])
-    }
+    truth: dict[str, bool] = {}
+    for name in {name for verdict in verdicts for name in verdict}:
+        said = {verdict[name] for verdict in verdicts if name in verdict}
+        if len(said) == 1:
+            truth[name] = said.pop()
+    return truth
 
 
 def audit(
@@ -284,7 +288,8 @@ def print_tables(results: dict[str, Any]) -> None:
         "precision before/after | false claims passed before/after\n"
     )
     for kind in decoded["after"]["checks"]:
-        b, a = decoded["before"]["checks"][kind], decoded["after"]["checks"][kind]
+        a = decoded["after"]["checks"][kind]
+        b = decoded["before"]["checks"].get(kind, dict.fromkeys(a))
 
         def pct(value: float | None) -> str:
             return "-" if value is None else f"{100 * value:.1f}"

@@ -12,6 +12,7 @@ from PIL import Image, ImageFilter
 
 from xomni_core.synthetic import (
     CATEGORIES,
+    DetectorParams,
     SceneJudge,
     SceneObject,
     SceneSpec,
@@ -97,6 +98,7 @@ def test_ground_truth_renders_of_held_out_eval_scenes_are_judged_correct(judge: 
         ("count", ["counting"]),
         ("relation", ["position"]),
         ("swap_colors", ["color_attr", "position"]),
+        ("extra", OBJECT_CATEGORIES),
     ],
 )
 def test_wrong_objects_are_judged_incorrect(judge: SceneJudge, kind: str, categories: list[str]) -> None:
@@ -145,11 +147,22 @@ def test_every_object_of_a_counted_subject_must_be_on_the_named_side(judge: Scen
     assert judge(render_scene(missing), scene).failures()[0].startswith("2 red circles: found")
 
 
+def test_an_object_the_caption_does_not_name_fails_the_image(judge: SceneJudge) -> None:
+    """Hedging: a red square beside two red circles must not pass "two red circles ..."."""
+    scene = headline_scene(22)
+    square = scene.objects[0].model_copy(update={"shape": "square", "center_x_px": 106, "center_y_px": 106})
+    hedged = render_scene(scene.model_copy(update={"objects": (*scene.objects, square)}))
+    verdict = judge(hedged, scene)
+    assert [c.name for c in verdict.checks if not c.passed] == ["nothing else"]
+    assert "red square at (106, 106)" in verdict.failures()[0]
+    assert SceneJudge(DetectorParams(forbid_extra_objects=False))(hedged, scene).correct
+
+
 def test_counted_subjects_are_judged_right_when_drawn_and_wrong_when_corrupted(judge: SceneJudge) -> None:
     scenes = [s for s in sample_scenes("eval", 150, seed=16, categories=["position"]) if len(s.objects) == 3]
     assert len(scenes) >= 40
     assert all(judge(render_scene(s), s).correct for s in scenes)
-    for kind in ("color", "shape", "count", "relation", "swap_colors"):
+    for kind in ("color", "shape", "count", "relation", "swap_colors", "extra"):
         wrong = [(s, corrupt_scene(s, kind, seed=i)) for i, s in enumerate(scenes)]
         verdicts = [judge(render_scene(bad), scene).correct for scene, bad in wrong if bad is not None]
         assert len(verdicts) >= 20, kind

@@ -299,9 +299,7 @@ class SceneJudge:
         background, blobs = find_blobs(image, self.params)
         width, height = image.size
         checks: list[Check] = []
-        found = ", ".join(b.describe() for b in blobs[:8]) or "nothing"
-        if len(blobs) > 8:
-            found += f" and {len(blobs) - 8} more"
+        found = _listed(blobs, 8) or "nothing"
         matched: dict[tuple[ColorName, Shape], list[Blob]] = {}
         for color, shape, count in scene.groups():
             hits = [b for b in blobs if b.color == color and b.shape == shape]
@@ -315,6 +313,8 @@ class SceneJudge:
                 checks.append(self._check_size(obj.size, blob, min(width, height)))
             if obj.region is not None:
                 checks.append(self._check_region(obj.region, blob, width, height))
+        if self.params.forbid_extra_objects:
+            checks.append(_check_nothing_else(blobs, matched))
         if scene.relation is not None:
             rel = scene.relation
             subject, other = scene.objects[rel.subject], scene.objects[rel.object]
@@ -382,6 +382,18 @@ class SceneJudge:
             }[predicate]
         label = "offset" if len(offsets) == 1 else "offsets"
         return Check(predicate, passed, f"{label} to the other object {', '.join(offsets)}")
+
+
+def _check_nothing_else(blobs: Sequence[Blob], named: dict[tuple[ColorName, Shape], list[Blob]]) -> Check:
+    """No object beyond the caption's: otherwise an image could hedge, drawing a red square and a
+    red circle for "a red circle", and pass whichever the shape reading picks."""
+    extra = [blob for blob in blobs if (blob.color, blob.shape) not in named]
+    return Check("nothing else", not extra, f"found also {_listed(extra, 4)}" if extra else "")
+
+
+def _listed(blobs: Sequence[Blob], limit: int) -> str:
+    listed = ", ".join(blob.describe() for blob in blobs[:limit])
+    return listed + (f" and {len(blobs) - limit} more" if len(blobs) > limit else "")
 
 
 def load_ocr_reward(*, threads: int = 1) -> Reward[Any]:

@@ -32,6 +32,9 @@ class DetectorParams(BaseModel):
     size_threshold: float = Field(
         SIZE_THRESHOLD, gt=0, description="Half box side over the shorter image side that splits small/large."
     )
+    forbid_extra_objects: bool = Field(
+        True, description="Fail an image showing an object of a colour and shape its caption does not name."
+    )
     relation_margin: float = Field(
         0.02, ge=0, description="Centroid offset needed for left/right/above/below."
     )

@@ -730,7 +730,7 @@ def _half_in(rng: random.Random, size: Size | None, top: float, w: int, h: int) 
     return rng.uniform(SMALL_BAND[0], top) * min(w, h)
 
 
-Corruption = Literal["color", "shape", "count", "relation", "swap_colors", "word", "missing_word"]
+Corruption = Literal["color", "shape", "count", "relation", "swap_colors", "extra", "word", "missing_word"]
 CORRUPTIONS: tuple[Corruption, ...] = get_args(Corruption)
 
 
@@ -741,8 +741,9 @@ def corrupt_scene(scene: SceneSpec, kind: str, *, seed: int = 0) -> SceneSpec | 
     ``color``/``shape`` repaint or reshape the first object, ``count`` removes or adds one of the
     counted objects (of a counting scene or a position scene's counted subject), ``relation``
     swaps the places of the object and the (first) subject, ``swap_colors`` swaps the colours of
-    two differently coloured objects, ``word`` draws another word and ``missing_word`` draws
-    none. Judge the result against the original ``scene``.
+    two differently coloured objects, ``extra`` adds an object of a colour and shape the caption
+    does not name, ``word`` draws another word and ``missing_word`` draws none. Judge the result
+    against the original ``scene``.
     """
     if kind not in CORRUPTIONS:
         raise InputError(f"unknown corruption '{kind}'; known: {', '.join(CORRUPTIONS)}")
@@ -786,6 +787,16 @@ def corrupt_scene(scene: SceneSpec, kind: str, *, seed: int = 0) -> SceneSpec | 
                 update={"center_x_px": objs[a].center_x_px, "center_y_px": objs[a].center_y_px}
             ),
         )
+    elif kind == "extra":
+        named = {(o.color, o.shape) for o in objs}
+        color, shape = rng.choice(
+            [(c, s) for c in OBJECT_COLORS for s in SHAPES if c != scene.background and (c, s) not in named]
+        )
+        like = [o.model_copy(update={"color": color, "shape": shape}) for o in objs]
+        extra = _add_like(rng, like, objs, scene.width_px, scene.height_px)
+        if extra is None:
+            return None
+        objs.append(extra)
     elif kind == "swap_colors":
         pairs = [(i, j) for i in range(len(objs)) for j in range(i + 1, len(objs))
                  if objs[i].color != objs[j].color and objs[i].shape != objs[j].shape]  # fmt: skip
