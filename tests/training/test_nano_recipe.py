@@ -101,7 +101,7 @@ def test_resume_skips_finished_stages(quick_run: Path, capsys: pytest.CaptureFix
 
 def test_resume_with_other_settings_is_refused(quick_run: Path) -> None:
     other = NanoRecipe.model_validate({**QUICK, "seed": 1})
-    with pytest.raises(InputError, match="different recipe settings"):
+    with pytest.raises(InputError, match=r"started the tokenizer stage with other settings \(seed: 0 -> 1\)"):
         run_nano_recipe(quick_run, other, resume=True, show_progress=False)
 
 

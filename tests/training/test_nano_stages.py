@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from xomni_core import InputError
+from xomni_core.folders import load_tensors
+from xomni_core.training.metrics import read_metrics
 from xomni_plugins.recipes.nano import NanoData, NanoRecipe, train_nano_stages
 from xomni_plugins.recipes.nano.recipe import image_scenes
 
@@ -61,6 +70,65 @@ def test_a_run_recorded_before_the_word_settings_resumes(tmp_path: Path) -> None
     del state["recipe"]["data"]["word_images"], state["recipe"]["vae"]["refine_steps"]
     (tmp_path / "stages.json").write_text(json.dumps(state))
     assert list(train_nano_stages(tmp_path, recipe, until="tokenizer", resume=True)) == ["tokenizer"]
-    with pytest.raises(InputError, match="different recipe settings"):
+    with pytest.raises(InputError, match=r"tokenizer stage with other settings \(data.word_images: 0 -> 4\)"):
         other = NanoRecipe.model_validate(TINY)  # four word images more
         train_nano_stages(tmp_path, other, until="tokenizer", resume=True)
+
+
+def test_settings_of_stages_not_yet_started_may_change(tmp_path: Path) -> None:
+    train_nano_stages(tmp_path, NanoRecipe.model_validate(TINY), until="tokenizer", show_progress=False)
+    longer = NanoRecipe.model_validate(TINY | {"vae": {"steps": 2, "batch_size": 2, "warmup_steps": 0}})
+    assert list(train_nano_stages(tmp_path, longer, until="decoder", resume=True)) == ["tokenizer", "decoder"]
+    assert json.loads((tmp_path / "stages.json").read_text())["recipe"]["vae"]["steps"] == 2
+    with pytest.raises(InputError, match=r"the decoder stage with other settings \(vae.steps: 2 -> 1\)"):
+        train_nano_stages(tmp_path, NanoRecipe.model_validate(TINY), until="sft", resume=True)
+    # Threads are the machine's: a run may continue with other threads.
+    train_nano_stages(tmp_path, NanoRecipe.model_validate(longer.model_dump() | {"threads": 1}),
+                      until="decoder", resume=True)  # fmt: skip
+
+
+STOPPABLE = TINY | {
+    "data": {"train_images": 8},
+    "sft": {"scenes": 8, "steps": 2, "batch_size": 2, "warmup_steps": 0},
+    "grpo": {"prompts": 4, "steps": 6, "group_size": 2, "prompts_per_step": 1, "num_inference_steps": 1,
+             "checkpoint_every": 2, "eval_prompts": 2, "eval_every": 3},
+}  # fmt: skip
+RUN_CHILD = """
+import json, sys
+from xomni_plugins.recipes.nano import NanoRecipe, train_nano_stages
+train_nano_stages(sys.argv[1], NanoRecipe.model_validate(json.loads(sys.argv[2])), until="grpo",
+                  resume=True, show_progress=False)
+"""
+
+
+def test_a_killed_grpo_stage_continues_from_its_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recipe = NanoRecipe.model_validate(STOPPABLE)
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    train_nano_stages(whole, recipe, until="sft", show_progress=False)
+    shutil.copytree(whole, stopped)
+    train_nano_stages(whole, recipe, until="grpo", resume=True, show_progress=False)
+    expected = read_metrics(whole / "grpo" / "metrics.jsonl")
+    assert [r["step"] for r in expected if "eval_reward" in r] == [3, 6]
+
+    child = subprocess.Popen([sys.executable, "-c", RUN_CHILD, str(stopped), json.dumps(STOPPABLE)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while len(read_metrics(stopped / "grpo" / "metrics.jsonl")) < 3 and child.poll() is None:
+        assert time.monotonic() < deadline, "the recipe child made no progress"
+        time.sleep(0.01)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    assert child.returncode == -signal.SIGKILL, child.stderr.read() if child.stderr else ""
+    assert "grpo" not in json.loads((stopped / "stages.json").read_text())["stages"]
+
+    capsys.readouterr()
+    train_nano_stages(stopped, recipe, until="grpo", resume=True, show_progress=False)
+    assert "[grpo] continuing a stopped run" in capsys.readouterr().out
+    resumed = read_metrics(stopped / "grpo" / "metrics.jsonl")
+    for key in ("reward_mean", "loss", "kl"):
+        assert [r[key] for r in resumed] == pytest.approx([r[key] for r in expected], rel=1e-9), key
+    a = load_tensors(whole / "backbone-grpo" / "model.safetensors")
+    b = load_tensors(stopped / "backbone-grpo" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=0, atol=1e-7) for k in a)

@@ -12,7 +12,10 @@ Stages, each seeded and each written to its own folder under ``OUT`` before the 
 
 ``OUT/model`` is then a self-contained pipeline folder (``pipeline.yaml``, the three components
 and ``provenance.json`` with the command, settings, timings, benchmark and file hashes).
-With ``resume``, finished stages (listed in ``OUT/stages.json``) are loaded instead of rerun.
+With ``resume``, finished stages (listed in ``OUT/stages.json``) are loaded instead of rerun, and
+a stopped ``sft`` or ``grpo`` stage continues from its newest checkpoint, exactly as if it had not
+stopped. The settings of stages not yet started may change between runs (``--set
+grpo.steps=600`` after the ``sft`` stage); those of a started stage may not.
 """
 
 from __future__ import annotations
@@ -53,6 +56,15 @@ from .evaluate import ComparisonReport, compare
 from .settings import NanoData, NanoRecipe, pipeline_template
 
 STAGES = ("tokenizer", "decoder", "sft", "grpo", "eval")
+#: The recipe settings each stage reads (besides the earlier stages' results); ``threads`` is the
+#: machine's, free to change between runs.
+STAGE_SETTINGS: dict[str, tuple[str, ...]] = {
+    "tokenizer": ("seed", "data", "tokenizer"),
+    "decoder": ("vae", "flow"),
+    "sft": ("sft",),
+    "grpo": ("grpo", "cfg_scale", "decoder_noise_scale"),
+    "eval": ("eval",),
+}
 REWARD = {"plugin": "compose-judge", "params": {"score": "checks"}}
 
 
@@ -137,13 +149,23 @@ class _Run:
     # ---------------------------------------------------------------------------- bookkeeping
 
     def check_same_recipe(self) -> None:
+        """Refuse settings that differ from those a started stage ran with."""
         recorded = self.state.get("recipe")
         current = self.recipe.model_dump(mode="json")
-        if recorded is not None and _with_defaults(recorded) != current:
-            raise InputError(
-                f"{self.out} holds a run of different recipe settings; resume it with the same settings "
-                "or start in a new folder"
-            )
+        if recorded is not None:
+            recorded = _with_defaults(recorded)
+            started = set(self.state.get("started", [])) | set(self.state.get("stages", {}))
+            for name in (n for n in STAGES if n in started):
+                changed = [
+                    change
+                    for key in STAGE_SETTINGS[name]
+                    for change in _changes(key, recorded.get(key), current[key])
+                ]
+                if changed:
+                    raise InputError(
+                        f"{self.out} started the {name} stage with other settings ({'; '.join(changed)}): "
+                        "resume it with the settings it started with, or start in a new folder"
+                    )
         self.state["recipe"] = current
         self._save_state()
 
@@ -163,7 +185,13 @@ class _Run:
         if name in done:
             self.log(f"[{name}] done in an earlier run ({done[name]['seconds']:.0f} s), skipped")
             return
-        self.log(f"[{name}] starting")
+        started = self.state.setdefault("started", [])
+        if name in started:
+            self.log(f"[{name}] continuing a stopped run")
+        else:
+            self.log(f"[{name}] starting")
+            started.append(name)
+            self._save_state()
         start = time.perf_counter()
         summary = body()
         seconds = time.perf_counter() - start
@@ -213,6 +241,14 @@ class _Run:
                 config[slot] = {"plugin": config[slot]["plugin"], "weights": str(folder)}
         config.update(sections)
         return config
+
+    def _write_prompts(self, name: str, scenes: Sequence[SceneSpec]) -> Path:
+        path = self.out / name
+        with atomic_file(path) as tmp:
+            tmp.write_text(
+                "".join(json.dumps({"prompt": s.caption, "metadata": s.metadata()}) + "\n" for s in scenes)
+            )
+        return path
 
     def _write_config(self, name: str, config: dict[str, Any]) -> Path:
         path = self.out / name
@@ -275,13 +311,16 @@ class _Run:
                     "warmup_steps": sft.warmup_steps,
                     "decay": sft.decay,
                     "steps": sft.steps,
-                    "checkpoint_every": sft.steps,
+                    "checkpoint_every": sft.checkpoint_every,
                     "keep_checkpoints": 1,
                     "output_dir": str(self.out / "sft"),
                 }
             },
         )
-        result = train_sft(self._write_config("sft.yaml", config), show_progress=self.show_progress)
+        # resume: a stopped stage continues from its newest checkpoint (a fresh one starts afresh).
+        result = train_sft(
+            self._write_config("sft.yaml", config), resume=True, show_progress=self.show_progress
+        )
         assert result.checkpoint is not None
         _replace_dir(result.checkpoint / "backbone", self.out / "backbone-sft")
         return {"loss": float(result.records[-1]["loss"])}
@@ -291,12 +330,16 @@ class _Run:
 
         grpo = self.recipe.grpo
         px = self.recipe.data.image_px
-        scenes = sample_scenes("rl", grpo.prompts, seed=self.recipe.data.seed, width_px=px, height_px=px)
-        prompts = self.out / "rl-prompts.jsonl"
-        with atomic_file(prompts) as tmp:
-            tmp.write_text(
-                "".join(json.dumps({"prompt": s.caption, "metadata": s.metadata()}) + "\n" for s in scenes)
-            )
+        scenes = sample_scenes(
+            "rl", grpo.prompts + grpo.eval_prompts, seed=self.recipe.data.seed, width_px=px, height_px=px
+        )
+        prompts = self._write_prompts("rl-prompts.jsonl", scenes[: grpo.prompts])
+        held_out = None
+        if grpo.eval_prompts:
+            held_out = {
+                "prompts_file": str(self._write_prompts("rl-eval-prompts.jsonl", scenes[grpo.prompts :])),
+                "every": grpo.eval_every,
+            }
         config = self._config(
             tokenizer=self.out / "tokenizer",
             backbone=self.out / "backbone-sft",
@@ -315,21 +358,27 @@ class _Run:
                     "width_px": px,
                     "num_inference_steps": grpo.num_inference_steps,
                     "prompts_file": str(prompts),
-                    "checkpoint_every": grpo.steps,
+                    "eval": held_out,
+                    "checkpoint_every": grpo.checkpoint_every,
                     "keep_checkpoints": 1,
                     "output_dir": str(self.out / "grpo"),
                 }
             },
         )
-        result = train_grpo(self._write_config("grpo.yaml", config), show_progress=self.show_progress)
+        result = train_grpo(
+            self._write_config("grpo.yaml", config), resume=True, show_progress=self.show_progress
+        )
         assert result.checkpoint is not None
         _replace_dir(result.checkpoint / "backbone", self.out / "backbone-grpo")
         rewards = [float(r["reward_mean"]) for r in result.records]
         tenth = max(1, len(rewards) // 10)
-        return {
+        summary = {
             "reward_first_tenth": sum(rewards[:tenth]) / tenth,
             "reward_last_tenth": sum(rewards[-tenth:]) / tenth,
         }
+        if held_out is not None:
+            summary["eval_reward_last"] = float(result.records[-1]["eval_reward"])
+        return summary
 
     def evaluate(self) -> dict[str, Any]:
         folders = {"tokenizer": self.out / "tokenizer", "decoder": self.out / "decoder"}
@@ -408,6 +457,17 @@ def _with_defaults(recorded: Any) -> Any:
         return NanoRecipe.model_validate(recorded).model_dump(mode="json")
     except ValueError:
         return recorded
+
+
+def _changes(key: str, recorded: Any, current: Any) -> list[str]:
+    """``key: recorded -> current`` for each leaf setting under ``key`` that differs."""
+    if isinstance(recorded, dict) and isinstance(current, dict):
+        return [
+            change
+            for name in sorted(recorded.keys() | current.keys())
+            for change in _changes(f"{key}.{name}", recorded.get(name), current.get(name))
+        ]
+    return [] if recorded == current else [f"{key}: {recorded!r} -> {current!r}"]
 
 
 def _replace_dir(source: Path, target: Path) -> None:

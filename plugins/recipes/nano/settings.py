@@ -61,6 +61,9 @@ class NanoSFT(BaseModel):
     caption_drop: float = Field(
         0.0, ge=0.0, lt=1.0, description="share of pairs trained on the image prefix alone (for CFG)"
     )
+    checkpoint_every: int = Field(
+        250, ge=1, description="steps between checkpoints; a stopped run resumes from the newest"
+    )
 
 
 class NanoGRPO(BaseModel):
@@ -81,6 +84,16 @@ class NanoGRPO(BaseModel):
         "first token of each object); their guidance is the recipe's cfg_scale",
     )
     num_inference_steps: int = Field(8, ge=1, description="decoder steps of the rollouts")
+    checkpoint_every: int = Field(
+        25, ge=1, description="steps between checkpoints; a stopped run resumes from the newest"
+    )
+    eval_prompts: int = Field(
+        64,
+        ge=0,
+        description="rl-split scenes after the training prompts whose mean reward (one seeded sample "
+        "each) the metrics record every eval_every steps (0: none)",
+    )
+    eval_every: int = Field(50, ge=1, description="steps between evaluations of the eval_prompts")
 
 
 class NanoEval(BaseModel):
