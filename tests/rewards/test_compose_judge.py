@@ -71,6 +71,18 @@ def test_correct_mode_scores_one_or_zero() -> None:
     assert result.scores == (1.0,) * 4 + (0.0,) * 4
 
 
+def test_the_correct_bonus_pays_only_images_whose_every_check_passes() -> None:
+    truth = scenes()[:4]
+    wrong = [corrupt_scene(s, "relation", seed=0) or corrupt_scene(s, "shape", seed=0) or s for s in truth]
+    images = [render_scene(s) for s in truth + wrong]
+    batch = RewardBatch(images, [s.caption for s in truth + truth], [s.metadata() for s in truth + truth])
+    plain, paid = reward().score(batch), reward(correct_bonus=0.5).score(batch)
+    bonus = [0.5 * correct for correct in plain.details["correct"]]
+    assert paid.scores == tuple(p + b for p, b in zip(plain.scores, bonus, strict=True))
+    assert paid.scores[:4] == (1.5,) * 4
+    assert all(0.0 <= score < 1.0 for score in paid.scores[4:])
+
+
 def test_without_metadata_the_prompt_is_parsed_at_the_image_size() -> None:
     scene = parse_caption(HEADLINE, width_px=96, height_px=64, seed=7)
     image, wrong = render_scene(scene), render_scene(corrupt_scene(scene, "relation") or scene)

@@ -12,6 +12,7 @@ import yaml
 from xomni_core import InputError, TextToImagePipeline
 from xomni_core.cli import main
 from xomni_core.models import combined_hash, hash_files
+from xomni_core.training.metrics import read_metrics
 from xomni_plugins.recipes.nano import NanoRecipe, run_nano_recipe
 
 QUICK = {
@@ -30,9 +31,23 @@ QUICK = {
         "decay": "cosine",
         "caption_drop": 0.5,
     },
-    "grpo": {"prompts": 4, "steps": 1, "group_size": 2, "prompts_per_step": 1, "num_inference_steps": 2},
+    "grpo": {
+        "prompts": 4,
+        "steps": 2,
+        "group_size": 2,
+        "prompts_per_step": 1,
+        "num_inference_steps": 2,
+        "updates_per_rollout": 2,
+        "correct_bonus": 0.5,
+        "eval_prompts": 2,
+        "eval_every": 1,
+    },
     "eval": {"scenes": 7, "batch_size": 7},
 }
+
+
+def read_prompts(path: Path) -> set[str]:
+    return {json.loads(line)["prompt"] for line in path.read_text().splitlines()}
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +102,16 @@ def test_model_folder_is_a_pipeline_with_provenance(quick_run: Path) -> None:
     assert yaml.safe_load((quick_run / "sft.yaml").read_text())["training"]["sft"]["decay"] == "cosine"
     grpo = yaml.safe_load((quick_run / "grpo.yaml").read_text())["training"]["grpo"]
     assert grpo["sampling"]["cfg_scale"] == 2.0  # GRPO trains the guided policy that generation samples
+    assert grpo["updates_per_rollout"] == 2
+    rewards = yaml.safe_load((quick_run / "grpo.yaml").read_text())["rewards"]
+    assert rewards == [{"plugin": "compose-judge", "params": {"score": "checks", "correct_bonus": 0.5}}]
+    held_out = read_prompts(quick_run / "rl-eval-prompts.jsonl")
+    assert len(held_out) == 2 and not read_prompts(quick_run / "rl-prompts.jsonl") & held_out
+    logged = [r for r in read_metrics(quick_run / "grpo" / "metrics.jsonl") if "eval_reward" in r]
+    assert [r["step"] for r in logged] == [1, 2]
+    assert json.loads((quick_run / "stages.json").read_text())["stages"]["grpo"]["eval_reward_last"] == (
+        logged[-1]["eval_reward"]
+    )
     pipeline = TextToImagePipeline.from_config(model / "pipeline.yaml")
     image = pipeline("a red circle", show_progress=False).images[0]
     assert image.size == (128, 128)

@@ -145,6 +145,7 @@ class _Run:
         self.state: dict[str, Any] = (
             json.loads(self.state_path.read_text()) if self.state_path.is_file() else {}
         )
+        self.continuing = False  # whether the running stage continues a stopped run
 
     # ---------------------------------------------------------------------------- bookkeeping
 
@@ -186,7 +187,8 @@ class _Run:
             self.log(f"[{name}] done in an earlier run ({done[name]['seconds']:.0f} s), skipped")
             return
         started = self.state.setdefault("started", [])
-        if name in started:
+        self.continuing = name in started
+        if self.continuing:
             self.log(f"[{name}] continuing a stopped run")
         else:
             self.log(f"[{name}] starting")
@@ -317,9 +319,8 @@ class _Run:
                 }
             },
         )
-        # resume: a stopped stage continues from its newest checkpoint (a fresh one starts afresh).
         result = train_sft(
-            self._write_config("sft.yaml", config), resume=True, show_progress=self.show_progress
+            self._write_config("sft.yaml", config), resume=self.continuing, show_progress=self.show_progress
         )
         assert result.checkpoint is not None
         _replace_dir(result.checkpoint / "backbone", self.out / "backbone-sft")
@@ -344,12 +345,13 @@ class _Run:
             tokenizer=self.out / "tokenizer",
             backbone=self.out / "backbone-sft",
             decoder=self.out / "decoder",
-            rewards=[REWARD],
+            rewards=[_reward(correct_bonus=grpo.correct_bonus)],
             training={
                 "grpo": {
                     "steps": grpo.steps,
                     "group_size": grpo.group_size,
                     "prompts_per_step": grpo.prompts_per_step,
+                    "updates_per_rollout": grpo.updates_per_rollout,
                     "learning_rate": grpo.learning_rate,
                     "kl_coef": grpo.kl_coef,
                     "clip_epsilon": grpo.clip_epsilon,
@@ -366,7 +368,7 @@ class _Run:
             },
         )
         result = train_grpo(
-            self._write_config("grpo.yaml", config), resume=True, show_progress=self.show_progress
+            self._write_config("grpo.yaml", config), resume=self.continuing, show_progress=self.show_progress
         )
         assert result.checkpoint is not None
         _replace_dir(result.checkpoint / "backbone", self.out / "backbone-grpo")
@@ -457,6 +459,13 @@ def _with_defaults(recorded: Any) -> Any:
         return NanoRecipe.model_validate(recorded).model_dump(mode="json")
     except ValueError:
         return recorded
+
+
+def _reward(*, correct_bonus: float) -> dict[str, Any]:
+    """The recipe's reward; a bonus only where set, so configs written before it stay as they were."""
+    if not correct_bonus:
+        return REWARD
+    return {**REWARD, "params": {**REWARD["params"], "correct_bonus": correct_bonus}}
 
 
 def _changes(key: str, recorded: Any, current: Any) -> list[str]:

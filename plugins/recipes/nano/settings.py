@@ -75,9 +75,16 @@ class NanoGRPO(BaseModel):
     steps: int = Field(300, ge=1)
     group_size: int = Field(8, ge=2)
     prompts_per_step: int = Field(8, ge=1)
+    updates_per_rollout: int = Field(1, ge=1, description="optimiser steps on each step's rollouts")
     learning_rate: float = Field(1e-4, gt=0.0)
     kl_coef: float = Field(0.01, ge=0.0)
     clip_epsilon: float = Field(0.2, gt=0.0, lt=1.0)
+    correct_bonus: float = Field(
+        0.0,
+        ge=0.0,
+        description="the reward's extra for an image whose every check passes, on top of the share "
+        "of passed checks",
+    )
     sampling: SamplingParams = Field(
         SamplingParams(temperature=1.0),
         description="temperature and truncation of the rollouts (untruncated: min-p would cut the rare "

@@ -21,7 +21,8 @@ PLUGIN = PluginSpec(
     params=ComposeJudgeParams,
     description=(
         "Share of a caption's claims (objects, colours, counts, positions, words) an image bears out, "
-        "judged against metadata 'scene' or the prompt parsed as a benchmark caption; scores in [0, 1]."
+        "judged against metadata 'scene' or the prompt parsed as a benchmark caption; scores in [0, 1] "
+        "(plus correct_bonus where every check passes)."
     ),
     tags=("compositional", "programmatic"),
 )

@@ -68,7 +68,8 @@ class ComposeJudgeReward(Weightless[ComposeJudgeParams], Reward[ComposeJudgePara
             verdict = self.judge.judge(image, self.scene_for(batch, index))
             checks.append(verdict.score)
             correct.append(1.0 if verdict.correct else 0.0)
-        scores = checks if self.params.score == "checks" else correct
+        base = checks if self.params.score == "checks" else correct
+        scores = [b + self.params.correct_bonus * c for b, c in zip(base, correct, strict=True)]
         return RewardResult(
             self.name, tuple(scores), details={"checks": tuple(checks), "correct": tuple(correct)}
         )

@@ -15,10 +15,15 @@ class ComposeJudgeParams(ComponentParams):
 
     ``checks``: the share of the caption's claims the image bears out (a graded signal for
     training). ``correct``: 1 when every claim holds, else 0 (what the benchmark counts).
+    ``correct_bonus`` adds to the share of an image whose every claim holds, so a policy trained
+    on the graded signal is also paid for what the benchmark counts.
     """
 
     score: Literal["checks", "correct"] = Field(
         "checks", description="share of passed checks, or 1/0 for all checks passing"
+    )
+    correct_bonus: float = Field(
+        0.0, ge=0.0, description="added to the score of an image whose every check passes"
     )
     detector: DetectorParams = Field(
         default_factory=DetectorParams, description="thresholds of the shape and colour detector"
