@@ -19,7 +19,7 @@ QUICK = {
     "threads": None,
     "decoder_noise_scale": 0.0,
     "cfg_scale": 2.0,
-    "data": {"train_images": 16},
+    "data": {"train_images": 16, "word_images": 2},
     "tokenizer": {"steps": 2, "batch_size": 4, "warmup_steps": 1},
     "vae": {"steps": 2, "batch_size": 2, "warmup_steps": 1},
     "flow": {"steps": 2, "batch_size": 4, "warmup_steps": 1},
@@ -109,8 +109,9 @@ def test_model_folder_is_a_pipeline_with_provenance(quick_run: Path) -> None:
     assert len(held_out) == 2 and not read_prompts(quick_run / "rl-prompts.jsonl") & held_out
     logged = [r for r in read_metrics(quick_run / "grpo" / "metrics.jsonl") if "eval_reward" in r]
     assert [r["step"] for r in logged] == [1, 2]
-    assert json.loads((quick_run / "stages.json").read_text())["stages"]["grpo"]["eval_reward_last"] == (
-        logged[-1]["eval_reward"]
+    assert (
+        json.loads((quick_run / "stages.json").read_text())["stages"]["grpo"]["eval_reward_last"]
+        == (logged[-1]["eval_reward"])
     )
     pipeline = TextToImagePipeline.from_config(model / "pipeline.yaml")
     image = pipeline("a red circle", show_progress=False).images[0]

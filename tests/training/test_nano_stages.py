@@ -53,7 +53,7 @@ def test_an_unknown_last_stage_is_named(tmp_path: Path) -> None:
 
 
 def test_word_images_follow_the_mixed_scenes_without_repeating_them() -> None:
-    mixed = image_scenes(NanoData(train_images=14))
+    mixed = image_scenes(NanoData(train_images=14, word_images=0))
     scenes = image_scenes(NanoData(train_images=14, word_images=20))
     assert scenes[:14] == mixed
     words = scenes[14:]
@@ -64,7 +64,7 @@ def test_word_images_follow_the_mixed_scenes_without_repeating_them() -> None:
 
 
 def test_a_run_recorded_before_the_word_settings_resumes(tmp_path: Path) -> None:
-    recipe = NanoRecipe.model_validate(TINY | {"data": {"train_images": 8}})
+    recipe = NanoRecipe.model_validate(TINY | {"data": {"train_images": 8, "word_images": 0}})
     train_nano_stages(tmp_path, recipe, until="tokenizer", show_progress=False)
     state = json.loads((tmp_path / "stages.json").read_text())
     del state["recipe"]["data"]["word_images"], state["recipe"]["vae"]["refine_steps"]
@@ -88,7 +88,7 @@ def test_settings_of_stages_not_yet_started_may_change(tmp_path: Path) -> None:
 
 
 STOPPABLE = TINY | {
-    "data": {"train_images": 8},
+    "data": {"train_images": 8, "word_images": 0},
     "sft": {"scenes": 8, "steps": 2, "batch_size": 2, "warmup_steps": 0},
     "grpo": {"prompts": 4, "steps": 6, "group_size": 2, "prompts_per_step": 1, "num_inference_steps": 1,
              "checkpoint_every": 2, "eval_prompts": 2, "eval_every": 3},

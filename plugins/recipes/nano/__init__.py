@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from .evaluate import ComparisonReport, compare
 from .recipe import NanoResult, run_nano_recipe, train_nano_stages
-from .settings import PIPELINE_TEMPLATE, NanoData, NanoEval, NanoGRPO, NanoRecipe, NanoSFT, NanoTokenizer
+from .settings import (
+    PIPELINE_TEMPLATE,
+    NanoData,
+    NanoEval,
+    NanoGRPO,
+    NanoRecipe,
+    NanoSFT,
+    NanoTokenizer,
+    NanoVAE,
+)
 
 __all__ = [
     "PIPELINE_TEMPLATE",
@@ -16,6 +25,7 @@ __all__ = [
     "NanoResult",
     "NanoSFT",
     "NanoTokenizer",
+    "NanoVAE",
     "compare",
     "run_nano_recipe",
     "train_nano_stages",

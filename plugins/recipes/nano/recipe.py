@@ -452,12 +452,21 @@ def image_scenes(data: NanoData) -> list[SceneSpec]:
     return scenes
 
 
+#: Settings added to the recipe after runs were recorded without them, at the values those runs
+#: ran with where today's default differs.
+_ADDED_AT: dict[tuple[str, str], Any] = {("data", "word_images"): 0}
+
+
 def _with_defaults(recorded: Any) -> Any:
-    """A recorded recipe with the settings added since it was written at their defaults (which
-    reproduce what ran before them); as recorded when it no longer validates."""
+    """A recorded recipe with the settings added since it was written at the values that reproduce
+    what ran before them; as recorded when it no longer validates."""
     try:
-        return NanoRecipe.model_validate(recorded).model_dump(mode="json")
-    except ValueError:
+        filled = {key: dict(value) if isinstance(value, dict) else value for key, value in recorded.items()}
+        for (section, name), value in _ADDED_AT.items():
+            if isinstance(filled.get(section), dict):
+                filled[section].setdefault(name, value)
+        return NanoRecipe.model_validate(filled).model_dump(mode="json")
+    except (ValueError, AttributeError):
         return recorded
 
 

@@ -27,7 +27,7 @@ class NanoData(BaseModel):
 
     train_images: int = Field(4000, ge=8, description="train-split scenes rendered once for stages 1-2")
     word_images: int = Field(
-        0, ge=0, description="extra train-split word scenes for stages 1-2, after the train_images"
+        2000, ge=0, description="extra train-split word scenes for stages 1-2, after the train_images"
     )
     image_px: int = Field(128, ge=32, description="side of every image, a multiple of 16")
     seed: int = Field(0, ge=0, description="seed of the scenes")
@@ -44,6 +44,15 @@ class NanoTokenizer(IBQSettings):
     segmentation_weight: float = Field(
         1.0, ge=0.0, description="weight of naming the shape (or word) under each painted pixel"
     )
+
+
+class NanoVAE(VAESettings):
+    """The whole VAE trained at full size: pooled to half size, a word's strokes are a pixel wide
+    and the VAE learns to draw words as bars (BENCHMARKS.md, "Words: the text ceiling")."""
+
+    steps: int = Field(2500, ge=1, description="optimiser steps")
+    batch_size: int = Field(8, ge=1, description="images per step")
+    downscale: int = Field(1, ge=1, description="average-pool the images by this factor first")
 
 
 class NanoSFT(BaseModel):
@@ -135,7 +144,7 @@ class NanoRecipe(BaseModel):
     )
     data: NanoData = NanoData()
     tokenizer: NanoTokenizer = NanoTokenizer()
-    vae: VAESettings = VAESettings()
+    vae: NanoVAE = NanoVAE()
     flow: FlowSettings = FlowSettings()
     sft: NanoSFT = NanoSFT()
     grpo: NanoGRPO = NanoGRPO()
