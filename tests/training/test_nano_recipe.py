@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from xomni_core.cli import main
 from xomni_core.models import combined_hash, hash_files
 from xomni_core.training.metrics import read_metrics
 from xomni_plugins.recipes.nano import NanoRecipe, run_nano_recipe
+from xomni_plugins.recipes.nano.evaluate import stratified_mean, stratified_standard_error
 
 QUICK = {
     "threads": None,
@@ -80,7 +82,20 @@ def test_comparison_covers_three_modes_and_every_category(quick_run: Path) -> No
     for scores in report["categories"].values():
         assert len(scores) == 8  # seven categories and overall
         assert all(0.0 <= value <= 1.0 for value in scores.values())
-    assert "| **overall** |" in (quick_run / "eval" / "comparison.md").read_text()
+    table = (quick_run / "eval" / "comparison.md").read_text()
+    assert "| **overall** |" in table and "| standard error (overall) |" in table
+    assert set(report["standard_errors"]) == set(report["overall"])
+    lead = report["leads"]["grpo_single - sft_best_of_2"]
+    overall = report["overall"]
+    assert lead["difference"] == pytest.approx(overall["grpo_single"] - overall["sft_best_of_2"])
+    assert f"grpo_single - sft_best_of_2: {100 * lead['difference']:+.1f} points" in table
+
+
+def test_standard_errors_add_up_each_categorys_spread() -> None:
+    values, categories = [1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0], ["a"] * 4 + ["b"] * 4
+    assert stratified_mean(values, categories) == 0.75
+    # Category a: sample variance 1/3 over 4 scenes; b: none; two categories averaged.
+    assert stratified_standard_error(values, categories) == pytest.approx(math.sqrt(1 / 12) / 2)
 
 
 def test_model_folder_is_a_pipeline_with_provenance(quick_run: Path) -> None:

@@ -5,12 +5,19 @@ prompt ``i`` uses seed ``seed + k * n + i``, so the SFT single sample is the fir
 best-of-N candidates and the GRPO single sample starts from the same seed. Best-of-N keeps the
 candidate the pipeline's reward (the compositional judge's share of passed checks, read from
 the prompt alone) scores highest, the earliest on ties; the benchmark then judges it.
+
+Overall accuracy is the mean of the category accuracies, so its standard error adds up each
+category's spread; a lead of one mode over another is read per scene (both modes judged on the
+same prompt), with the standard error of that paired difference.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import statistics
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +53,17 @@ class ComparisonReport:
             cells = [f"{100 * self.modes[mode][row]:.1f}" for mode in modes]
             name = f"**{row}**" if row == "overall" else row
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        errors = self.info.get("standard_errors")
+        if errors:
+            cells = [f"{100 * errors[mode]:.1f}" for mode in modes]
+            lines.append("| standard error (overall) | " + " | ".join(cells) + " |")
+        for lead, numbers in self.info.get("leads", {}).items():
+            points, error = 100 * numbers["difference"], 100 * numbers["paired_standard_error"]
+            verdict = "exceeds" if points > 2 * error else "does not exceed"
+            lines.append(
+                f"\n{lead}: {points:+.1f} points, paired standard error {error:.1f}: "
+                f"the lead {verdict} two standard errors."
+            )
         return "\n".join(lines) + "\n"
 
     def to_json(self) -> dict[str, Any]:
@@ -110,10 +128,48 @@ def compare(
     if reports_dir is not None:
         for mode, report in reports.items():
             report.write_json(Path(reports_dir) / f"{mode}.json")
+    categories = [scene.category for scene in scenes]
+    correct = {mode: [float(s.correct) for s in report.samples] for mode, report in reports.items()}
+    leads = {}
+    for other in (f"sft_best_of_{best_of}", "sft_single"):
+        difference = [g - o for g, o in zip(correct["grpo_single"], correct[other], strict=True)]
+        leads[f"grpo_single - {other}"] = {
+            "difference": stratified_mean(difference, categories),
+            "paired_standard_error": stratified_standard_error(difference, categories),
+        }
     return ComparisonReport(
         modes={mode: _accuracies(report) for mode, report in reports.items()},
-        info={"split": "eval", "scenes": len(scenes), "seed": settings.seed, "best_of": best_of},
+        info={
+            "split": "eval",
+            "scenes": len(scenes),
+            "seed": settings.seed,
+            "best_of": best_of,
+            "standard_errors": {
+                mode: stratified_standard_error(values, categories) for mode, values in correct.items()
+            },
+            "leads": leads,
+        },
     )
+
+
+def _by_category(values: Sequence[float], categories: Sequence[str]) -> list[list[float]]:
+    groups: dict[str, list[float]] = defaultdict(list)
+    for value, category in zip(values, categories, strict=True):
+        groups[category].append(value)
+    return list(groups.values())
+
+
+def stratified_mean(values: Sequence[float], categories: Sequence[str]) -> float:
+    """The mean of the per-category means, as overall accuracy is."""
+    groups = _by_category(values, categories)
+    return sum(statistics.fmean(group) for group in groups) / len(groups)
+
+
+def stratified_standard_error(values: Sequence[float], categories: Sequence[str]) -> float:
+    """Standard error of :func:`stratified_mean`: each category's sample variance over its size."""
+    groups = _by_category(values, categories)
+    variance = sum(statistics.variance(group) / len(group) for group in groups if len(group) > 1)
+    return math.sqrt(variance) / len(groups)
 
 
 def _draw(
