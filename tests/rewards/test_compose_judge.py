@@ -83,6 +83,15 @@ def test_the_correct_bonus_pays_only_images_whose_every_check_passes() -> None:
     assert all(0.0 <= score < 1.0 for score in paid.scores[4:])
 
 
+def test_a_word_one_letter_off_fails_its_check_but_earns_credit_in_the_score() -> None:
+    scene = next(s for s in sample_scenes("eval", 70, seed=3, categories=["text"]) if s.word.text == "MOON")
+    near = scene.model_copy(update={"word": scene.word.model_copy(update={"text": "MOOD"})})
+    images = [render_scene(scene), render_scene(near), render_scene(scene.model_copy(update={"word": None}))]
+    result = reward().score(RewardBatch(images, [scene.caption] * 3, [scene.metadata()] * 3))
+    assert result.details["correct"] == (1.0, 0.0, 0.0)
+    assert result.scores == pytest.approx((1.0, 0.75, 0.0))
+
+
 def test_without_metadata_the_prompt_is_parsed_at_the_image_size() -> None:
     scene = parse_caption(HEADLINE, width_px=96, height_px=64, seed=7)
     image, wrong = render_scene(scene), render_scene(corrupt_scene(scene, "relation") or scene)

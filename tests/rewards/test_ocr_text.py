@@ -96,6 +96,13 @@ def test_f1_penalises_text_that_was_not_asked_for() -> None:
     assert match.f1 == pytest.approx(2 * 0.4 / 1.4)
 
 
+def test_the_letters_of_a_near_miss_earn_partial_credit() -> None:
+    assert match_text("MOON", "VOON").characters == pytest.approx(0.75)  # 2 * 3 matches / 8 letters
+    assert match_text("MOON", "moon").characters == 1.0
+    assert match_text("MOON", "").characters == 0.0
+    assert match_text("MOON", "VOON").recall == 0.0
+
+
 # --- real OCR ---
 
 
@@ -128,6 +135,18 @@ def test_partially_rendered_text_gets_partial_credit(reward: OcrTextReward) -> N
         RewardBatch([render("OPEN LATE", ENGLISH_FONT)], ['a shop front with the words "OPEN LATE TONIGHT"'])
     ).scores
     assert score == pytest.approx(2 / 3)
+
+
+def test_the_characters_metric_scores_a_word_one_letter_off() -> None:
+    reward = OcrTextReward.from_params(OcrTextParams(metric="characters", num_threads=2))
+    batch = RewardBatch(
+        [render("MOON", ENGLISH_FONT), render("MOOD", ENGLISH_FONT), render("", ENGLISH_FONT)],
+        ["a sign"] * 3,
+        [{"target_text": "MOON"}] * 3,
+    )
+    result = reward.score(batch)
+    assert result.scores == pytest.approx((1.0, 0.75, 0.0))
+    assert result.details["recall"] == (1.0, 0.0, 0.0)
 
 
 def test_a_prompt_without_requested_text_gets_the_no_target_score(reward: OcrTextReward) -> None:

@@ -70,11 +70,18 @@ class Blob:
 
 @dataclass(frozen=True)
 class Check:
-    """One claim of a caption and whether the image bears it out."""
+    """One claim of a caption and whether the image bears it out; ``credit`` grades a failed claim
+    that came close (a word read one letter off), ``None`` where a claim only holds or fails."""
 
     name: str
     passed: bool
     detail: str = ""
+    credit: float | None = None
+
+    @property
+    def value(self) -> float:
+        """1 for a passed claim, else its credit (0 without one)."""
+        return 1.0 if self.passed else (self.credit or 0.0)
 
 
 @dataclass(frozen=True)
@@ -92,8 +99,8 @@ class Judgement:
 
     @property
     def score(self) -> float:
-        """Share of passed checks: a graded signal for training."""
-        return sum(c.passed for c in self.checks) / len(self.checks) if self.checks else 1.0
+        """Share of passed checks, failed ones counted at their credit: a graded signal for training."""
+        return sum(c.value for c in self.checks) / len(self.checks) if self.checks else 1.0
 
     def failures(self) -> list[str]:
         return [f"{c.name}: {c.detail}" if c.detail else c.name for c in self.checks if not c.passed]
@@ -338,7 +345,9 @@ class SceneJudge:
         legible = ImageOps.autocontrast(image.convert("L"), cutoff=1).convert("RGB")
         result = self.text_reward.score(RewardBatch([legible], [scene.caption], [{"target_text": text}]))
         score = result.scores[0]
-        return Check(f'word "{text}"', score >= 1.0 - 1e-6, f"{result.name} score {score:.2f}")
+        # The ocr-text reward grades a near miss by its letters; other text rewards by their score.
+        credit = result.details.get("characters", result.scores)[0]
+        return Check(f'word "{text}"', score >= 1.0 - 1e-6, f"{result.name} score {score:.2f}", credit)
 
     def _check_size(self, size: str, blob: Blob | None, side: int) -> Check:
         if blob is None:

@@ -52,9 +52,9 @@ class OcrTextReward(Reward[OcrTextParams]):
     """Share of the requested text that OCR reads in the image (see :mod:`.text_match`).
 
     The requested text is ``metadata["target_text"]`` or else the quoted spans of the prompt.
-    ``params.metric`` picks recall (default) or F1 over text units; a sample that requests no
-    text scores ``params.no_target_score``. ``details`` holds ``recall``, ``precision`` and
-    ``has_target`` (1.0 or 0.0) per sample.
+    ``params.metric`` picks recall (default) or F1 over text units, or the letters' similarity; a
+    sample that requests no text scores ``params.no_target_score``. ``details`` holds ``recall``,
+    ``precision``, ``characters`` and ``has_target`` (1.0 or 0.0) per sample.
     """
 
     name: ClassVar[str] = PLUGIN_NAME
@@ -110,19 +110,22 @@ class OcrTextReward(Reward[OcrTextParams]):
         return [str(line[1]) for line in result or []]
 
     def score(self, batch: RewardBatch) -> RewardResult:
-        scores, recalls, precisions, has_target = [], [], [], []
+        scores, recalls, precisions, characters, has_target = [], [], [], [], []
         for index, (image, prompt) in enumerate(zip(batch.images, batch.prompts, strict=True)):
             wanted = requested_text(prompt, batch.metadata_for(index))
             if not text_units(wanted):
                 scores.append(self.params.no_target_score)
                 recalls.append(0.0)
                 precisions.append(0.0)
+                characters.append(0.0)
                 has_target.append(0.0)
                 continue
             match = match_text(wanted, "\n".join(self.read_text(image)))
-            scores.append(match.recall if self.params.metric == "recall" else match.f1)
+            metric = {"recall": match.recall, "f1": match.f1, "characters": match.characters}
+            scores.append(metric[self.params.metric])
             recalls.append(match.recall)
             precisions.append(match.precision)
+            characters.append(match.characters)
             has_target.append(1.0)
         return RewardResult(
             self.name,
@@ -131,6 +134,7 @@ class OcrTextReward(Reward[OcrTextParams]):
             details={
                 "recall": tuple(recalls),
                 "precision": tuple(precisions),
+                "characters": tuple(characters),
                 "has_target": tuple(has_target),
             },
         )

@@ -17,10 +17,11 @@ class OcrTextParams(ComponentParams):
     when loaded with ``from_pretrained`` and against the working directory otherwise.
     """
 
-    metric: Literal["recall", "f1"] = Field(
+    metric: Literal["recall", "f1", "characters"] = Field(
         "recall",
         description="recall: matched units / requested units (LongText-Bench style); f1 also "
-        "penalises extra text read in the image.",
+        "penalises extra text read in the image; characters: letter similarity of the requested "
+        "and the read text, partial credit for a near miss.",
     )
     min_confidence: float = Field(
         0.5, ge=0.0, le=1.0, description="Text lines recognised with a lower confidence are ignored."

@@ -9,10 +9,15 @@ matter but each requested unit must be read as many times as it is requested.
 OCR of rendered English often drops the space between words (``HELLO WORLD`` read as
 ``HELLOWORLD``); a read word that is not requested but is exactly a concatenation of requested
 words counts as those words.
+
+``characters`` grades a reading that misses: the similarity of the requested units' letters,
+joined, to the read units' letters, joined (``2 * matches / total length``; ``MOON`` read as
+``VOON`` is 0.75), so a word one stroke off scores more than no word.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 import unicodedata
 from collections import Counter
@@ -83,6 +88,7 @@ class TextMatch:
     matched: int
     requested: int
     read: int
+    characters: float = 0.0
 
     @property
     def recall(self) -> float:
@@ -100,13 +106,20 @@ class TextMatch:
 
 def match_text(requested: str, read: str) -> TextMatch:
     """Compare the text an image should show with the text read from it."""
-    wanted = Counter(text_units(requested))
+    requested_units, read_units = text_units(requested), text_units(read)
+    wanted = Counter(requested_units)
     got: Counter[str] = Counter()
-    for unit in text_units(read):
+    for unit in read_units:
         parts = None if unit in wanted else _split_joined(unit, wanted)
         got.update(parts or [unit])
     matched = sum((wanted & got).values())
-    return TextMatch(matched=matched, requested=sum(wanted.values()), read=sum(got.values()))
+    letters = difflib.SequenceMatcher(None, "".join(requested_units), "".join(read_units), autojunk=False)
+    return TextMatch(
+        matched=matched,
+        requested=sum(wanted.values()),
+        read=sum(got.values()),
+        characters=letters.ratio(),
+    )
 
 
 def _split_joined(unit: str, vocabulary: Mapping[str, int]) -> list[str] | None:
