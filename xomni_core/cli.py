@@ -367,6 +367,12 @@ def _build_parser() -> argparse.ArgumentParser:
         help="change a recipe setting, e.g. grpo.steps=200 (repeatable)",
     )
     nano.add_argument("--resume", action="store_true", help="skip the stages a run in OUT finished")
+    nano.add_argument(
+        "--until",
+        choices=("tokenizer", "decoder", "sft", "grpo", "eval"),
+        help="stop after this stage, without writing OUT/model (resume later, with other settings "
+        "for the stages not yet started if need be)",
+    )
     nano.add_argument("--no-progress", action="store_true", help="hide progress bars")
     nano.set_defaults(handler=_train_nano)
 
@@ -773,13 +779,20 @@ def _train_nano(args: argparse.Namespace) -> int:
     from .errors import ConfigError, PluginError
 
     try:
-        from xomni_plugins.recipes.nano import NanoRecipe, run_nano_recipe
+        from xomni_plugins.recipes.nano import NanoRecipe, run_nano_recipe, train_nano_stages
     except ImportError as exc:
         raise PluginError(f"`train nano` needs the reference plugins (xomni_plugins): {exc}") from exc
     try:
         recipe = NanoRecipe.model_validate(apply_overrides({}, args.overrides))
     except ValidationError as exc:
         raise ConfigError(validation_message(exc, NanoRecipe, prefix="--set ")) from exc
+    if args.until is not None:
+        seconds = train_nano_stages(
+            args.out, recipe, until=args.until, resume=args.resume, show_progress=not args.no_progress
+        )
+        print(f"stages done: {', '.join(seconds)} ({sum(seconds.values()) / 60:.1f} min in all)")
+        print(f"continue with: xomni train nano --out {args.out} --resume")
+        return 0
     result = run_nano_recipe(
         args.out, recipe, resume=args.resume, show_progress=not args.no_progress, command=sys.argv
     )

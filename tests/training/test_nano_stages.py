@@ -15,10 +15,11 @@ import pytest
 import torch
 
 from xomni_core import InputError
+from xomni_core.cli import main
 from xomni_core.folders import load_tensors
 from xomni_core.training.metrics import read_metrics
 from xomni_plugins.recipes.nano import NanoData, NanoRecipe, train_nano_stages
-from xomni_plugins.recipes.nano.recipe import image_scenes
+from xomni_plugins.recipes.nano.recipe import STAGES, image_scenes
 
 TINY = {
     "threads": None,
@@ -132,3 +133,23 @@ def test_a_killed_grpo_stage_continues_from_its_checkpoint(
     a = load_tensors(whole / "backbone-grpo" / "model.safetensors")
     b = load_tensors(stopped / "backbone-grpo" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=0, atol=1e-7) for k in a)
+
+
+def test_the_cli_stops_after_the_stage_named_by_until(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = [f"{section}.{name}={value}" for section, fields in TINY.items() if isinstance(fields, dict)
+                for name, value in fields.items()]  # fmt: skip
+    args = ["train", "nano", "--out", str(tmp_path), "--until", "tokenizer", "--no-progress"]
+    assert main([*args, *(word for setting in settings for word in ("--set", setting))]) == 0
+    out = capsys.readouterr().out
+    assert "stages done: tokenizer" in out and "--resume" in out
+    assert (tmp_path / "tokenizer").is_dir() and not (tmp_path / "model").exists()
+
+
+def test_the_cli_offers_every_stage_and_only_those() -> None:
+    # The parser lists the stages itself, so that `--help` does not import the recipe (and torch).
+    for stage, code in [*((stage, 0) for stage in STAGES), ("vae", 2)]:
+        with pytest.raises(SystemExit) as exit_:
+            main(["train", "nano", "--until", stage, "--help"])
+        assert exit_.value.code == code, stage
