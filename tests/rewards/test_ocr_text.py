@@ -216,6 +216,7 @@ def test_loading_a_missing_folder_names_it(tmp_path: Path) -> None:
         ("min_confidence", 1.5),
         ("no_target_score", -1.0),
         ("num_threads", -2),
+        ("det_min_side_px", 16),
         ("det_model", ""),
         ("lang", "en"),
     ],

@@ -412,9 +412,9 @@ def load_ocr_reward(*, threads: int = 1) -> Reward[Any]:
 
     try:
         spec = PluginRegistry.discover().get("reward", "ocr-text")
-        params = spec.params.model_validate(
-            {"metric": "recall", "num_threads": threads, "use_angle_classifier": False}
-        )
+        # Scene images are small: detecting text at 256 px reads them as well as at 736, 5x faster.
+        settings = {"metric": "recall", "num_threads": threads, "use_angle_classifier": False}
+        params = spec.params.model_validate({**settings, "det_min_side_px": 256})
         reward = spec.load().from_params(params)
     except PluginError as exc:
         raise PluginError(

@@ -71,6 +71,8 @@ class OcrTextReward(Reward[OcrTextParams]):
         options: dict[str, Any] = {
             "text_score": params.min_confidence,
             "use_cls": params.use_angle_classifier,
+            "det_limit_side_len": params.det_min_side_px,
+            "det_limit_type": "min",
         }
         if params.num_threads:
             options["intra_op_num_threads"] = params.num_threads

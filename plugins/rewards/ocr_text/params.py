@@ -33,6 +33,13 @@ class OcrTextParams(ComponentParams):
         description="Score of a sample that requests no text (no target_text and no quoted span).",
     )
     use_angle_classifier: bool = Field(True, description="Run the 0/180 degree text-line classifier.")
+    det_min_side_px: int = Field(
+        736,
+        ge=32,
+        le=4096,
+        description="Images with a shorter side are scaled up to it for text detection; small images "
+        "read as well at 256 and five times faster than at the PP-OCR default of 736.",
+    )
     num_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads; 0 lets it choose.")
     det_model: str | None = Field(None, min_length=1, description="Custom text-detection ONNX model.")
     rec_model: str | None = Field(None, min_length=1, description="Custom text-recognition ONNX model.")
