@@ -68,6 +68,13 @@ def test_grpo_raises_the_target_colour_reward_far_beyond_noise(colour_setup: Any
     assert last > 0.7
 
 
+def test_the_learning_rate_warms_up_linearly_then_holds(colour_setup: Any, tmp_path: Path) -> None:
+    config = colour_setup.config(steps=5, checkpoint_every=5, output_dir=str(tmp_path), warmup_steps=4)
+    records = train_grpo(load_config(data=config), show_progress=False).records
+    peak = config["training"]["grpo"]["learning_rate"]
+    assert [r["learning_rate"] for r in records] == pytest.approx([peak * f for f in (0.25, 0.5, 0.75, 1, 1)])
+
+
 #: ``training`` settings besides ``grpo`` under which a killed run must resume exactly.
 RESUME_SETTINGS = {
     "full": {},
@@ -88,7 +95,10 @@ def test_a_killed_run_resumes_exactly_where_its_last_checkpoint_left_off(
     steps, every = 10, 3
 
     def config_data(output: Path) -> dict[str, Any]:
-        data = colour_setup.config(steps=steps, checkpoint_every=every, output_dir=str(output))
+        # The warm-up outlasts the first checkpoint, so the resumed steps pick it up midway.
+        data = colour_setup.config(
+            steps=steps, checkpoint_every=every, output_dir=str(output), warmup_steps=5
+        )
         data["training"].update(training)
         return data
 

@@ -77,6 +77,9 @@ class GRPOSettings(CheckedModel):
         None, ge=1, description="samples per forward and backward pass (None: a process's whole batch)"
     )
     learning_rate: float = Field(1e-5, gt=0.0, description="AdamW learning rate")
+    warmup_steps: int = Field(
+        0, ge=0, description="steps over which the learning rate rises linearly to learning_rate"
+    )
     weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay")
     max_grad_norm: float | None = Field(1.0, gt=0.0, description="clip the gradient norm (None: never)")
     clip_epsilon: float = Field(0.2, gt=0.0, lt=1.0, description="policy ratios are clipped to 1 +- this")

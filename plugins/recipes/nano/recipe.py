@@ -353,6 +353,7 @@ class _Run:
                     "prompts_per_step": grpo.prompts_per_step,
                     "updates_per_rollout": grpo.updates_per_rollout,
                     "learning_rate": grpo.learning_rate,
+                    "warmup_steps": grpo.warmup_steps,
                     "kl_coef": grpo.kl_coef,
                     "clip_epsilon": grpo.clip_epsilon,
                     "sampling": {**grpo.sampling.model_dump(), "cfg_scale": self.recipe.cfg_scale},

@@ -86,6 +86,7 @@ class NanoGRPO(BaseModel):
     prompts_per_step: int = Field(8, ge=1)
     updates_per_rollout: int = Field(1, ge=1, description="optimiser steps on each step's rollouts")
     learning_rate: float = Field(1e-4, gt=0.0)
+    warmup_steps: int = Field(0, ge=0, description="steps of linear learning-rate warm-up")
     kl_coef: float = Field(0.01, ge=0.0)
     clip_epsilon: float = Field(0.2, gt=0.0, lt=1.0)
     correct_bonus: float = Field(
