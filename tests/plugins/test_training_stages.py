@@ -183,10 +183,15 @@ def _word_and_object_pixels() -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
-def _vae_trained(refine_steps: int) -> tuple[FluxSemanticDecoder, int]:
+def _vae_trained(refine_steps: int, *, refine_encoder: bool = False) -> tuple[FluxSemanticDecoder, int]:
     decoder = FluxSemanticDecoder.from_params(DECODER, seed=0)
     settings = VAESettings(
-        steps=2, batch_size=2, warmup_steps=1, refine_steps=refine_steps, refine_batch_size=2
+        steps=2,
+        batch_size=2,
+        warmup_steps=1,
+        refine_steps=refine_steps,
+        refine_batch_size=2,
+        refine_encoder=refine_encoder,
     )
     result = train_vae(decoder, _word_and_object_pixels(), settings, show_progress=False)
     return decoder, len(result.history)
@@ -203,3 +208,11 @@ def test_vae_refining_trains_the_decoder_and_leaves_the_encoder_as_the_pooled_st
     assert all(torch.equal(before[name], after[name]) for name in encoder)
     assert any(not torch.equal(before[name], after[name]) for name in decoder)
     assert all(p.requires_grad for p in refined.vae.parameters())  # nothing stays frozen
+
+
+def test_vae_refining_with_the_encoder_trains_the_whole_vae() -> None:
+    pooled_only, _ = _vae_trained(0)
+    refined, _ = _vae_trained(3, refine_encoder=True)
+    before, after = pooled_only.vae.state_dict(), refined.vae.state_dict()
+    encoder = [name for name in before if name.startswith("encoder.")]
+    assert any(not torch.equal(before[name], after[name]) for name in encoder)

@@ -58,6 +58,11 @@ class VAESettings(BaseModel):
         "(encoder and latent space kept): pooled images halve a word's strokes, and a decoder that "
         "never saw them at full size draws words as smudges",
     )
+    refine_encoder: bool = Field(
+        False,
+        description="the refining steps train the encoder too: the latent space then moves, and the "
+        "flow transformer trained after it follows",
+    )
     refine_batch_size: int = Field(8, ge=1, description="full-size images per refining step")
     refine_learning_rate: float = Field(1e-3, gt=0.0, description="peak learning rate of the refining steps")
 
@@ -102,7 +107,8 @@ def train_vae(
     on_step: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TrainingResult:
     """Train the decoder's VAE in place on ``pixels (N, 3, H, W)`` in ``[-1, 1]``: all of it on
-    pooled images, then (``settings.refine_steps``) its decoder alone on the full-size ones."""
+    pooled images, then (``settings.refine_steps``) its decoder alone, or all of it with
+    ``settings.refine_encoder``, on the full-size ones."""
     settings = settings or VAESettings()
     vae = decoder.vae
     generator = torch.Generator().manual_seed(settings.seed)
@@ -124,7 +130,7 @@ def train_vae(
         if on_step is not None:
             on_step(step, record)
     if settings.refine_steps:
-        encoder = [vae.encoder, vae.quant_conv]
+        encoder = [] if settings.refine_encoder else [vae.encoder, vae.quant_conv]
         for part in encoder:
             if part is not None:
                 part.requires_grad_(False)
