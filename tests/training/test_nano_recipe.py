@@ -23,7 +23,7 @@ QUICK = {
     "cfg_scale": 2.0,
     "data": {"train_images": 16, "word_images": 2},
     "tokenizer": {"steps": 2, "batch_size": 4, "warmup_steps": 1},
-    "vae": {"steps": 2, "batch_size": 2, "warmup_steps": 1},
+    "vae": {"steps": 2, "batch_size": 2, "warmup_steps": 1, "refine_steps": 1, "refine_batch_size": 2},
     "flow": {"steps": 2, "batch_size": 4, "warmup_steps": 1},
     "sft": {
         "scenes": 16,

@@ -25,7 +25,7 @@ TINY = {
     "threads": None,
     "data": {"train_images": 8, "word_images": 4},
     "tokenizer": {"steps": 1, "batch_size": 2, "warmup_steps": 0},
-    "vae": {"steps": 1, "batch_size": 2, "warmup_steps": 0},
+    "vae": {"steps": 1, "batch_size": 2, "warmup_steps": 0, "refine_steps": 1, "refine_batch_size": 2},
     "flow": {"steps": 1, "batch_size": 2, "warmup_steps": 0},
 }
 
@@ -78,7 +78,7 @@ def test_a_run_recorded_before_the_word_settings_resumes(tmp_path: Path) -> None
 
 def test_settings_of_stages_not_yet_started_may_change(tmp_path: Path) -> None:
     train_nano_stages(tmp_path, NanoRecipe.model_validate(TINY), until="tokenizer", show_progress=False)
-    longer = NanoRecipe.model_validate(TINY | {"vae": {"steps": 2, "batch_size": 2, "warmup_steps": 0}})
+    longer = NanoRecipe.model_validate(TINY | {"vae": {**TINY["vae"], "steps": 2}})
     assert list(train_nano_stages(tmp_path, longer, until="decoder", resume=True)) == ["tokenizer", "decoder"]
     assert json.loads((tmp_path / "stages.json").read_text())["recipe"]["vae"]["steps"] == 2
     with pytest.raises(InputError, match=r"the decoder stage with other settings \(vae.steps: 2 -> 1\)"):

@@ -455,7 +455,12 @@ def image_scenes(data: NanoData) -> list[SceneSpec]:
 
 #: Settings added to the recipe after runs were recorded without them, at the values those runs
 #: ran with where today's default differs.
-_ADDED_AT: dict[tuple[str, str], Any] = {("data", "word_images"): 0}
+_ADDED_AT: dict[tuple[str, str], Any] = {
+    ("data", "word_images"): 0,
+    ("vae", "refine_steps"): 0,
+    ("vae", "refine_learning_rate"): 1e-3,
+    ("vae", "refine_encoder"): False,
+}
 
 
 def _with_defaults(recorded: Any) -> Any:

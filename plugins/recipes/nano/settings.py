@@ -47,12 +47,14 @@ class NanoTokenizer(IBQSettings):
 
 
 class NanoVAE(VAESettings):
-    """The whole VAE trained at full size: pooled to half size, a word's strokes are a pixel wide
-    and the VAE learns to draw words as bars (BENCHMARKS.md, "Words: the text ceiling")."""
+    """The VAE on half-size images, then the whole VAE refined on full-size ones: pooled to half
+    size, a word's strokes are a pixel wide and the VAE draws words as bars; trained at full size
+    from the start, it draws them too thick and objects worse (BENCHMARKS.md, "Words: the text
+    ceiling")."""
 
-    steps: int = Field(2500, ge=1, description="optimiser steps")
-    batch_size: int = Field(8, ge=1, description="images per step")
-    downscale: int = Field(1, ge=1, description="average-pool the images by this factor first")
+    refine_steps: int = Field(3000, ge=0, description="full-size steps after the pooled ones")
+    refine_learning_rate: float = Field(2e-3, gt=0.0, description="peak learning rate of the refining steps")
+    refine_encoder: bool = Field(True, description="the refining steps train the encoder too")
 
 
 class NanoSFT(BaseModel):
