@@ -10,6 +10,7 @@ from PIL import Image
 
 from xomni_core import InputError
 from xomni_core.synthetic import (
+    LETTER_MAP_CLASSES,
     PALETTE,
     SHAPE_MAP_CLASSES,
     SceneObject,
@@ -60,3 +61,24 @@ def test_supersample_below_one_is_an_input_error(render: Callable[..., Image.Ima
     scene = sample_scenes("train", 1, seed=0)[0]
     with pytest.raises(InputError, match="supersample must be at least 1, got 0"):
         render(scene, supersample=0)
+
+
+def test_a_letter_map_names_each_letter_of_a_word_from_left_to_right() -> None:
+    word = SceneWord(text="STAR", color="black", center_x_px=63.4, center_y_px=64, font_size_px=24)
+    scene = SceneSpec(category="text", width_px=128, height_px=128, background="white", word=word)
+    letters = np.asarray(render_shape_map(scene, letters=True))
+    runs: list[str] = []
+    for column in letters.T:
+        named = {LETTER_MAP_CLASSES[v] for v in column.tolist()} - {"background"}
+        if len(named) == 1 and (not runs or runs[-1] != next(iter(named))):
+            runs.append(next(iter(named)))
+    assert runs == ["letter S", "letter T", "letter A", "letter R"]
+
+
+def test_a_letter_map_covers_exactly_the_pixels_of_the_shape_map() -> None:
+    text = SHAPE_MAP_CLASSES.index("text")
+    for scene in sample_scenes("train", 200, seed=5, categories=["text", "single_object"])[:40]:
+        shapes = np.asarray(render_shape_map(scene))
+        letters = np.asarray(render_shape_map(scene, letters=True))
+        assert np.array_equal(shapes == text, letters >= text), scene.caption
+        assert np.array_equal(np.where(shapes == text, 0, shapes), np.where(letters >= text, 0, letters))

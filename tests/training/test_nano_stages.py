@@ -17,14 +17,15 @@ import torch
 from xomni_core import InputError
 from xomni_core.cli import main
 from xomni_core.folders import load_tensors
+from xomni_core.synthetic import SHAPE_MAP_CLASSES
 from xomni_core.training.metrics import read_metrics
 from xomni_plugins.recipes.nano import NanoData, NanoRecipe, train_nano_stages
-from xomni_plugins.recipes.nano.recipe import STAGES, image_scenes
+from xomni_plugins.recipes.nano.recipe import STAGES, _Run, image_scenes
 
 TINY = {
     "threads": None,
     "data": {"train_images": 8, "word_images": 4},
-    "tokenizer": {"steps": 1, "batch_size": 2, "warmup_steps": 0},
+    "tokenizer": {"steps": 1, "batch_size": 2, "warmup_steps": 0, "letter_classes": True},
     "vae": {"steps": 1, "batch_size": 2, "warmup_steps": 0, "refine_steps": 1, "refine_batch_size": 2},
     "flow": {"steps": 1, "batch_size": 2, "warmup_steps": 0},
 }
@@ -45,6 +46,12 @@ def test_stages_stop_after_the_named_one_and_resume_from_there(
     assert (tmp_path / "decoder" / "xomni_component.json").is_file()
     assert not (tmp_path / "model").exists()
     assert json.loads((tmp_path / "stages.json").read_text())["recipe"]["data"]["word_images"] == 4
+
+
+def test_letter_classes_name_the_letters_in_the_tokenizer_target(tmp_path: Path) -> None:
+    run = _Run(tmp_path, NanoRecipe.model_validate(TINY), show_progress=False, log=print)
+    words = [i for i, scene in enumerate(run.train_scenes) if scene.word is not None]
+    assert words and int(run.shape_maps[words].max()) > SHAPE_MAP_CLASSES.index("text")
 
 
 def test_an_unknown_last_stage_is_named(tmp_path: Path) -> None:

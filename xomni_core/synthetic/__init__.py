@@ -54,7 +54,7 @@ if TYPE_CHECKING:
         write_prompts,
     )
     from .detect import Blob, Check, Judgement, SceneJudge, find_blobs, load_ocr_reward
-    from .render import SHAPE_MAP_CLASSES, render_scene, render_shape_map
+    from .render import LETTER_MAP_CLASSES, SHAPE_MAP_CLASSES, render_scene, render_shape_map
 
 # Names whose modules import numpy and Pillow, loaded on first access.
 _LAZY = {
@@ -74,7 +74,9 @@ _LAZY = {
         "bench",
     ),
     **dict.fromkeys(("Blob", "Check", "Judgement", "SceneJudge", "find_blobs", "load_ocr_reward"), "detect"),
-    **dict.fromkeys(("SHAPE_MAP_CLASSES", "render_scene", "render_shape_map"), "render"),
+    **dict.fromkeys(
+        ("LETTER_MAP_CLASSES", "SHAPE_MAP_CLASSES", "render_scene", "render_shape_map"), "render"
+    ),
 }
 
 
@@ -94,6 +96,7 @@ __all__ = [
     "EXAMPLE_CAPTIONS",
     "HELD_OUT_PAIRS",
     "HELD_OUT_WORDS",
+    "LETTER_MAP_CLASSES",
     "OBJECT_COLORS",
     "PALETTE",
     "SHAPES",

@@ -10,10 +10,11 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ..errors import InputError
-from .scenes import PALETTE, SHAPES, ColorName, SceneSpec
+from .scenes import PALETTE, SHAPES, ColorName, SceneSpec, SceneWord
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -21,6 +22,12 @@ if TYPE_CHECKING:
 
 #: Classes of :func:`render_shape_map`, by pixel value.
 SHAPE_MAP_CLASSES: tuple[str, ...] = ("background", *SHAPES, "text")
+#: The classes :func:`render_shape_map` gives with ``letters=True``: a word's pixels name their
+#: letter (``"letter A"``...) instead of ``"text"``.
+LETTER_MAP_CLASSES: tuple[str, ...] = (
+    *SHAPE_MAP_CLASSES,
+    *(f"letter {chr(code)}" for code in range(ord("A"), ord("Z") + 1)),
+)
 
 
 def render_scene(scene: SceneSpec, *, supersample: int = 4) -> PILImage:
@@ -35,21 +42,25 @@ def render_scene(scene: SceneSpec, *, supersample: int = 4) -> PILImage:
     )
 
 
-def render_shape_map(scene: SceneSpec, *, supersample: int = 4) -> PILImage:
+def render_shape_map(scene: SceneSpec, *, supersample: int = 4, letters: bool = False) -> PILImage:
     """A one-channel image of ``scene`` whose pixels name what covers them.
 
     A pixel's value is an index into :data:`SHAPE_MAP_CLASSES` (background, one of the shapes,
     or text): the class at the pixel's centre when drawn ``supersample`` times larger, so outlines
-    follow :func:`render_scene`'s.
+    follow :func:`render_scene`'s. With ``letters``, an index into :data:`LETTER_MAP_CLASSES`:
+    each letter of a word names itself, so a model that must predict the map has to tell letters
+    apart.
     """
+    classes = LETTER_MAP_CLASSES if letters else SHAPE_MAP_CLASSES
     return _render(
         scene,
         supersample,
         mode="L",
-        background=SHAPE_MAP_CLASSES.index("background"),
-        fill=lambda _, kind: SHAPE_MAP_CLASSES.index(kind),
+        background=classes.index("background"),
+        fill=lambda _, kind: classes.index(kind),
         resample=Image.Resampling.NEAREST,
         crisp_text=True,
+        letters=letters,
     )
 
 
@@ -62,6 +73,7 @@ def _render(
     fill: Callable[[ColorName, str], Any],
     resample: Image.Resampling,
     crisp_text: bool = False,
+    letters: bool = False,
 ) -> PILImage:
     """Draw ``scene`` ``supersample`` times larger on a ``mode`` canvas, then resize it down."""
     if supersample < 1:
@@ -72,6 +84,8 @@ def _render(
     if crisp_text:
         draw.fontmode = "1"  # anti-aliased glyph edges would blend class indices
     _draw(draw, scene, s, fill)
+    if letters and scene.word is not None:
+        canvas = _name_letters(canvas, scene.word, s, LETTER_MAP_CLASSES.index("text"))
     if s == 1:
         return canvas
     return canvas.resize((scene.width_px, scene.height_px), resample)
@@ -99,6 +113,28 @@ def _draw(
             fill=fill(word.color, "text"),
             anchor="mm",
         )
+
+
+def _name_letters(canvas: PILImage, word: SceneWord, scale: int, text_class: int) -> PILImage:
+    """``canvas`` with each ``text_class`` pixel renamed for the letter whose advance (the span
+    from its origin to the next letter's) holds its column: the word keeps exactly the pixels it
+    was drawn with, and a letter's few overhanging pixels go to its neighbour."""
+    font = _font(word.font_size_px * scale)
+    # Where Pillow put the word's origin: its centre moved by the same whole-pixel anchor offsets.
+    left = word.center_x_px * scale + font.getbbox(word.text, anchor="mm")[0]
+    left -= font.getbbox(word.text, anchor="lm")[0]
+    bounds = np.array([left + font.getlength(word.text[: i + 1]) for i in range(len(word.text) - 1)])
+    kinds = np.array(
+        [
+            LETTER_MAP_CLASSES.index(f"letter {c.upper()}") if "A" <= c.upper() <= "Z" else text_class
+            for c in word.text
+        ],
+        dtype=np.uint8,
+    )
+    pixels = np.array(canvas)
+    rows, columns = np.nonzero(pixels == text_class)
+    pixels[rows, columns] = kinds[np.searchsorted(bounds, columns + 0.5)]
+    return Image.fromarray(pixels)
 
 
 def text_width_px(text: str, font_size_px: int) -> float:

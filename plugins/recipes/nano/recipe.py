@@ -227,7 +227,8 @@ class _Run:
     @cached_property
     def shape_maps(self) -> torch.Tensor:
         """What shape covers each pixel of :attr:`pixels` (``SHAPE_MAP_CLASSES`` indices, uint8)."""
-        maps = np.stack([np.asarray(render_shape_map(scene)) for scene in self.train_scenes])
+        letters = self.recipe.tokenizer.letter_classes
+        maps = np.stack([np.asarray(render_shape_map(scene, letters=letters)) for scene in self.train_scenes])
         return torch.from_numpy(maps)
 
     def _config(self, **sections: Any) -> dict[str, Any]:
