@@ -72,14 +72,22 @@ def test_word_images_follow_the_mixed_scenes_without_repeating_them() -> None:
 
 
 def test_a_run_recorded_before_the_word_settings_resumes(tmp_path: Path) -> None:
-    recipe = NanoRecipe.model_validate(TINY | {"data": {"train_images": 8, "word_images": 0}})
+    before_words = {
+        "data": {"train_images": 8, "word_images": 0},
+        "tokenizer": {**TINY["tokenizer"], "letter_classes": False},
+    }
+    recipe = NanoRecipe.model_validate(TINY | before_words)
     train_nano_stages(tmp_path, recipe, until="tokenizer", show_progress=False)
     state = json.loads((tmp_path / "stages.json").read_text())
     del state["recipe"]["data"]["word_images"], state["recipe"]["vae"]["refine_steps"]
+    del state["recipe"]["tokenizer"]["letter_classes"]
     (tmp_path / "stages.json").write_text(json.dumps(state))
     assert list(train_nano_stages(tmp_path, recipe, until="tokenizer", resume=True)) == ["tokenizer"]
-    with pytest.raises(InputError, match=r"tokenizer stage with other settings \(data.word_images: 0 -> 4\)"):
-        other = NanoRecipe.model_validate(TINY)  # four word images more
+    with pytest.raises(
+        InputError,
+        match=r"other settings \(data.word_images: 0 -> 4; tokenizer.letter_classes: False -> True\)",
+    ):
+        other = NanoRecipe.model_validate(TINY)  # four word images more, and letters named
         train_nano_stages(tmp_path, other, until="tokenizer", resume=True)
 
 

@@ -45,7 +45,7 @@ class NanoTokenizer(IBQSettings):
         1.0, ge=0.0, description="weight of naming the shape (or word) under each painted pixel"
     )
     letter_classes: bool = Field(
-        False,
+        True,
         description="name each letter of a word in the segmentation target instead of 'text', so "
         "the codes have to tell letters apart",
     )
