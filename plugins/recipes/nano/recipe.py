@@ -226,7 +226,8 @@ class _Run:
 
     @cached_property
     def shape_maps(self) -> torch.Tensor:
-        """What shape covers each pixel of :attr:`pixels` (``SHAPE_MAP_CLASSES`` indices, uint8)."""
+        """What covers each pixel of :attr:`pixels`: ``SHAPE_MAP_CLASSES`` indices, or with
+        ``letter_classes`` ``LETTER_MAP_CLASSES`` ones (uint8)."""
         letters = self.recipe.tokenizer.letter_classes
         maps = np.stack([np.asarray(render_shape_map(scene, letters=letters)) for scene in self.train_scenes])
         return torch.from_numpy(maps)

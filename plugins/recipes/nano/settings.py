@@ -42,7 +42,7 @@ class NanoTokenizer(IBQSettings):
 
     object_weight: float = Field(10.0, ge=0.0, description="extra weight of painted object pixels")
     segmentation_weight: float = Field(
-        1.0, ge=0.0, description="weight of naming the shape (or word) under each painted pixel"
+        1.0, ge=0.0, description="weight of naming the shape (or letter) under each painted pixel"
     )
     letter_classes: bool = Field(
         True,
