@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -73,6 +74,19 @@ def test_the_learning_rate_warms_up_linearly_then_holds(colour_setup: Any, tmp_p
     records = train_grpo(load_config(data=config), show_progress=False).records
     peak = config["training"]["grpo"]["learning_rate"]
     assert [r["learning_rate"] for r in records] == pytest.approx([peak * f for f in (0.25, 0.5, 0.75, 1, 1)])
+
+
+def test_cosine_decay_takes_the_learning_rate_to_zero_by_the_last_step(
+    colour_setup: Any, tmp_path: Path
+) -> None:
+    config = colour_setup.config(
+        steps=6, checkpoint_every=6, output_dir=str(tmp_path), warmup_steps=2, decay="cosine"
+    )
+    records = train_grpo(load_config(data=config), show_progress=False).records
+    peak = config["training"]["grpo"]["learning_rate"]
+    half_cosine = [0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(5)]  # 1, 0.85, 0.5, 0.15, 0
+    expected = [peak * 0.5, *(peak * f for f in half_cosine)]
+    assert [r["learning_rate"] for r in records] == pytest.approx(expected, abs=1e-12)
 
 
 #: ``training`` settings besides ``grpo`` under which a killed run must resume exactly.

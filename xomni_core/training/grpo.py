@@ -70,6 +70,7 @@ from .loop import (
 )
 from .metrics import PLOT_FILE, plot_rewards
 from .precision import Precision
+from .schedules import learning_rate_share
 from .settings import GRPOEvalSettings, GRPOSettings, TrainingPrompt, TrainingSettings
 
 if TYPE_CHECKING:
@@ -341,9 +342,9 @@ class _GRPOTrainer:
     ) -> dict[str, Any]:
         settings, processes = self.settings, self.processes
         per_micro, accumulation = settings.prompts_per_step, self.accumulation
-        warmup = settings.warmup_steps
-        for group in optimizer.param_groups:  # step counts from 1
-            group["lr"] = settings.learning_rate * (min(1.0, step / warmup) if warmup else 1.0)
+        share = learning_rate_share(step, settings.warmup_steps, settings.steps, settings.decay)
+        for group in optimizer.param_groups:
+            group["lr"] = settings.learning_rate * share
         # Process r's micro-batch m is the global step's batch r * accumulation + m, so N
         # processes take the step one process takes accumulating N times as many; samples and
         # decoder noise depend on global positions only, so rolling out a micro-batch at a time

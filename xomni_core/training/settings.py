@@ -12,6 +12,9 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from ..checked import CheckedModel
 from ..types import SamplingParams
 
+LearningRateDecay = Literal["none", "cosine"]
+_DECAY = "after warm-up, keep the learning rate (none) or decay it to 0 by the last step (cosine)"
+
 
 class TrainingPrompt(CheckedModel):
     """A prompt with per-sample metadata that reaches the rewards (e.g. ``target_color``)."""
@@ -80,6 +83,7 @@ class GRPOSettings(CheckedModel):
     warmup_steps: int = Field(
         0, ge=0, description="steps over which the learning rate rises linearly to learning_rate"
     )
+    decay: LearningRateDecay = Field("none", description=_DECAY)
     weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay")
     max_grad_norm: float | None = Field(1.0, gt=0.0, description="clip the gradient norm (None: never)")
     clip_epsilon: float = Field(0.2, gt=0.0, lt=1.0, description="policy ratios are clipped to 1 +- this")
@@ -283,9 +287,7 @@ class SFTSettings(CheckedModel):
     learning_rate: float = Field(1e-5, gt=0.0, description="AdamW learning rate")
     weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay")
     warmup_steps: int = Field(0, ge=0, description="steps of linear learning-rate warm-up from 0")
-    decay: Literal["none", "cosine"] = Field(
-        "none", description="after warm-up, keep the learning rate (none) or decay it to 0 by the last step"
-    )
+    decay: LearningRateDecay = Field("none", description=_DECAY)
     steps: int | None = Field(None, ge=1, description="optimisation steps (instead of epochs)")
     epochs: int | None = Field(
         None, ge=1, description="passes over the data (instead of steps); the last step may wrap around"

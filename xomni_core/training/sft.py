@@ -50,7 +50,7 @@ from .loop import (
 )
 from .metrics import METRICS_FILE, plot_loss
 from .precision import Precision
-from .schedules import cosine_decay
+from .schedules import learning_rate_share
 from .settings import SFTEvalSettings, SFTSettings, TrainingSettings
 
 if TYPE_CHECKING:
@@ -311,12 +311,7 @@ class _SFTTrainer:
 
     def _schedule(self, step: int) -> float:
         """The share of the learning rate that step ``step`` (from 1) takes."""
-        warmup = self.settings.warmup_steps
-        if warmup and step < warmup:
-            return step / warmup
-        if self.settings.decay == "cosine":
-            return cosine_decay((step - warmup) / max(1, self.total_steps - warmup))
-        return 1.0
+        return learning_rate_share(step, self.settings.warmup_steps, self.total_steps, self.settings.decay)
 
     def _step(
         self,

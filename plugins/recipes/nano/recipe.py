@@ -356,6 +356,7 @@ class _Run:
                     "updates_per_rollout": grpo.updates_per_rollout,
                     "learning_rate": grpo.learning_rate,
                     "warmup_steps": grpo.warmup_steps,
+                    "decay": grpo.decay,
                     "kl_coef": grpo.kl_coef,
                     "clip_epsilon": grpo.clip_epsilon,
                     "sampling": {**grpo.sampling.model_dump(), "cfg_scale": self.recipe.cfg_scale},

@@ -94,6 +94,7 @@ class NanoGRPO(BaseModel):
     updates_per_rollout: int = Field(1, ge=1, description="optimiser steps on each step's rollouts")
     learning_rate: float = Field(1e-4, gt=0.0)
     warmup_steps: int = Field(0, ge=0, description="steps of linear learning-rate warm-up")
+    decay: Literal["none", "cosine"] = Field("none", description="learning-rate decay after warm-up")
     kl_coef: float = Field(0.01, ge=0.0)
     clip_epsilon: float = Field(0.2, gt=0.0, lt=1.0)
     correct_bonus: float = Field(
