@@ -294,11 +294,29 @@ class RewardBatch:
         return self.metadata[index] if self.metadata else {}
 
 
+#: A region of an image: (left, top, right, bottom) as fractions of its width and height.
+Box = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class ScorePart:
+    """A share of one sample's score and the regions of the image that earned it (none: the
+    whole image), so that training can credit the image tokens that drew those regions."""
+
+    value: float
+    boxes: tuple[Box, ...] = ()
+
+
 @dataclass(frozen=True)
 class RewardResult:
-    """One score per sample, with the reward's name and whether higher is better."""
+    """One score per sample, with the reward's name and whether higher is better.
+
+    ``parts``, where a reward can say where its score was earned, lists per sample the parts its
+    score adds up from; ``None`` makes each score one whole-image part.
+    """
 
     name: str
     scores: tuple[float, ...]
     direction: RewardDirection = "maximize"
     details: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    parts: tuple[tuple[ScorePart, ...], ...] | None = None

@@ -83,6 +83,27 @@ def test_the_correct_bonus_pays_only_images_whose_every_check_passes() -> None:
     assert all(0.0 <= score < 1.0 for score in paid.scores[4:])
 
 
+def test_parts_add_up_to_the_score_and_place_each_check_on_its_objects() -> None:
+    truth = scenes()
+    wrong = [corrupt_scene(s, "color", seed=i) or s for i, s in enumerate(truth)]
+    metadata = [s.metadata() for s in truth]
+    batch = RewardBatch([render_scene(s) for s in wrong], [s.caption for s in truth], metadata)
+    for params in ({}, {"correct_bonus": 0.5}, {"score": "correct", "correct_bonus": 0.5}):
+        result = reward(**params).score(batch)
+        assert result.parts is not None and len(result.parts) == len(truth)
+        for score, parts in zip(result.scores, result.parts, strict=True):
+            assert sum(part.value for part in parts) == pytest.approx(score, abs=1e-12)
+    parts = reward().score(batch).parts
+    assert parts is not None
+    boxes = [box for sample in parts for part in sample for box in part.boxes]
+    assert boxes and all(0.0 <= x0 < x1 <= 1.0 and 0.0 <= y0 < y1 <= 1.0 for x0, y0, x1, y1 in boxes)
+    headline = parse_caption(HEADLINE)
+    (whole,) = reward().score(RewardBatch([render_scene(headline)], [HEADLINE])).parts or ()
+    # Two red circles, a blue square, nothing else, left of: a quarter of the score each.
+    assert [part.value for part in whole] == pytest.approx([0.25] * 4)
+    assert [len(part.boxes) for part in whole] == [2, 1, 0, 3]
+
+
 def test_a_word_one_letter_off_fails_its_check_but_earns_credit_in_the_score() -> None:
     scene = next(s for s in sample_scenes("eval", 70, seed=3, categories=["text"]) if s.word.text == "MOON")
     near = scene.model_copy(update={"word": scene.word.model_copy(update={"text": "MOOD"})})

@@ -158,6 +158,27 @@ def test_an_object_the_caption_does_not_name_fails_the_image(judge: SceneJudge) 
     assert SceneJudge(DetectorParams(forbid_extra_objects=False))(hedged, scene).correct
 
 
+def test_checks_place_themselves_on_the_objects_that_decided_them(judge: SceneJudge) -> None:
+    """A passed check holds its evidence's boxes, a failed one the objects it blames; a missing
+    object has no place."""
+    scene = headline_scene(22)
+    square = scene.objects[0].model_copy(update={"shape": "square", "center_x_px": 106, "center_y_px": 106})
+    verdict = judge(render_scene(scene.model_copy(update={"objects": (*scene.objects, square)})), scene)
+    checks = {check.name: check for check in verdict.checks}
+    centres = {
+        name: sorted(((left + right) / 2, (top + bottom) / 2) for left, top, right, bottom in check.boxes)
+        for name, check in checks.items()
+    }
+    assert centres["2 red circles"] == [pytest.approx((22, 40), abs=1.5), pytest.approx((22, 88), abs=1.5)]
+    assert centres["1 blue square"] == [pytest.approx((64, 64), abs=1.5)]
+    assert centres["nothing else"] == [pytest.approx((106, 106), abs=1.5)]
+    assert len(centres["left of"]) == 3
+    missing = scene.model_copy(update={"objects": scene.objects[1:]})
+    failed = {c.name: c for c in judge(render_scene(missing), scene).checks}
+    assert not failed["2 red circles"].passed and failed["2 red circles"].boxes == ()
+    assert not failed["left of"].passed and failed["left of"].boxes == ()
+
+
 def test_counted_subjects_are_judged_right_when_drawn_and_wrong_when_corrupted(judge: SceneJudge) -> None:
     scenes = [s for s in sample_scenes("eval", 150, seed=16, categories=["position"]) if len(s.objects) == 3]
     assert len(scenes) >= 40

@@ -42,6 +42,7 @@ QUICK = {
         "updates_per_rollout": 2,
         "decay": "cosine",
         "correct_bonus": 0.5,
+        "regional_credit": 0.5,
         "eval_prompts": 2,
         "eval_every": 1,
     },
@@ -118,7 +119,7 @@ def test_model_folder_is_a_pipeline_with_provenance(quick_run: Path) -> None:
     assert yaml.safe_load((quick_run / "sft.yaml").read_text())["training"]["sft"]["decay"] == "cosine"
     grpo = yaml.safe_load((quick_run / "grpo.yaml").read_text())["training"]["grpo"]
     assert grpo["sampling"]["cfg_scale"] == 2.0  # GRPO trains the guided policy that generation samples
-    assert grpo["updates_per_rollout"] == 2 and grpo["decay"] == "cosine"
+    assert grpo["updates_per_rollout"] == 2 and grpo["decay"] == "cosine" and grpo["regional_credit"] == 0.5
     rewards = yaml.safe_load((quick_run / "grpo.yaml").read_text())["rewards"]
     assert rewards == [{"plugin": "compose-judge", "params": {"score": "checks", "correct_bonus": 0.5}}]
     held_out = read_prompts(quick_run / "rl-eval-prompts.jsonl")

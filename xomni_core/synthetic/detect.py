@@ -44,6 +44,9 @@ _NAMES: tuple[ColorName, ...] = tuple(PALETTE)
 _RGB = np.array([PALETTE[name] for name in _NAMES], dtype=np.float32)
 
 
+PixelBox = tuple[int, int, int, int]  # left, top, right, bottom (inclusive)
+
+
 @dataclass(frozen=True)
 class Blob:
     """A connected region of one palette colour."""
@@ -53,7 +56,7 @@ class Blob:
     center_x_px: float
     center_y_px: float
     area_px: int
-    box_px: tuple[int, int, int, int]  # left, top, right, bottom (inclusive)
+    box_px: PixelBox
     fill_ratio: float
     top_share: float
     squareness: float = 0.0
@@ -71,12 +74,18 @@ class Blob:
 @dataclass(frozen=True)
 class Check:
     """One claim of a caption and whether the image bears it out; ``credit`` grades a failed claim
-    that came close (a word read one letter off), ``None`` where a claim only holds or fails."""
+    that came close (a word read one letter off), ``None`` where a claim only holds or fails.
+
+    ``boxes`` are the objects that decided the check where they alone did: those that bear out a
+    passed claim, or that a failed one blames (an extra object, a misplaced one); none where the
+    cause has no place, such as a missing object.
+    """
 
     name: str
     passed: bool
     detail: str = ""
     credit: float | None = None
+    boxes: tuple[PixelBox, ...] = ()
 
     @property
     def value(self) -> float:
@@ -312,7 +321,9 @@ class SceneJudge:
             hits = [b for b in blobs if b.color == color and b.shape == shape]
             matched[color, shape] = hits
             noun = f"{color} {shape}" + ("s" if count > 1 else "")
-            checks.append(Check(f"{count} {noun}", len(hits) == count, f"found {found}"))
+            passed = len(hits) == count
+            evidence = _boxes(hits) if passed else ()
+            checks.append(Check(f"{count} {noun}", passed, f"found {found}", boxes=evidence))
         for obj in scene.objects:
             hits = matched[obj.color, obj.shape]
             blob = hits[0] if len(hits) == 1 else None
@@ -354,7 +365,8 @@ class SceneJudge:
             return Check(f"{size} size", False, "object not found once")
         ratio = blob.half_size_px / side
         large = ratio >= self.params.size_threshold
-        return Check(f"{size} size", large == (size == "large"), f"half size {ratio:.3f} of the image")
+        detail = f"half size {ratio:.3f} of the image"
+        return Check(f"{size} size", large == (size == "large"), detail, boxes=(blob.box_px,))
 
     def _check_region(self, region: str, blob: Blob | None, width: int, height: int) -> Check:
         if blob is None:
@@ -368,7 +380,8 @@ class SceneJudge:
             "bottom": y > 1 - edge,
             "center": abs(x - 0.5) < center and abs(y - 0.5) < center,
         }[region]
-        return Check(f"in region {region}", passed, f"centroid at ({x:.2f}, {y:.2f}) of the image")
+        detail = f"centroid at ({x:.2f}, {y:.2f}) of the image"
+        return Check(f"in region {region}", passed, detail, boxes=(blob.box_px,))
 
     def _check_relation(
         self, predicate: str, subjects: Sequence[Blob] | None, b: Blob | None, width: int, height: int
@@ -390,14 +403,21 @@ class SceneJudge:
                 "below": -dy > margin,
             }[predicate]
         label = "offset" if len(offsets) == 1 else "offsets"
-        return Check(predicate, passed, f"{label} to the other object {', '.join(offsets)}")
+        detail = f"{label} to the other object {', '.join(offsets)}"
+        return Check(predicate, passed, detail, boxes=_boxes([*subjects, b]))
 
 
 def _check_nothing_else(blobs: Sequence[Blob], named: dict[tuple[ColorName, Shape], list[Blob]]) -> Check:
     """No object beyond the caption's: otherwise an image could hedge, drawing a red square and a
     red circle for "a red circle", and pass whichever the shape reading picks."""
     extra = [blob for blob in blobs if (blob.color, blob.shape) not in named]
-    return Check("nothing else", not extra, f"found also {_listed(extra, 4)}" if extra else "")
+    if not extra:
+        return Check("nothing else", True)
+    return Check("nothing else", False, f"found also {_listed(extra, 4)}", boxes=_boxes(extra))
+
+
+def _boxes(blobs: Sequence[Blob]) -> tuple[PixelBox, ...]:
+    return tuple(blob.box_px for blob in blobs)
 
 
 def _listed(blobs: Sequence[Blob], limit: int) -> str:

@@ -55,6 +55,7 @@ from .checkpoint import (
     BACKBONE,
 )
 from .common import EpochStream, freeze, load_backbone
+from .credit import token_advantages
 from .distributed import Processes
 from .engine import Engine
 from .loop import (
@@ -157,7 +158,7 @@ class _Rollout:
     rewards: torch.Tensor  # (samples,) float64 weighted totals
     components: torch.Tensor  # (samples, rewards) float64 raw scores
     component_names: tuple[str, ...]
-    advantages: torch.Tensor  # (samples,) float64
+    advantages: torch.Tensor  # (samples,) float64, or (samples, num_tokens) under regional credit
 
     @staticmethod
     def concat(parts: list[_Rollout]) -> _Rollout:
@@ -540,10 +541,12 @@ class _GRPOTrainer:
         per_reward: dict[str, list[float]] = {}
         advantages: list[torch.Tensor] = []
         draws = self.settings.decoder_draws
+        regional = self.settings.regional_credit
         for index, item in enumerate(items):
             latents = self.tokenizer.decode(TokenGrid(ids[index * group : (index + 1) * group]))
             rewards = torch.zeros(group, dtype=torch.float64)
             parts: dict[str, torch.Tensor] = {}
+            score_parts = []
             for draw in range(draws):
                 seed = stream_seed(self.seed, 1, first + index + draw * DRAW_STRIDE)
                 images = self._decode(latents, item.prompt, seed=seed)
@@ -551,14 +554,19 @@ class _GRPOTrainer:
                     self.rewards, RewardBatch(images, [item.prompt] * group, [item.metadata] * group)
                 )
                 rewards += torch.tensor(scored.total, dtype=torch.float64) / draws
+                score_parts.append(scored.parts)
                 for name, scores in scored.per_reward.items():
                     part = parts.setdefault(name, torch.zeros(group, dtype=torch.float64))
                     part += torch.tensor(scores, dtype=torch.float64) / draws
             totals.extend(rewards.tolist())
             for name, part in parts.items():
                 per_reward.setdefault(name, []).extend(part.tolist())
-            deviation = rewards.std(unbiased=False)
-            advantages.append((rewards - rewards.mean()) / (deviation + self.settings.advantage_eps))
+            scale = float(rewards.std(unbiased=False)) + self.settings.advantage_eps
+            if regional > 0.0:
+                per_draw = [token_advantages(p, scale, self.grid, regional) for p in score_parts]
+                advantages.append(torch.stack(per_draw).mean(dim=0))
+            else:
+                advantages.append((rewards - rewards.mean()) / scale)
         names = tuple(per_reward)
         return _Rollout(
             tokens=ids.reshape(ids.shape[0], -1),
@@ -644,7 +652,9 @@ class _GRPOTrainer:
         """The summed per-sample losses of a micro-batch and its metric sums (loss, policy loss,
         KL and clipped tokens, summed over tokens)."""
         epsilon = self.settings.clip_epsilon
-        advantage = advantages.to(logp.device)[:, None]
+        advantage = advantages.to(logp.device)
+        if advantage.dim() == 1:
+            advantage = advantage[:, None]
         ratio = torch.exp(logp - old_logp)
         unclipped = ratio * advantage
         clipped = ratio.clamp(1.0 - epsilon, 1.0 + epsilon) * advantage

@@ -89,6 +89,14 @@ class GRPOSettings(CheckedModel):
     clip_epsilon: float = Field(0.2, gt=0.0, lt=1.0, description="policy ratios are clipped to 1 +- this")
     kl_coef: float = Field(0.04, ge=0.0, description="weight of the KL penalty to the reference (0: none)")
     advantage_eps: float = Field(1e-4, gt=0.0, description="added to a group's reward deviation")
+    regional_credit: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="share of a reward part's advantage that only the image tokens under its regions "
+        "take, for rewards that say where they were earned (compose-judge: the objects that decided "
+        "a check); 0: every token takes the sample's advantage, as in GRPO",
+    )
     sampling: SamplingParams = Field(
         SamplingParams(temperature=1.0),
         description="how image tokens are sampled during rollouts; with cfg_scale above 1 the policy "

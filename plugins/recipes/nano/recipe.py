@@ -359,6 +359,7 @@ class _Run:
                     "decay": grpo.decay,
                     "kl_coef": grpo.kl_coef,
                     "clip_epsilon": grpo.clip_epsilon,
+                    "regional_credit": grpo.regional_credit,
                     "sampling": {**grpo.sampling.model_dump(), "cfg_scale": self.recipe.cfg_scale},
                     "height_px": px,
                     "width_px": px,

@@ -103,6 +103,13 @@ class NanoGRPO(BaseModel):
         description="the reward's extra for an image whose every check passes, on top of the share "
         "of passed checks",
     )
+    regional_credit: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="share of each check's advantage that only the image tokens under the objects "
+        "that decided it take (0: every token takes the image's advantage)",
+    )
     sampling: SamplingParams = Field(
         SamplingParams(temperature=1.0),
         description="temperature and truncation of the rollouts (untruncated: min-p would cut the rare "

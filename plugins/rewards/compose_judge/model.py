@@ -11,9 +11,11 @@ from xomni_core import (
     Reward,
     RewardBatch,
     RewardResult,
+    ScorePart,
 )
 from xomni_core.interfaces import Weightless
-from xomni_core.synthetic import SceneJudge, SceneSpec, parse_caption
+from xomni_core.synthetic import Judgement, SceneJudge, SceneSpec, parse_caption
+from xomni_core.types import Box
 
 from .params import ComposeJudgeParams
 
@@ -64,12 +66,37 @@ class ComposeJudgeReward(Weightless[ComposeJudgeParams], Reward[ComposeJudgePara
     def score(self, batch: RewardBatch) -> RewardResult:
         checks: list[float] = []
         correct: list[float] = []
+        parts: list[tuple[ScorePart, ...]] = []
         for index, image in enumerate(batch.images):
             verdict = self.judge.judge(image, self.scene_for(batch, index))
             checks.append(verdict.score)
             correct.append(1.0 if verdict.correct else 0.0)
+            parts.append(self._parts(verdict, image.size))
         base = checks if self.params.score == "checks" else correct
         scores = [b + self.params.correct_bonus * c for b, c in zip(base, correct, strict=True)]
         return RewardResult(
-            self.name, tuple(scores), details={"checks": tuple(checks), "correct": tuple(correct)}
+            self.name,
+            tuple(scores),
+            details={"checks": tuple(checks), "correct": tuple(correct)},
+            parts=tuple(parts),
         )
+
+    def _parts(self, verdict: Judgement, size: tuple[int, int]) -> tuple[ScorePart, ...]:
+        """Under ``score: checks``, one part per check, placed on the objects that decided it;
+        the all-correct score and its bonus belong to the whole image."""
+        bonus = self.params.correct_bonus * verdict.correct
+        if self.params.score == "correct" or not verdict.checks:
+            return (ScorePart(float(verdict.correct) + bonus),)
+        width, height = size
+        share = 1.0 / len(verdict.checks)
+        parts = [
+            ScorePart(check.value * share, tuple(_fractions(box, width, height) for box in check.boxes))
+            for check in verdict.checks
+        ]
+        return (*parts, ScorePart(bonus)) if self.params.correct_bonus else tuple(parts)
+
+
+def _fractions(box: tuple[int, int, int, int], width: int, height: int) -> Box:
+    """An inclusive pixel box as fractions of the image."""
+    left, top, right, bottom = box
+    return (left / width, top / height, (right + 1) / width, (bottom + 1) / height)
