@@ -33,6 +33,12 @@ def test_ground_truth_run_prints_and_writes_the_accuracy_table(
     assert all(c["total"] == 2 for c in report["categories"].values())
     assert report["overall"] == 1.0
     assert len(report["samples"]) == 14 and report["samples"][0]["correct"] is True
+    held_out = [sample["held_out"] for sample in report["samples"]]
+    assert 0 < sum(held_out) < 14  # eval scenes with and without held-out pairs or words
+    assert report["held_out"] == {"correct": sum(held_out), "total": sum(held_out), "accuracy": 1.0}
+    assert report["seen"]["total"] == 14 - sum(held_out)
+    line = next(line for line in printed.splitlines() if line.startswith("held-out pairs/words per image"))
+    assert line.split()[-3:] == [str(sum(held_out)), str(sum(held_out)), "1.000"]
 
 
 def test_a_generate_folder_is_scored_against_the_prompt_file(tmp_path: Path) -> None:
@@ -161,6 +167,13 @@ def test_the_table_gives_overall_per_category_and_per_image(capsys: pytest.Captu
     per_image = next(line for line in lines if line.startswith("overall per image"))
     assert per_category.split()[-1] == "0.500"  # (1.0 + 0.0) / 2 categories
     assert per_image.split()[-3:] == ["3", "4", "0.750"]  # 3 of 4 images
+    assert not any(line.startswith("held-out") for line in lines)  # no held-out scene, no split
+
+    samples = (*samples[:3], SampleResult(3, "text", 'the word "MOON"', False, 0.0, held_out=True))
+    lines = BenchReport(samples).table().splitlines()
+    held_out = next(line for line in lines if line.startswith("held-out pairs/words per image"))
+    seen = next(line for line in lines if line.startswith("seen pairs/words per image"))
+    assert held_out.split()[-3:] == ["0", "1", "0.000"] and seen.split()[-3:] == ["3", "3", "1.000"]
 
 
 def test_a_config_generates_and_scores_its_own_images(tmp_path: Path) -> None:

@@ -43,6 +43,7 @@ class SampleResult:
     correct: bool
     score: float
     failures: tuple[str, ...] = ()
+    held_out: bool = False  # the scene holds a colour-shape pair or word no other split has
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,17 @@ class BenchReport:
         """Share of the judged images that are correct."""
         return sum(s.correct for s in self.samples) / len(self.samples) if self.samples else 0.0
 
+    def novelty(self) -> dict[str, CategoryScore]:
+        """Images whose scene holds a held-out colour-shape pair or word (``held_out``), which
+        only the eval split has, against the rest (``seen``): how far a model generalises."""
+        return {
+            name: CategoryScore(sum(s.correct for s in mine), len(mine))
+            for name, mine in (
+                ("held_out", [s for s in self.samples if s.held_out]),
+                ("seen", [s for s in self.samples if not s.held_out]),
+            )
+        }
+
     def table(self) -> str:
         rows = [
             (name, str(s.correct), str(s.total), f"{s.accuracy:.3f}") for name, s in self.categories().items()
@@ -99,6 +111,14 @@ class BenchReport:
         correct, judged = sum(s.correct for s in self.samples), len(self.samples)
         rows.append(("overall per category (mean)", "", "", f"{self.overall:.3f}"))
         rows.append(("overall per image", str(correct), str(judged), f"{self.sample_accuracy:.3f}"))
+        novelty = self.novelty()
+        if novelty["held_out"].total:
+            for name, label in (
+                ("held_out", "held-out pairs/words per image"),
+                ("seen", "seen pairs/words per image"),
+            ):
+                score = novelty[name]
+                rows.append((label, str(score.correct), str(score.total), f"{score.accuracy:.3f}"))
         header = ("CATEGORY", "CORRECT", "TOTAL", "ACCURACY")
         widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
         lines = [
@@ -120,6 +140,10 @@ class BenchReport:
             "overall": self.overall,
             "overall_is": "the mean of the category accuracies; sample_accuracy is per image",
             "sample_accuracy": self.sample_accuracy,
+            **{
+                name: {"correct": s.correct, "total": s.total, "accuracy": s.accuracy}
+                for name, s in self.novelty().items()
+            },
             "categories": {
                 name: {"correct": s.correct, "total": s.total, "accuracy": s.accuracy}
                 for name, s in self.categories().items()
@@ -132,6 +156,7 @@ class BenchReport:
                     "correct": s.correct,
                     "score": s.score,
                     "failures": list(s.failures),
+                    "held_out": s.held_out,
                 }
                 for s in self.samples
             ],
@@ -174,6 +199,7 @@ def score_images(
                     correct=verdict.correct,
                     score=verdict.score,
                     failures=tuple(verdict.failures()),
+                    held_out=scene.held_out(),
                 )
             )
             bar.update()

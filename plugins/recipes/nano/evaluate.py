@@ -19,7 +19,7 @@ import os
 import statistics
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,12 @@ class ComparisonReport:
         if errors:
             cells = [f"{100 * errors[mode]:.1f}" for mode in modes]
             lines.append("| standard error (overall) | " + " | ".join(cells) + " |")
+        novelty = self.info.get("novelty")
+        if novelty and novelty[modes[0]]["held_out"]["total"]:
+            for name, label in (("held_out", "held-out pairs/words"), ("seen", "seen pairs/words")):
+                cells = [f"{100 * novelty[mode][name]['accuracy']:.1f}" for mode in modes]
+                total = novelty[modes[0]][name]["total"]
+                lines.append(f"| {label} ({total} images) | " + " | ".join(cells) + " |")
         for lead, numbers in self.info.get("leads", {}).items():
             points, error = 100 * numbers["difference"], 100 * numbers["paired_standard_error"]
             verdict = "exceeds" if points > 2 * error else "does not exceed"
@@ -148,6 +154,13 @@ def compare(
                 mode: stratified_standard_error(values, categories) for mode, values in correct.items()
             },
             "leads": leads,
+            "novelty": {
+                mode: {
+                    name: asdict(score) | {"accuracy": score.accuracy}
+                    for name, score in report.novelty().items()
+                }
+                for mode, report in reports.items()
+            },
         },
     )
 
