@@ -91,9 +91,9 @@ def test_comparison_covers_three_modes_and_every_category(quick_run: Path) -> No
     overall = report["overall"]
     assert lead["difference"] == pytest.approx(overall["grpo_single"] - overall["sft_best_of_2"])
     assert f"grpo_single - sft_best_of_2: {100 * lead['difference']:+.1f} points" in table
-    novelty = report["novelty"]["grpo_single"]
-    assert novelty["held_out"]["total"] + novelty["seen"]["total"] == report["scenes"]
-    assert f"| held-out pairs/words ({novelty['held_out']['total']} images) |" in table
+    split = report["held_out_split"]["grpo_single"]
+    assert split["held_out"]["total"] + split["seen"]["total"] == report["scenes"]
+    assert f"| held-out pairs/words ({split['held_out']['total']} images) |" in table
 
 
 def test_standard_errors_add_up_each_categorys_spread() -> None:

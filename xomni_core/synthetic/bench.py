@@ -93,7 +93,7 @@ class BenchReport:
         """Share of the judged images that are correct."""
         return sum(s.correct for s in self.samples) / len(self.samples) if self.samples else 0.0
 
-    def novelty(self) -> dict[str, CategoryScore]:
+    def held_out_split(self) -> dict[str, CategoryScore]:
         """Images whose scene holds a held-out colour-shape pair or word (``held_out``), which
         only the eval split has, against the rest (``seen``): how far a model generalises."""
         return {
@@ -111,13 +111,13 @@ class BenchReport:
         correct, judged = sum(s.correct for s in self.samples), len(self.samples)
         rows.append(("overall per category (mean)", "", "", f"{self.overall:.3f}"))
         rows.append(("overall per image", str(correct), str(judged), f"{self.sample_accuracy:.3f}"))
-        novelty = self.novelty()
-        if novelty["held_out"].total:
+        split = self.held_out_split()
+        if split["held_out"].total:
             for name, label in (
                 ("held_out", "held-out pairs/words per image"),
                 ("seen", "seen pairs/words per image"),
             ):
-                score = novelty[name]
+                score = split[name]
                 rows.append((label, str(score.correct), str(score.total), f"{score.accuracy:.3f}"))
         header = ("CATEGORY", "CORRECT", "TOTAL", "ACCURACY")
         widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
@@ -142,7 +142,7 @@ class BenchReport:
             "sample_accuracy": self.sample_accuracy,
             **{
                 name: {"correct": s.correct, "total": s.total, "accuracy": s.accuracy}
-                for name, s in self.novelty().items()
+                for name, s in self.held_out_split().items()
             },
             "categories": {
                 name: {"correct": s.correct, "total": s.total, "accuracy": s.accuracy}

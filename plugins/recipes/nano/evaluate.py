@@ -57,11 +57,11 @@ class ComparisonReport:
         if errors:
             cells = [f"{100 * errors[mode]:.1f}" for mode in modes]
             lines.append("| standard error (overall) | " + " | ".join(cells) + " |")
-        novelty = self.info.get("novelty")
-        if novelty and novelty[modes[0]]["held_out"]["total"]:
+        split = self.info.get("held_out_split")
+        if split and split[modes[0]]["held_out"]["total"]:
             for name, label in (("held_out", "held-out pairs/words"), ("seen", "seen pairs/words")):
-                cells = [f"{100 * novelty[mode][name]['accuracy']:.1f}" for mode in modes]
-                total = novelty[modes[0]][name]["total"]
+                cells = [f"{100 * split[mode][name]['accuracy']:.1f}" for mode in modes]
+                total = split[modes[0]][name]["total"]
                 lines.append(f"| {label} ({total} images) | " + " | ".join(cells) + " |")
         for lead, numbers in self.info.get("leads", {}).items():
             points, error = 100 * numbers["difference"], 100 * numbers["paired_standard_error"]
@@ -154,10 +154,10 @@ def compare(
                 mode: stratified_standard_error(values, categories) for mode, values in correct.items()
             },
             "leads": leads,
-            "novelty": {
+            "held_out_split": {
                 mode: {
                     name: asdict(score) | {"accuracy": score.accuracy}
-                    for name, score in report.novelty().items()
+                    for name, score in report.held_out_split().items()
                 }
                 for mode, report in reports.items()
             },
