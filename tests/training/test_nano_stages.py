@@ -91,6 +91,18 @@ def test_a_run_recorded_before_the_word_settings_resumes(tmp_path: Path) -> None
         train_nano_stages(tmp_path, other, until="tokenizer", resume=True)
 
 
+def test_a_grpo_stage_recorded_before_learning_rate_decay_resumes_without_it(tmp_path: Path) -> None:
+    recipe = NanoRecipe.model_validate(TINY | {"grpo": {"decay": "none"}})
+    train_nano_stages(tmp_path, recipe, until="tokenizer", show_progress=False)
+    state = json.loads((tmp_path / "stages.json").read_text())
+    del state["recipe"]["grpo"]["decay"]
+    state["started"] = [*state["started"], "grpo"]  # as if its GRPO stage had begun
+    (tmp_path / "stages.json").write_text(json.dumps(state))
+    assert list(train_nano_stages(tmp_path, recipe, until="tokenizer", resume=True)) == ["tokenizer"]
+    with pytest.raises(InputError, match=r"other settings \(grpo.decay: 'none' -> 'cosine'\)"):
+        train_nano_stages(tmp_path, NanoRecipe.model_validate(TINY), until="tokenizer", resume=True)
+
+
 def test_settings_of_stages_not_yet_started_may_change(tmp_path: Path) -> None:
     train_nano_stages(tmp_path, NanoRecipe.model_validate(TINY), until="tokenizer", show_progress=False)
     longer = NanoRecipe.model_validate(TINY | {"vae": {**TINY["vae"], "steps": 2}})

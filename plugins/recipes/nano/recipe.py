@@ -465,6 +465,7 @@ _ADDED_AT: dict[tuple[str, str], Any] = {
     ("vae", "refine_learning_rate"): 1e-3,
     ("vae", "refine_encoder"): False,
     ("tokenizer", "letter_classes"): False,
+    ("grpo", "decay"): "none",
 }
 
 

@@ -88,13 +88,13 @@ class NanoGRPO(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     prompts: int = Field(2000, ge=1, description="rl-split scenes whose captions are the prompts")
-    steps: int = Field(300, ge=1)
+    steps: int = Field(600, ge=1)
     group_size: int = Field(8, ge=2)
     prompts_per_step: int = Field(8, ge=1)
     updates_per_rollout: int = Field(1, ge=1, description="optimiser steps on each step's rollouts")
-    learning_rate: float = Field(1e-4, gt=0.0)
-    warmup_steps: int = Field(0, ge=0, description="steps of linear learning-rate warm-up")
-    decay: Literal["none", "cosine"] = Field("none", description="learning-rate decay after warm-up")
+    learning_rate: float = Field(3e-4, gt=0.0)
+    warmup_steps: int = Field(20, ge=0, description="steps of linear learning-rate warm-up")
+    decay: Literal["none", "cosine"] = Field("cosine", description="learning-rate decay after warm-up")
     kl_coef: float = Field(0.01, ge=0.0)
     clip_epsilon: float = Field(0.2, gt=0.0, lt=1.0)
     correct_bonus: float = Field(
@@ -115,7 +115,12 @@ class NanoGRPO(BaseModel):
         description="temperature and truncation of the rollouts (untruncated: min-p would cut the rare "
         "first token of each object); their guidance is the recipe's cfg_scale",
     )
-    num_inference_steps: int = Field(8, ge=1, description="decoder steps of the rollouts")
+    num_inference_steps: int = Field(
+        2,
+        ge=1,
+        description="decoder steps of the rollouts (2 judge 205 of 210 eval images as 8 do, at a "
+        "quarter of the cost)",
+    )
     checkpoint_every: int = Field(
         25, ge=1, description="steps between checkpoints; a stopped run resumes from the newest"
     )
@@ -147,7 +152,7 @@ class NanoRecipe(BaseModel):
     seed: int = Field(0, ge=0, description="seed of every random initialisation")
     threads: int | None = Field(2, ge=1, description="torch CPU threads (None: torch's default)")
     decoder_noise_scale: float | None = Field(
-        None,
+        0.0,
         ge=0.0,
         description="generation.noise_scale of the GRPO rollouts, the evaluation and the model folder "
         "(None: the decoder's default); 0 makes every reward a function of the tokens alone",
