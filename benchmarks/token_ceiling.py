@@ -115,8 +115,9 @@ def main() -> None:
     print(f"{'category':15} {'accuracy %':>10}")
     for name, accuracy in accuracies.items():
         print(f"{name:15} {100 * accuracy:10.1f}")
-    split = {name: score.accuracy for name, score in report.held_out_split().items()}
-    for name, score in report.held_out_split().items():
+    held_out_split = report.held_out_split()
+    split = {name: score.accuracy for name, score in held_out_split.items()}
+    for name, score in held_out_split.items():
         print(f"{name + ' (images)':15} {100 * score.accuracy:10.1f}  ({score.correct} of {score.total})")
     results: dict[str, Any] = {"config": str(args.config or "shipped xomni-nano"), "scenes": len(scenes)}
     results.update({"seed": args.seed, "noise_scale": args.noise_scale, **accuracies, "per_image": split})

@@ -64,6 +64,9 @@ class CategoryScore:
     def accuracy(self) -> float:
         return self.correct / self.total if self.total else 0.0
 
+    def to_json(self) -> dict[str, Any]:
+        return {"correct": self.correct, "total": self.total, "accuracy": self.accuracy}
+
 
 @dataclass(frozen=True)
 class BenchReport:
@@ -140,14 +143,8 @@ class BenchReport:
             "overall": self.overall,
             "overall_is": "the mean of the category accuracies; sample_accuracy is per image",
             "sample_accuracy": self.sample_accuracy,
-            **{
-                name: {"correct": s.correct, "total": s.total, "accuracy": s.accuracy}
-                for name, s in self.held_out_split().items()
-            },
-            "categories": {
-                name: {"correct": s.correct, "total": s.total, "accuracy": s.accuracy}
-                for name, s in self.categories().items()
-            },
+            **{name: s.to_json() for name, s in self.held_out_split().items()},
+            "categories": {name: s.to_json() for name, s in self.categories().items()},
             "samples": [
                 {
                     "index": s.index,

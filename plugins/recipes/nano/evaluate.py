@@ -19,7 +19,7 @@ import os
 import statistics
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -155,10 +155,7 @@ def compare(
             },
             "leads": leads,
             "held_out_split": {
-                mode: {
-                    name: asdict(score) | {"accuracy": score.accuracy}
-                    for name, score in report.held_out_split().items()
-                }
+                mode: {name: score.to_json() for name, score in report.held_out_split().items()}
                 for mode, report in reports.items()
             },
         },

@@ -7,12 +7,13 @@ the command line changes any of them (``--set grpo.steps=200``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from xomni_core import SamplingParams
+from xomni_core.training.settings import LearningRateDecay
 from xomni_plugins.decoders.flux_semantic.training import FlowSettings, VAESettings
 from xomni_plugins.tokenizers.siglip_vq.training import IBQSettings
 
@@ -72,7 +73,7 @@ class NanoSFT(BaseModel):
     batch_size: int = Field(32, ge=1)
     learning_rate: float = Field(1e-3, gt=0.0)
     warmup_steps: int = Field(100, ge=0)
-    decay: Literal["none", "cosine"] = Field("none", description="learning-rate decay after warm-up")
+    decay: LearningRateDecay = Field("none", description="learning-rate decay after warm-up")
     weight_decay: float = Field(0.01, ge=0.0)
     caption_drop: float = Field(
         0.0, ge=0.0, lt=1.0, description="share of pairs trained on the image prefix alone (for CFG)"
@@ -94,7 +95,7 @@ class NanoGRPO(BaseModel):
     updates_per_rollout: int = Field(1, ge=1, description="optimiser steps on each step's rollouts")
     learning_rate: float = Field(3e-4, gt=0.0)
     warmup_steps: int = Field(20, ge=0, description="steps of linear learning-rate warm-up")
-    decay: Literal["none", "cosine"] = Field("cosine", description="learning-rate decay after warm-up")
+    decay: LearningRateDecay = Field("cosine", description="learning-rate decay after warm-up")
     kl_coef: float = Field(0.01, ge=0.0)
     clip_epsilon: float = Field(0.2, gt=0.0, lt=1.0)
     correct_bonus: float = Field(

@@ -15,6 +15,7 @@ from xomni_core import (
 )
 from xomni_core.interfaces import Weightless
 from xomni_core.synthetic import Judgement, SceneJudge, SceneSpec, parse_caption
+from xomni_core.synthetic.detect import PixelBox
 from xomni_core.types import Box
 
 from .params import ComposeJudgeParams
@@ -96,7 +97,7 @@ class ComposeJudgeReward(Weightless[ComposeJudgeParams], Reward[ComposeJudgePara
         return (*parts, ScorePart(bonus)) if self.params.correct_bonus else tuple(parts)
 
 
-def _fractions(box: tuple[int, int, int, int], width: int, height: int) -> Box:
+def _fractions(box: PixelBox, width: int, height: int) -> Box:
     """An inclusive pixel box as fractions of the image."""
     left, top, right, bottom = box
     return (left / width, top / height, (right + 1) / width, (bottom + 1) / height)
