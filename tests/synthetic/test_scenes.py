@@ -21,6 +21,7 @@ from xomni_core.synthetic import (
     sample_scenes,
     write_prompts,
 )
+from xomni_core.synthetic.scenes import split_of_caption
 
 HEADLINE = "two red circles left of a blue square"
 
@@ -48,6 +49,17 @@ def test_held_out_pairs_and_words_appear_only_in_eval() -> None:
     assert seen_pairs >= HELD_OUT_PAIRS
     assert {s.word.text for s in evaluation if s.word} & HELD_OUT_WORDS
     assert sum(s.held_out() for s in evaluation) > len(evaluation) / 3
+
+
+def test_rl_may_hold_held_out_scenes_whose_caption_hashes_to_rl() -> None:
+    plain = sample_scenes("rl", 700, seed=1)
+    widened = sample_scenes("rl", 700, seed=1, rl_held_out=True)
+    held_out = [s for s in widened if s.held_out()]
+    assert len(held_out) > 70 and not any(s.held_out() for s in plain)
+    assert {(o.color, o.shape) for s in held_out for o in s.objects} >= HELD_OUT_PAIRS
+    assert all(split_of_caption(s.caption) == "rl" for s in widened)
+    assert not {s.caption for s in widened} & {s.caption for s in sample_scenes("train", 700, seed=1)}
+    assert sample_scenes("eval", 70, seed=1, rl_held_out=True) == sample_scenes("eval", 70, seed=1)
 
 
 def test_splits_share_no_caption() -> None:

@@ -17,10 +17,11 @@ import torch
 from xomni_core import InputError
 from xomni_core.cli import main
 from xomni_core.folders import load_tensors
-from xomni_core.synthetic import SHAPE_MAP_CLASSES
+from xomni_core.synthetic import SHAPE_MAP_CLASSES, sample_scenes
+from xomni_core.synthetic.scenes import split_of_caption
 from xomni_core.training.metrics import read_metrics
 from xomni_plugins.recipes.nano import NanoData, NanoRecipe, train_nano_stages
-from xomni_plugins.recipes.nano.recipe import STAGES, _Run, image_scenes
+from xomni_plugins.recipes.nano.recipe import STAGES, _Run, image_scenes, rl_scenes
 
 TINY = {
     "threads": None,
@@ -71,6 +72,19 @@ def test_word_images_follow_the_mixed_scenes_without_repeating_them() -> None:
     assert not any(scene.to_json() in seen for scene in words)
 
 
+def test_grpo_prompts_hold_held_out_pairs_but_no_caption_the_comparison_judges() -> None:
+    recipe = NanoRecipe.model_validate({"eval": {"scenes": 210}})
+    prompts = rl_scenes(recipe, 600)
+    judged = {scene.caption for scene in sample_scenes("eval", 210, seed=0)}
+    held_out = [scene for scene in prompts if scene.held_out()]
+    assert len(prompts) == 600 and len(held_out) > 30
+    assert not {scene.caption for scene in prompts} & judged
+    assert all(split_of_caption(scene.caption) == "rl" for scene in prompts)
+    assert rl_scenes(recipe, 300) == prompts[:300]  # more prompts extend fewer
+    without = NanoRecipe.model_validate({"grpo": {"held_out_prompts": False}})
+    assert rl_scenes(without, 600) == sample_scenes("rl", 600, seed=0)
+
+
 def test_a_run_recorded_before_the_word_settings_resumes(tmp_path: Path) -> None:
     before_words = {
         "data": {"train_images": 8, "word_images": 0},
@@ -91,15 +105,18 @@ def test_a_run_recorded_before_the_word_settings_resumes(tmp_path: Path) -> None
         train_nano_stages(tmp_path, other, until="tokenizer", resume=True)
 
 
-def test_a_grpo_stage_recorded_before_learning_rate_decay_resumes_without_it(tmp_path: Path) -> None:
-    recipe = NanoRecipe.model_validate(TINY | {"grpo": {"decay": "none"}})
+def test_a_grpo_stage_recorded_before_decay_and_held_out_prompts_resumes_without_them(tmp_path: Path) -> None:
+    recipe = NanoRecipe.model_validate(TINY | {"grpo": {"decay": "none", "held_out_prompts": False}})
     train_nano_stages(tmp_path, recipe, until="tokenizer", show_progress=False)
     state = json.loads((tmp_path / "stages.json").read_text())
-    del state["recipe"]["grpo"]["decay"]
+    del state["recipe"]["grpo"]["decay"], state["recipe"]["grpo"]["held_out_prompts"]
     state["started"] = [*state["started"], "grpo"]  # as if its GRPO stage had begun
     (tmp_path / "stages.json").write_text(json.dumps(state))
     assert list(train_nano_stages(tmp_path, recipe, until="tokenizer", resume=True)) == ["tokenizer"]
-    with pytest.raises(InputError, match=r"other settings \(grpo.decay: 'none' -> 'cosine'\)"):
+    with pytest.raises(
+        InputError,
+        match=r"other settings \(grpo.decay: 'none' -> 'cosine'; grpo.held_out_prompts: False -> True\)",
+    ):
         train_nano_stages(tmp_path, NanoRecipe.model_validate(TINY), until="tokenizer", resume=True)
 
 

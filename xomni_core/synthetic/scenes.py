@@ -429,10 +429,14 @@ def split_of_caption(text: str) -> Split:
     return "eval" if bucket < 2 else "rl" if bucket < 4 else "train"
 
 
-def in_split(scene: SceneSpec, split: Split) -> bool:
-    """Whether ``scene`` belongs to ``split`` (held-out scenes belong to ``eval`` only)."""
+def in_split(scene: SceneSpec, split: Split, *, rl_held_out: bool = False) -> bool:
+    """Whether ``scene`` belongs to ``split``.
+
+    Held-out scenes belong to ``eval``; with ``rl_held_out`` those whose caption hashes to ``rl``
+    belong to ``rl`` as well, so prompts may name what no train image shows.
+    """
     if scene.held_out():
-        return split == "eval"
+        return split == "eval" or (rl_held_out and split == "rl" and split_of_caption(caption(scene)) == "rl")
     return split_of_caption(caption(scene)) == split
 
 
@@ -463,10 +467,12 @@ def sample_scenes(
     categories: Sequence[str] = CATEGORIES,
     width_px: int = 128,
     height_px: int = 128,
+    rl_held_out: bool = False,
 ) -> list[SceneSpec]:
     """``n`` scenes of ``split``, cycling through ``categories`` so each gets an equal share.
 
     Scene ``i`` depends only on ``(split, seed, i)``, so a longer list extends a shorter one.
+    ``rl_held_out`` lets ``rl`` scenes hold held-out pairs and words (see :func:`in_split`).
     """
     chosen_split = check_split(split)
     chosen = check_categories(categories)
@@ -481,19 +487,26 @@ def sample_scenes(
             chosen_split,
             width_px=width_px,
             height_px=height_px,
+            rl_held_out=rl_held_out,
         )
         for index in range(n)
     ]
 
 
 def sample_scene(
-    rng: random.Random, category: Category, split: Split, *, width_px: int = 128, height_px: int = 128
+    rng: random.Random,
+    category: Category,
+    split: Split,
+    *,
+    width_px: int = 128,
+    height_px: int = 128,
+    rl_held_out: bool = False,
 ) -> SceneSpec:
     """One random scene of ``category`` that belongs to ``split``."""
     sampler = _SAMPLERS[category]
     while True:
         scene = sampler(rng, width_px, height_px)
-        if scene is not None and in_split(scene, split):
+        if scene is not None and in_split(scene, split, rl_held_out=rl_held_out):
             return scene
 
 

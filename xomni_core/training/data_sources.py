@@ -64,16 +64,16 @@ def read_pairs(
     from PIL import Image as PILImage
 
     if settings.synthetic is not None:
-        from ..synthetic import render_scene, sample_scenes
+        from ..synthetic import CATEGORIES, render_scene, sample_scenes
 
         source = settings.synthetic
         scenes = sample_scenes(
             source.split,
             source.n,
             seed=source.seed,
+            categories=source.categories if source.categories is not None else CATEGORIES,
             width_px=width,
             height_px=height,
-            **({"categories": source.categories} if source.categories is not None else {}),
         )
         return [CaptionedImage(scene.caption, render_scene(scene)) for scene in scenes]
 

@@ -333,9 +333,7 @@ class _Run:
 
         grpo = self.recipe.grpo
         px = self.recipe.data.image_px
-        scenes = sample_scenes(
-            "rl", grpo.prompts + grpo.eval_prompts, seed=self.recipe.data.seed, width_px=px, height_px=px
-        )
+        scenes = rl_scenes(self.recipe, grpo.prompts + grpo.eval_prompts)
         prompts = self._write_prompts("rl-prompts.jsonl", scenes[: grpo.prompts])
         held_out = None
         if grpo.eval_prompts:
@@ -383,6 +381,7 @@ class _Run:
             "reward_first_tenth": sum(rewards[:tenth]) / tenth,
             "reward_last_tenth": sum(rewards[-tenth:]) / tenth,
         }
+        summary["prompts_holding_held_out"] = sum(s.held_out() for s in scenes[: grpo.prompts])
         if held_out is not None:
             summary["eval_reward_last"] = float(result.records[-1]["eval_reward"])
         return summary
@@ -466,7 +465,24 @@ _ADDED_AT: dict[tuple[str, str], Any] = {
     ("vae", "refine_encoder"): False,
     ("tokenizer", "letter_classes"): False,
     ("grpo", "decay"): "none",
+    ("grpo", "held_out_prompts"): False,
 }
+
+
+def rl_scenes(recipe: NanoRecipe, n: int) -> list[SceneSpec]:
+    """The first ``n`` rl-split scenes of GRPO; with ``grpo.held_out_prompts``, held-out pairs and
+    words included and no scene whose caption the comparison judges."""
+    size = {"width_px": recipe.data.image_px, "height_px": recipe.data.image_px}
+    if not recipe.grpo.held_out_prompts:
+        return sample_scenes("rl", n, seed=recipe.data.seed, **size)
+    judged = {s.caption for s in sample_scenes("eval", recipe.eval.scenes, seed=recipe.eval.seed, **size)}
+    kept: list[SceneSpec] = []
+    draw = n
+    while len(kept) < n:  # a longer draw extends a shorter one, so the order holds
+        draw *= 2
+        pool = sample_scenes("rl", draw, seed=recipe.data.seed, rl_held_out=True, **size)
+        kept = [s for s in pool if s.caption not in judged]
+    return kept[:n]
 
 
 def _with_defaults(recorded: Any) -> Any:

@@ -89,6 +89,12 @@ class NanoGRPO(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     prompts: int = Field(2000, ge=1, description="rl-split scenes whose captions are the prompts")
+    held_out_prompts: bool = Field(
+        True,
+        description="prompts may name the colour-shape pairs and words that no train image shows "
+        "(those whose caption hashes to rl, never a caption of the comparison's eval scenes): the "
+        "policy learns them from the reward alone",
+    )
     steps: int = Field(600, ge=1)
     group_size: int = Field(8, ge=2)
     prompts_per_step: int = Field(8, ge=1)
