@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from xomni_core.models import combined_hash, hash_files
 from xomni_core.training.metrics import read_metrics
 from xomni_plugins.recipes.nano import NanoRecipe, run_nano_recipe
 from xomni_plugins.recipes.nano.evaluate import stratified_mean, stratified_standard_error
+from xomni_plugins.recipes.nano.recipe import _check_packages
 
 QUICK = {
     "threads": None,
@@ -160,6 +162,17 @@ def test_cli_names_a_bad_setting(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(["train", "nano", "--out", str(tmp_path), "--set", "grpo.step=3"]) == 2
     err = capsys.readouterr().err
     assert "--set grpo.step" in err and "did you mean 'steps'" in err
+
+
+def test_a_missing_training_package_is_named_before_the_first_stage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "accelerate", None)  # as if not installed
+    assert main(["train", "nano", "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    err = " ".join(capsys.readouterr().err.split())  # unwrapped
+    assert "accelerate (the sft stage)" in err and "pip install 'xomni[train]'" in err
+    assert "Traceback" not in err and not (tmp_path / "run").exists()
+    _check_packages(until="decoder")  # the stages before sft need no accelerate
 
 
 def test_guidance_without_an_unconditional_branch_is_refused(

@@ -33,7 +33,11 @@ class Processes:
         """This process's place; ``group`` sets up a process group for a launch of a single
         process too (FSDP shards through one)."""
         import torch.distributed as dist
-        from accelerate import PartialState
+
+        try:
+            from accelerate import PartialState
+        except ImportError as exc:
+            raise ConfigError("training needs accelerate: pip install 'xomni[train]'") from exc
 
         cuda = device.startswith("cuda")
         if cuda and not torch.cuda.is_available():
@@ -95,7 +99,11 @@ class Processes:
         if not self.owns_group:
             return
         import torch.distributed as dist
-        from accelerate import PartialState
+
+        try:
+            from accelerate import PartialState
+        except ImportError as exc:
+            raise ConfigError("training needs accelerate: pip install 'xomni[train]'") from exc
 
         if dist.is_initialized():
             dist.destroy_process_group()

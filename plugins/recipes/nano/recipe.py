@@ -20,6 +20,7 @@ grpo.steps=600`` after the ``sft`` stage); those of a started stage may not.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import platform
@@ -36,7 +37,7 @@ import numpy as np
 import torch
 import yaml
 
-from xomni_core import InputError, __version__, atomic_directory, atomic_file
+from xomni_core import InputError, XomniError, __version__, atomic_directory, atomic_file
 from xomni_core.models import combined_hash, hash_files
 from xomni_core.pipelines import write_model_index
 from xomni_core.synthetic import SceneSpec, render_scene, render_shape_map, sample_scenes
@@ -87,6 +88,7 @@ def run_nano_recipe(
     log: Callable[[str], None] = print,
 ) -> NanoResult:
     """Run the recipe into ``out_dir``; see the module docstring for the stages."""
+    _check_packages(until="eval")
     run = _start(out_dir, recipe, resume, show_progress, log)
     run.run_stages(until="eval")
     model_dir = run.write_model_folder(command or sys.argv)
@@ -109,9 +111,31 @@ def train_nano_stages(
     decoder alone, enough to measure their ceiling."""
     if until not in STAGES:
         raise InputError(f"until must be one of {', '.join(STAGES)}, got {until!r}")
+    _check_packages(until=until)
     run = _start(out_dir, recipe, resume, show_progress, log)
     run.run_stages(until=until)
     return run.seconds()
+
+
+#: Stages that import an optional package, with the package and the extra that installs it.
+_STAGE_PACKAGES = (
+    ("sft", "accelerate", "train"),
+    ("grpo", "rapidocr_onnxruntime", "ocr"),  # the judge reads the words of word scenes
+)
+
+
+def _check_packages(*, until: str) -> None:
+    """Refuse before the first stage, not hours into the run, when a later stage's package is missing."""
+    needed = STAGES[: STAGES.index(until) + 1]
+    missing = [
+        (stage, package, extra)
+        for stage, package, extra in _STAGE_PACKAGES
+        if stage in needed and importlib.util.find_spec(package) is None
+    ]
+    if missing:
+        packages = " and ".join(f"{package} (the {stage} stage)" for stage, package, _ in missing)
+        extras = ",".join(extra for _, _, extra in missing)
+        raise XomniError(f"the recipe needs {packages}, not installed here: pip install 'xomni[{extras}]'")
 
 
 def _start(
