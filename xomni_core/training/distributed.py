@@ -99,11 +99,7 @@ class Processes:
         if not self.owns_group:
             return
         import torch.distributed as dist
-
-        try:
-            from accelerate import PartialState
-        except ImportError as exc:
-            raise ConfigError("training needs accelerate: pip install 'xomni[train]'") from exc
+        from accelerate import PartialState
 
         if dist.is_initialized():
             dist.destroy_process_group()
