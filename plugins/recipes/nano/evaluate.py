@@ -93,6 +93,11 @@ class ComparisonReport:
         return cls(modes=record["categories"], info=info)
 
 
+def eval_scenes(settings: NanoEval, image_px: int) -> list[SceneSpec]:
+    """The eval-split scenes the comparison judges."""
+    return sample_scenes("eval", settings.scenes, seed=settings.seed, width_px=image_px, height_px=image_px)
+
+
 def compare(
     sft_config: str | os.PathLike[str],
     grpo_config: str | os.PathLike[str],
@@ -104,7 +109,7 @@ def compare(
     reports_dir: str | os.PathLike[str] | None = None,
 ) -> ComparisonReport:
     """Score the three modes on ``settings.scenes`` eval-split prompts."""
-    scenes = sample_scenes("eval", settings.scenes, seed=settings.seed, width_px=image_px, height_px=image_px)
+    scenes = eval_scenes(settings, image_px)
     judge = SceneJudge()
     sft = TextToImagePipeline.from_config(sft_config)
     candidates, rewards = [], []

@@ -53,7 +53,7 @@ from xomni_plugins.tokenizers.siglip_vq.model import SigLIPVQTokenizer
 from xomni_plugins.tokenizers.siglip_vq.params import SigLIPVQParams
 from xomni_plugins.tokenizers.siglip_vq.training import train_ibq
 
-from .evaluate import ComparisonReport, compare
+from .evaluate import ComparisonReport, compare, eval_scenes
 from .settings import NanoData, NanoRecipe, pipeline_template
 
 STAGES = ("tokenizer", "decoder", "sft", "grpo", "eval")
@@ -499,7 +499,7 @@ def rl_scenes(recipe: NanoRecipe, n: int) -> list[SceneSpec]:
     size = {"width_px": recipe.data.image_px, "height_px": recipe.data.image_px}
     if not recipe.grpo.held_out_prompts:
         return sample_scenes("rl", n, seed=recipe.data.seed, **size)
-    judged = {s.caption for s in sample_scenes("eval", recipe.eval.scenes, seed=recipe.eval.seed, **size)}
+    judged = {s.caption for s in eval_scenes(recipe.eval, recipe.data.image_px)}
     kept: list[SceneSpec] = []
     draw = n
     while len(kept) < n:  # a longer draw extends a shorter one, so the order holds
