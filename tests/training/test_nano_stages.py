@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 from xomni_core import InputError
 from xomni_core.cli import main
@@ -85,6 +86,28 @@ def test_grpo_prompts_hold_held_out_pairs_but_no_caption_the_comparison_judges()
     assert rl_scenes(without, 600) == sample_scenes("rl", 600, seed=0)
 
 
+def test_held_out_share_spreads_that_share_of_held_out_prompts_over_the_list() -> None:
+    as_drawn = rl_scenes(NanoRecipe.model_validate({"grpo": {"held_out_share": None}}), 400)
+    assert 0.1 < sum(scene.held_out() for scene in as_drawn) / 400 < 0.35
+    prompts = rl_scenes(NanoRecipe.model_validate({"grpo": {"held_out_share": 0.5}}), 400)
+    assert [scene.held_out() for scene in prompts] == [False, True] * 200
+    quarter = rl_scenes(NanoRecipe.model_validate({"grpo": {"held_out_share": 0.25}}), 400)
+    assert [scene.held_out() for scene in quarter] == [False, False, False, True] * 100
+    # Each kind keeps the order it was drawn in, and the draw leaves out what the comparison judges.
+    assert [s for s in prompts if not s.held_out()] == [s for s in quarter if not s.held_out()][:200]
+    assert [s for s in quarter if s.held_out()] == [s for s in prompts if s.held_out()][:100]
+    judged = {scene.caption for scene in sample_scenes("eval", 210, seed=0)}
+    assert not {scene.caption for scene in prompts} & judged
+    none = rl_scenes(NanoRecipe.model_validate({"grpo": {"held_out_share": 0.0}}), 100)
+    assert not any(scene.held_out() for scene in none)
+
+
+def test_a_held_out_share_without_held_out_prompts_is_refused() -> None:
+    with pytest.raises(ValidationError, match=r"held_out_share 0\.3 asks for held-out prompts"):
+        NanoRecipe.model_validate({"grpo": {"held_out_prompts": False, "held_out_share": 0.3}})
+    NanoRecipe.model_validate({"grpo": {"held_out_prompts": False}})  # the default share stands aside
+
+
 def test_a_run_recorded_before_the_word_settings_resumes(tmp_path: Path) -> None:
     before_words = {
         "data": {"train_images": 8, "word_images": 0},
@@ -106,16 +129,19 @@ def test_a_run_recorded_before_the_word_settings_resumes(tmp_path: Path) -> None
 
 
 def test_a_grpo_stage_recorded_before_decay_and_held_out_prompts_resumes_without_them(tmp_path: Path) -> None:
-    recipe = NanoRecipe.model_validate(TINY | {"grpo": {"decay": "none", "held_out_prompts": False}})
+    before = {"decay": "none", "held_out_prompts": False, "held_out_share": None}
+    recipe = NanoRecipe.model_validate(TINY | {"grpo": before})
     train_nano_stages(tmp_path, recipe, until="tokenizer", show_progress=False)
     state = json.loads((tmp_path / "stages.json").read_text())
-    del state["recipe"]["grpo"]["decay"], state["recipe"]["grpo"]["held_out_prompts"]
+    for name in before:
+        del state["recipe"]["grpo"][name]
     state["started"] = [*state["started"], "grpo"]  # as if its GRPO stage had begun
     (tmp_path / "stages.json").write_text(json.dumps(state))
     assert list(train_nano_stages(tmp_path, recipe, until="tokenizer", resume=True)) == ["tokenizer"]
     with pytest.raises(
         InputError,
-        match=r"other settings \(grpo.decay: 'none' -> 'cosine'; grpo.held_out_prompts: False -> True\)",
+        match=r"other settings \(grpo.decay: 'none' -> 'cosine'; grpo.held_out_prompts: False -> True; "
+        r"grpo.held_out_share: None -> 0.5\)",
     ):
         train_nano_stages(tmp_path, NanoRecipe.model_validate(TINY), until="tokenizer", resume=True)
 

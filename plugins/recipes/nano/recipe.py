@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import platform
 import shutil
@@ -490,23 +491,42 @@ _ADDED_AT: dict[tuple[str, str], Any] = {
     ("tokenizer", "letter_classes"): False,
     ("grpo", "decay"): "none",
     ("grpo", "held_out_prompts"): False,
+    ("grpo", "held_out_share"): None,
 }
 
 
 def rl_scenes(recipe: NanoRecipe, n: int) -> list[SceneSpec]:
     """The first ``n`` rl-split scenes of GRPO; with ``grpo.held_out_prompts``, held-out pairs and
-    words included and no scene whose caption the comparison judges."""
+    words included (``grpo.held_out_share`` of them, where set) and no scene whose caption the
+    comparison judges."""
     size = {"width_px": recipe.data.image_px, "height_px": recipe.data.image_px}
     if not recipe.grpo.held_out_prompts:
         return sample_scenes("rl", n, seed=recipe.data.seed, **size)
     judged = {s.caption for s in eval_scenes(recipe.eval, recipe.data.image_px)}
-    kept: list[SceneSpec] = []
+    share = recipe.grpo.held_out_share
     draw = n
-    while len(kept) < n:  # a longer draw extends a shorter one, so the order holds
+    while True:  # a longer draw extends a shorter one, so the order holds
         draw *= 2
         pool = sample_scenes("rl", draw, seed=recipe.data.seed, rl_held_out=True, **size)
         kept = [s for s in pool if s.caption not in judged]
-    return kept[:n]
+        prompts = kept[:n] if share is None else _spread_held_out(kept, n, share)
+        if len(prompts) == n:
+            return prompts
+
+
+def _spread_held_out(scenes: Sequence[SceneSpec], n: int, share: float) -> list[SceneSpec]:
+    """``n`` of ``scenes`` in their order, a held-out one at every place where the running count
+    ``floor(place * share)`` steps up (so any prefix holds its share); fewer if they run out."""
+    held_out = iter([s for s in scenes if s.held_out()])
+    seen = iter([s for s in scenes if not s.held_out()])
+    spread: list[SceneSpec] = []
+    for place in range(n):
+        stream = held_out if math.floor((place + 1) * share) > math.floor(place * share) else seen
+        scene = next(stream, None)
+        if scene is None:
+            break
+        spread.append(scene)
+    return spread
 
 
 def _with_defaults(recorded: Any) -> Any:
