@@ -105,7 +105,7 @@ def test_held_out_share_spreads_that_share_of_held_out_prompts_over_the_list() -
 def test_a_held_out_share_without_held_out_prompts_is_refused() -> None:
     with pytest.raises(ValidationError, match=r"held_out_share 0\.3 asks for held-out prompts"):
         NanoRecipe.model_validate({"grpo": {"held_out_prompts": False, "held_out_share": 0.3}})
-    NanoRecipe.model_validate({"grpo": {"held_out_prompts": False}})  # the default share stands aside
+    NanoRecipe.model_validate({"grpo": {"held_out_prompts": False, "held_out_share": 0.0}})
 
 
 def test_a_run_recorded_before_the_word_settings_resumes(tmp_path: Path) -> None:
@@ -140,8 +140,7 @@ def test_a_grpo_stage_recorded_before_decay_and_held_out_prompts_resumes_without
     assert list(train_nano_stages(tmp_path, recipe, until="tokenizer", resume=True)) == ["tokenizer"]
     with pytest.raises(
         InputError,
-        match=r"other settings \(grpo.decay: 'none' -> 'cosine'; grpo.held_out_prompts: False -> True; "
-        r"grpo.held_out_share: None -> 0.5\)",
+        match=r"other settings \(grpo.decay: 'none' -> 'cosine'; grpo.held_out_prompts: False -> True\)",
     ):
         train_nano_stages(tmp_path, NanoRecipe.model_validate(TINY), until="tokenizer", resume=True)
 

@@ -96,11 +96,11 @@ class NanoGRPO(BaseModel):
         "policy learns them from the reward alone",
     )
     held_out_share: float | None = Field(
-        0.5,
+        None,
         ge=0.0,
         le=1.0,
         description="share of the prompts that name a held-out pair or word, spread evenly over the "
-        "prompt list (None: as the rl split draws them, about a fifth); only with held_out_prompts",
+        "prompt list (None: as the rl split draws them, about a fifth); needs held_out_prompts",
     )
     steps: int = Field(600, ge=1)
     group_size: int = Field(8, ge=2)
@@ -148,7 +148,7 @@ class NanoGRPO(BaseModel):
 
     @model_validator(mode="after")
     def _share_needs_held_out_prompts(self) -> NanoGRPO:
-        if self.held_out_share and not self.held_out_prompts and "held_out_share" in self.model_fields_set:
+        if self.held_out_share and not self.held_out_prompts:
             raise ValueError(
                 f"held_out_share {self.held_out_share} asks for held-out prompts, which "
                 "held_out_prompts=false leaves out; set held_out_share=null or held_out_prompts=true"
