@@ -491,7 +491,6 @@ _ADDED_AT: dict[tuple[str, str], Any] = {
     ("tokenizer", "letter_classes"): False,
     ("grpo", "decay"): "none",
     ("grpo", "held_out_prompts"): False,
-    ("grpo", "held_out_share"): None,
 }
 
 
