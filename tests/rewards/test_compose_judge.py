@@ -171,3 +171,23 @@ def test_params_survive_a_save_and_load(tmp_path: Path) -> None:
     loaded = ComposeJudgeReward.from_pretrained(tmp_path / "judge")
     assert loaded.params == original.params
     assert loaded.judge.params.min_area_frac == 0.004
+
+
+def test_attribute_credit_grades_a_missed_pair_by_its_colour_and_its_shape_apart() -> None:
+    truth = parse_caption("a green triangle above a yellow circle")
+    drawn = {
+        "right": truth,
+        "one object right": parse_caption("a green circle above a yellow circle"),
+        "colours swapped": parse_caption("a yellow triangle above a green circle"),
+        "neither": parse_caption("a red square above a blue square"),
+    }
+    batch = RewardBatch(
+        [render_scene(scene) for scene in drawn.values()], [truth.caption] * 4, [truth.metadata()] * 4
+    )
+    plain, graded = reward().score(batch), reward(attribute_credit=0.5).score(batch)
+    # Four checks: the two objects, nothing else drawn, and the relation.
+    assert plain.scores == (1.0, 0.25, 0.0, 0.0)
+    assert graded.scores == (1.0, (1 + 0.5 / 2) / 4, (0.5 + 0.5) / 4, 0.0)
+    assert graded.details["correct"] == plain.details["correct"] == (1.0, 0.0, 0.0, 0.0)
+    assert graded.parts is not None
+    assert [sum(part.value for part in parts) for parts in graded.parts] == list(graded.scores)

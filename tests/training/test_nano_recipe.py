@@ -44,6 +44,7 @@ QUICK = {
         "updates_per_rollout": 2,
         "decay": "cosine",
         "correct_bonus": 0.5,
+        "attribute_credit": 0.25,
         "regional_credit": 0.5,
         "eval_prompts": 2,
         "eval_every": 1,
@@ -126,7 +127,8 @@ def test_model_folder_is_a_pipeline_with_provenance(quick_run: Path) -> None:
     assert grpo["sampling"]["cfg_scale"] == 2.0  # GRPO trains the guided policy that generation samples
     assert grpo["updates_per_rollout"] == 2 and grpo["decay"] == "cosine" and grpo["regional_credit"] == 0.5
     rewards = yaml.safe_load((quick_run / "grpo.yaml").read_text())["rewards"]
-    assert rewards == [{"plugin": "compose-judge", "params": {"score": "checks", "correct_bonus": 0.5}}]
+    params = {"score": "checks", "correct_bonus": 0.5, "attribute_credit": 0.25}
+    assert rewards == [{"plugin": "compose-judge", "params": params}]
     held_out = read_prompts(quick_run / "rl-eval-prompts.jsonl")
     assert len(held_out) == 2 and not read_prompts(quick_run / "rl-prompts.jsonl") & held_out
     logged = [r for r in read_metrics(quick_run / "grpo" / "metrics.jsonl") if "eval_reward" in r]

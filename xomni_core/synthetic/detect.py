@@ -292,12 +292,23 @@ class SceneJudge:
     ``text_reward`` reads words: any reward that scores 1 when ``metadata["target_text"]`` is
     legible in the image (it sees the image in grey with stretched contrast). ``None`` loads the
     ``ocr-text`` reward plugin on the first word.
+
+    ``attribute_credit`` grades a failed object check by its attributes: half of it when the
+    image holds as many objects of the named colour as the caption names (any shape), half when
+    it holds as many of the named shape (any colour). It changes scores, never verdicts.
     """
 
     def __init__(
-        self, params: DetectorParams | None = None, *, text_reward: Reward[Any] | None = None
+        self,
+        params: DetectorParams | None = None,
+        *,
+        text_reward: Reward[Any] | None = None,
+        attribute_credit: float = 0.0,
     ) -> None:
+        if not 0.0 <= attribute_credit <= 1.0:
+            raise ValueError(f"attribute_credit must be within [0, 1], got {attribute_credit}")
         self.params = params or DetectorParams()
+        self.attribute_credit = attribute_credit
         self._text_reward = text_reward
 
     @property
@@ -323,7 +334,8 @@ class SceneJudge:
             noun = f"{color} {shape}" + ("s" if count > 1 else "")
             passed = len(hits) == count
             evidence = _boxes(hits) if passed else ()
-            checks.append(Check(f"{count} {noun}", passed, f"found {found}", boxes=evidence))
+            credit = None if passed else self._attribute_credit(color, shape, scene, blobs)
+            checks.append(Check(f"{count} {noun}", passed, f"found {found}", credit=credit, boxes=evidence))
         for obj in scene.objects:
             hits = matched[obj.color, obj.shape]
             blob = hits[0] if len(hits) == 1 else None
@@ -348,6 +360,17 @@ class SceneJudge:
 
     def judge_many(self, images: Sequence[Image], scenes: Sequence[SceneSpec]) -> list[Judgement]:
         return [self.judge(image, scene) for image, scene in zip(images, scenes, strict=True)]
+
+    def _attribute_credit(
+        self, color: ColorName, shape: Shape, scene: SceneSpec, blobs: Sequence[Blob]
+    ) -> float | None:
+        """Credit for a missed (colour, shape) group whose colour or shape alone is drawn as often
+        as the caption names it."""
+        if not self.attribute_credit:
+            return None
+        color_right = sum(b.color == color for b in blobs) == sum(o.color == color for o in scene.objects)
+        shape_right = sum(b.shape == shape for b in blobs) == sum(o.shape == shape for o in scene.objects)
+        return self.attribute_credit * (color_right + shape_right) / 2
 
     def _check_word(self, image: Image, scene: SceneSpec) -> Check:
         assert scene.word is not None

@@ -370,7 +370,7 @@ class _Run:
             tokenizer=self.out / "tokenizer",
             backbone=self.out / "backbone-sft",
             decoder=self.out / "decoder",
-            rewards=[_reward(correct_bonus=grpo.correct_bonus)],
+            rewards=[_reward(correct_bonus=grpo.correct_bonus, attribute_credit=grpo.attribute_credit)],
             training={
                 "grpo": {
                     "steps": grpo.steps,
@@ -541,11 +541,11 @@ def _with_defaults(recorded: Any) -> Any:
         return recorded
 
 
-def _reward(*, correct_bonus: float) -> dict[str, Any]:
-    """The recipe's reward; a bonus only where set, so configs written before it stay as they were."""
-    if not correct_bonus:
-        return REWARD
-    return {**REWARD, "params": {**REWARD["params"], "correct_bonus": correct_bonus}}
+def _reward(*, correct_bonus: float, attribute_credit: float) -> dict[str, Any]:
+    """The recipe's reward; a bonus or credit only where set, so configs written before them stay
+    as they were."""
+    extra = {"correct_bonus": correct_bonus, "attribute_credit": attribute_credit}
+    return {**REWARD, "params": {**REWARD["params"], **{k: v for k, v in extra.items() if v}}}
 
 
 def _changes(key: str, recorded: Any, current: Any) -> list[str]:

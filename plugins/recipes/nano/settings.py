@@ -117,6 +117,13 @@ class NanoGRPO(BaseModel):
         description="the reward's extra for an image whose every check passes, on top of the share "
         "of passed checks",
     )
+    attribute_credit: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="the reward's share of a missed object's check for drawing its colour (half) or "
+        "its shape (half) as often as the caption names it",
+    )
     regional_credit: float = Field(
         0.0,
         ge=0.0,

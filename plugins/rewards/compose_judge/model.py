@@ -38,7 +38,7 @@ class ComposeJudgeReward(Weightless[ComposeJudgeParams], Reward[ComposeJudgePara
 
     def __init__(self, params: ComposeJudgeParams) -> None:
         super().__init__(params)
-        self.judge = SceneJudge(params.detector)
+        self.judge = SceneJudge(params.detector, attribute_credit=params.attribute_credit)
 
     def scene_for(self, batch: RewardBatch, index: int) -> SceneSpec:
         """The sample's metadata ``scene`` if present, else its prompt read as a caption."""
