@@ -191,3 +191,14 @@ def test_attribute_credit_grades_a_missed_pair_by_its_colour_and_its_shape_apart
     assert graded.details["correct"] == plain.details["correct"] == (1.0, 0.0, 0.0, 0.0)
     assert graded.parts is not None
     assert [sum(part.value for part in parts) for parts in graded.parts] == list(graded.scores)
+
+
+def test_attribute_credit_is_refused_where_the_score_ignores_it(tmp_path: Path) -> None:
+    config = tmp_path / "judge.yaml"
+    config.write_text(
+        "rewards:\n- plugin: compose-judge\n  params: {score: correct, attribute_credit: 0.5}\n"
+    )
+    command = [sys.executable, "-m", "xomni_core.cli", "config", "validate", str(config)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "compose-judge" in result.stderr and "attribute_credit 0.5" in result.stderr

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from xomni_core import ComponentParams
 from xomni_core.synthetic import DetectorParams
@@ -37,3 +37,12 @@ class ComposeJudgeParams(ComponentParams):
     detector: DetectorParams = Field(
         default_factory=DetectorParams, description="thresholds of the shape and colour detector"
     )
+
+    @model_validator(mode="after")
+    def _credit_needs_graded_checks(self) -> ComposeJudgeParams:
+        if self.attribute_credit and self.score == "correct":
+            raise ValueError(
+                f"attribute_credit {self.attribute_credit} grades failed checks, which score 'correct' "
+                "ignores; set score: checks or attribute_credit: 0"
+            )
+        return self
