@@ -128,8 +128,8 @@ def test_a_run_recorded_before_the_word_settings_resumes(tmp_path: Path) -> None
         train_nano_stages(tmp_path, other, until="tokenizer", resume=True)
 
 
-def test_a_grpo_stage_recorded_before_decay_and_held_out_prompts_resumes_without_them(tmp_path: Path) -> None:
-    before = {"decay": "none", "held_out_prompts": False, "held_out_share": None}
+def test_a_grpo_stage_recorded_before_later_settings_resumes_without_them(tmp_path: Path) -> None:
+    before = {"decay": "none", "held_out_prompts": False, "held_out_share": None, "attribute_credit": 0.0}
     recipe = NanoRecipe.model_validate(TINY | {"grpo": before})
     train_nano_stages(tmp_path, recipe, until="tokenizer", show_progress=False)
     state = json.loads((tmp_path / "stages.json").read_text())
@@ -140,7 +140,8 @@ def test_a_grpo_stage_recorded_before_decay_and_held_out_prompts_resumes_without
     assert list(train_nano_stages(tmp_path, recipe, until="tokenizer", resume=True)) == ["tokenizer"]
     with pytest.raises(
         InputError,
-        match=r"other settings \(grpo.decay: 'none' -> 'cosine'; grpo.held_out_prompts: False -> True\)",
+        match=r"other settings \(grpo.attribute_credit: 0.0 -> 0.5; grpo.decay: 'none' -> 'cosine'; "
+        r"grpo.held_out_prompts: False -> True\)",
     ):
         train_nano_stages(tmp_path, NanoRecipe.model_validate(TINY), until="tokenizer", resume=True)
 

@@ -491,6 +491,7 @@ _ADDED_AT: dict[tuple[str, str], Any] = {
     ("tokenizer", "letter_classes"): False,
     ("grpo", "decay"): "none",
     ("grpo", "held_out_prompts"): False,
+    ("grpo", "attribute_credit"): 0.0,
 }
 
 

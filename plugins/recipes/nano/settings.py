@@ -118,7 +118,7 @@ class NanoGRPO(BaseModel):
         "of passed checks",
     )
     attribute_credit: float = Field(
-        0.0,
+        0.5,
         ge=0.0,
         le=1.0,
         description="the reward's share of a missed object's check for drawing its colour (half) or "
