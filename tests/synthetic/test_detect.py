@@ -215,3 +215,9 @@ def test_judgement_says_which_claim_failed(judge: SceneJudge) -> None:
     assert not verdict.correct and 0.0 <= verdict.score < 1.0
     color, shape, count = scene.groups()[0]
     assert verdict.failures()[0].startswith(f"{count} {color} {shape}s: found")
+
+
+@pytest.mark.parametrize("credit", [-0.1, 1.5])
+def test_an_attribute_credit_outside_zero_to_one_is_refused(credit: float) -> None:
+    with pytest.raises(ValueError, match=rf"attribute_credit must be within \[0, 1\], got {credit}"):
+        SceneJudge(attribute_credit=credit)

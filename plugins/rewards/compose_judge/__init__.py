@@ -22,7 +22,8 @@ PLUGIN = PluginSpec(
     description=(
         "Share of a caption's claims (objects, colours, counts, positions, words) an image bears out, "
         "judged against metadata 'scene' or the prompt parsed as a benchmark caption; scores in [0, 1] "
-        "(plus correct_bonus where every check passes)."
+        "(plus correct_bonus where every check passes; attribute_credit pays part of a missed object's "
+        "check for its colour or its shape alone)."
     ),
     tags=("compositional", "programmatic"),
 )
